@@ -1,0 +1,1 @@
+"""The desired-state contract: models, the Postgres store, the HTTP API and its auth."""

@@ -1,0 +1,60 @@
+"""Errors a user can act on. Each carries a stable code, a message and, where one helps, a hint.
+
+The HTTP API turns them into JSON bodies with the same fields; the CLI prints them as one line.
+"""
+
+from __future__ import annotations
+
+
+class TetherError(Exception):
+    status_code = 400
+    error = "bad_request"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class Unauthorized(TetherError):
+    status_code = 401
+    error = "unauthorized"
+
+
+class NotFound(TetherError):
+    status_code = 404
+    error = "not_found"
+
+
+class NameTaken(TetherError):
+    status_code = 409
+    error = "name_taken"
+
+
+class NoDeployment(TetherError):
+    """The request needs a deployment the project does not have (start, restart, rollback)."""
+
+    status_code = 400
+    error = "no_deployment"
+
+
+class DeletionRequested(TetherError):
+    status_code = 400
+    error = "deletion_requested"
+
+
+class PreconditionFailed(TetherError):
+    status_code = 412
+    error = "generation_mismatch"
+
+
+class NoFreePort(TetherError):
+    status_code = 503
+    error = "no_free_port"
+
+
+class StoreUnavailable(TetherError):
+    """Postgres cannot be reached right now; nothing was written."""
+
+    status_code = 503
+    error = "database_unavailable"

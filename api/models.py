@@ -1,0 +1,254 @@
+"""The desired-state contract shared by the store, the HTTP API, the operator and the CLI.
+
+Validation lives here so that every entry point refuses the same bad input with the same message;
+the database repeats the structural rules as constraints so that no writer can bypass them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PROJECT_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A Docker image reference: optional registry host[:port], path components, a tag and/or digest.
+IMAGE_PATTERN = re.compile(
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@sha256:[a-f0-9]{64})?$"
+)
+MAX_ENV_VARS = 200
+MAX_ENV_VALUE_BYTES = 32 * 1024
+MAX_COMMAND_ARGS = 256
+
+
+def _check_image(value: str) -> str:
+    if len(value) > 255 or not IMAGE_PATTERN.match(value):
+        raise ValueError(
+            f"{value!r} is not a Docker image reference; expected a form like "
+            "'nginx:1.25', 'registry.example.com:5000/team/app:v2' or 'app@sha256:<64 hex>'"
+        )
+    return value
+
+
+ProjectName = Annotated[
+    str,
+    Field(
+        pattern=PROJECT_NAME_PATTERN,
+        description="A DNS label: a lowercase letter, then up to 62 of a-z, 0-9 or '-'.",
+        examples=["shop"],
+    ),
+]
+OwnerName = Annotated[str, Field(pattern=PROJECT_NAME_PATTERN, examples=["alice"])]
+ImageRef = Annotated[str, AfterValidator(_check_image), Field(examples=["nginx:1.25"])]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class DesiredState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class HealthCheck(BaseModel):
+    """How tether decides Ready: probe the project's endpoint over HTTP or TCP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["http", "tcp"]
+    path: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="HTTP only: the path to GET; any 2xx or 3xx answer is healthy.",
+        examples=["/healthz"],
+    )
+    interval_s: float = Field(default=2.0, ge=0.1, le=300)
+    timeout_s: float = Field(default=2.0, ge=0.1, le=60)
+
+    @model_validator(mode="after")
+    def _path_matches_type(self) -> HealthCheck:
+        if self.type == "http":
+            if self.path is None:
+                self.path = "/"
+            if not self.path.startswith("/") or any(c.isspace() for c in self.path):
+                raise ValueError("health.path must start with '/' and contain no whitespace")
+        elif self.path is not None:
+            raise ValueError("health.path is only allowed for an http health check")
+        return self
+
+
+class DeploymentSpec(BaseModel):
+    """What a user asks to run. Immutable once stored as a numbered deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: ImageRef
+    command: list[str] | None = Field(default=None, max_length=MAX_COMMAND_ARGS)
+    env: dict[str, str] = Field(default_factory=dict)
+    port: Port | None = Field(
+        default=None, description="The container port published on the project's endpoint."
+    )
+    health: HealthCheck | None = None
+    ready_deadline_s: int = Field(
+        default=120, ge=1, le=3600, description="How long a new deployment may take to be Ready."
+    )
+    stop_grace_s: int = Field(default=10, ge=0, le=300)
+    memory_mb: int | None = Field(default=None, ge=4, le=1024 * 1024)
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
+        if len(env) > MAX_ENV_VARS:
+            raise ValueError(f"at most {MAX_ENV_VARS} environment variables are allowed")
+        for key, value in env.items():
+            if not re.match(ENV_KEY_PATTERN, key):
+                raise ValueError(
+                    f"environment variable name {key!r} is invalid; use letters, digits and '_', "
+                    "not starting with a digit"
+                )
+            if len(value.encode()) > MAX_ENV_VALUE_BYTES:
+                raise ValueError(f"environment variable {key!r} is longer than 32 KiB")
+            if "\x00" in value:
+                raise ValueError(f"environment variable {key!r} contains a NUL byte")
+        return env
+
+    @field_validator("command")
+    @classmethod
+    def _check_command(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None and (not command or any("\x00" in arg for arg in command)):
+            raise ValueError("command must be a non-empty list of arguments without NUL bytes")
+        return command
+
+    @model_validator(mode="after")
+    def _health_needs_port(self) -> DeploymentSpec:
+        if self.health is not None and self.port is None:
+            raise ValueError("a health check probes the project's endpoint: set port as well")
+        return self
+
+
+class Deployment(DeploymentSpec):
+    project: ProjectName
+    version: int
+    created_by: str
+    created_at: datetime
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ProjectName
+
+
+class Project(BaseModel):
+    """A project's desired state. `generation` rises once per real change of it."""
+
+    name: ProjectName
+    owner: str
+    desired_state: DesiredState
+    target_version: int | None
+    restart_token: int
+    generation: int
+    deletion_requested: bool
+    host_port: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class Condition(BaseModel):
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: datetime
+    observed_generation: int
+
+
+class Status(BaseModel):
+    """What the operator last observed and did. Written only by the operator."""
+
+    project: ProjectName
+    observed_generation: int = 0
+    phase: str = "Pending"
+    conditions: list[Condition] = Field(default_factory=list)
+    running_version: int | None = None
+    container_id: str | None = None
+    endpoint: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    crash_count: int = 0
+    last_exit_code: int | None = None
+    oom_killed: bool = False
+    failed_version: int | None = None
+    updated_at: datetime | None = None
+
+    def condition(self, kind: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
+
+
+class EventKind(StrEnum):
+    DESIRED = "desired"
+    ACTION = "action"
+    REFUSED = "refused"
+    HEALTH = "health"
+    CONVERGED = "converged"
+    GAVE_UP = "gave_up"
+
+
+class Event(BaseModel):
+    id: int
+    project: str
+    generation: int | None
+    kind: EventKind
+    reason: str
+    message: str
+    actor: str
+    created_at: datetime
+
+
+class ProjectView(BaseModel):
+    """A project as the API shows it: desired state, target deployment and status together."""
+
+    project: Project
+    status: Status | None
+
+
+class WriteResult(BaseModel):
+    """The answer to every desired-state write: what is wanted now, and whether it changed."""
+
+    project: Project
+    changed: bool
+    message: str
+
+
+class Principal(BaseModel):
+    """Who is asking: a token's owner. An admin sees every owner's projects."""
+
+    owner: str
+    admin: bool = False
+
+    @property
+    def scope(self) -> str | None:
+        """The owner whose projects this principal may see, or None for all of them."""
+        return None if self.admin else self.owner
+
+
+class DesiredSnapshot(BaseModel):
+    """Everything one reconcile pass needs from Postgres, read in one query."""
+
+    project: Project
+    target: Deployment | None
+    running: Deployment | None
+    status: Status | None

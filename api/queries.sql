@@ -1,0 +1,147 @@
+-- Every query tether runs, looked up by name from tether.api.store.
+
+-- name: create_token
+INSERT INTO tokens (owner, hash, admin) VALUES ($1, $2, $3) RETURNING id;
+
+-- name: token_by_hash
+SELECT owner, admin FROM tokens WHERE hash = $1;
+
+-- name: insert_project
+-- Takes the lowest free host port of the range; the caller retries if a concurrent insert won it.
+INSERT INTO projects (name, owner, host_port)
+SELECT $1, $2, port
+FROM generate_series($3::integer, $4::integer) AS port
+WHERE NOT EXISTS (SELECT 1 FROM projects WHERE host_port = port)
+ORDER BY port
+LIMIT 1
+ON CONFLICT (name) DO NOTHING
+RETURNING *;
+
+-- name: project_any_owner
+SELECT * FROM projects WHERE name = $1;
+
+-- name: project
+-- $2 is the owner the caller may see, or NULL for an admin.
+SELECT * FROM projects WHERE name = $1 AND ($2::text IS NULL OR owner = $2);
+
+-- name: lock_project
+SELECT * FROM projects WHERE name = $1 AND ($2::text IS NULL OR owner = $2) FOR UPDATE;
+
+-- name: list_projects
+SELECT * FROM projects WHERE $1::text IS NULL OR owner = $1 ORDER BY name;
+
+-- name: update_desired
+-- Every desired-state change goes through here, and only real changes do: generation counts them.
+UPDATE projects
+SET desired_state = $2,
+    target_version = $3,
+    restart_token = $4,
+    deletion_requested_at = CASE WHEN $5::boolean THEN coalesce(deletion_requested_at, now()) END,
+    generation = generation + 1,
+    updated_at = now()
+WHERE name = $1
+RETURNING *;
+
+-- name: next_version
+SELECT coalesce(max(version), 0) + 1 FROM deployments WHERE project = $1;
+
+-- name: insert_deployment
+INSERT INTO deployments (
+    project, version, image, command, env, port, health, ready_deadline_s, stop_grace_s,
+    memory_mb, cpus, created_by
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+RETURNING *;
+
+-- name: deployment
+SELECT * FROM deployments WHERE project = $1 AND version = $2;
+
+-- name: list_deployments
+SELECT * FROM deployments WHERE project = $1 ORDER BY version;
+
+-- name: previous_version
+SELECT max(version) FROM deployments WHERE project = $1 AND version < $2;
+
+-- name: insert_event
+INSERT INTO events (project, generation, kind, reason, message, actor)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id;
+
+-- name: list_events
+SELECT * FROM events WHERE project = $1 AND id > $2 ORDER BY id LIMIT $3;
+
+-- name: notify_desired
+SELECT pg_notify('tether_desired', $1);
+
+-- name: notify_status
+SELECT pg_notify('tether_status', $1);
+
+-- name: status
+SELECT * FROM status WHERE project = $1;
+
+-- name: list_status
+SELECT s.* FROM status s JOIN projects p ON p.name = s.project
+WHERE $1::text IS NULL OR p.owner = $1;
+
+-- name: upsert_status
+INSERT INTO status (
+    project, observed_generation, phase, conditions, running_version, container_id, endpoint,
+    attempts, next_attempt_at, last_error, crash_count, last_exit_code, oom_killed, failed_version,
+    updated_at
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now())
+ON CONFLICT (project) DO UPDATE SET
+    observed_generation = EXCLUDED.observed_generation,
+    phase = EXCLUDED.phase,
+    conditions = EXCLUDED.conditions,
+    running_version = EXCLUDED.running_version,
+    container_id = EXCLUDED.container_id,
+    endpoint = EXCLUDED.endpoint,
+    attempts = EXCLUDED.attempts,
+    next_attempt_at = EXCLUDED.next_attempt_at,
+    last_error = EXCLUDED.last_error,
+    crash_count = EXCLUDED.crash_count,
+    last_exit_code = EXCLUDED.last_exit_code,
+    oom_killed = EXCLUDED.oom_killed,
+    failed_version = EXCLUDED.failed_version,
+    updated_at = now();
+
+-- name: desired
+-- One project's whole desired state for a reconcile pass: the project, its target deployment and
+-- the deployment it last ran (the one a failed rollout goes back to).
+SELECT p.*,
+       to_jsonb(t) AS target,
+       to_jsonb(r) AS running,
+       to_jsonb(s) AS status
+FROM projects p
+LEFT JOIN deployments t ON t.project = p.name AND t.version = p.target_version
+LEFT JOIN status s ON s.project = p.name
+LEFT JOIN deployments r ON r.project = p.name AND r.version = s.running_version
+WHERE p.name = $1;
+
+-- name: desired_all
+SELECT p.*,
+       to_jsonb(t) AS target,
+       to_jsonb(r) AS running,
+       to_jsonb(s) AS status
+FROM projects p
+LEFT JOIN deployments t ON t.project = p.name AND t.version = p.target_version
+LEFT JOIN status s ON s.project = p.name
+LEFT JOIN deployments r ON r.project = p.name AND r.version = s.running_version
+ORDER BY p.name;
+
+-- name: delete_project
+-- Only a project whose deletion was asked for, and at the generation the operator finished with.
+DELETE FROM projects WHERE name = $1 AND deletion_requested_at IS NOT NULL AND generation = $2
+RETURNING name;
+
+-- name: take_lease
+INSERT INTO operator_lease AS l (name, holder, expires_at)
+VALUES ('operator', $1, now() + make_interval(secs => $2))
+ON CONFLICT (name) DO UPDATE
+SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+RETURNING holder;
+
+-- name: release_lease
+DELETE FROM operator_lease WHERE name = 'operator' AND holder = $1;

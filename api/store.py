@@ -1,0 +1,537 @@
+"""The Postgres store: the only module that issues SQL (the migrator aside).
+
+Every desired-state write locks the project row, decides whether anything really changes, and then
+updates the row, appends its event and sends its NOTIFY in the same transaction, so a client that
+got an answer can rely on all three having happened, and a no-op write leaves no trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+
+from tether.api.errors import (
+    DeletionRequested,
+    NameTaken,
+    NoDeployment,
+    NoFreePort,
+    NotFound,
+    PreconditionFailed,
+    StoreUnavailable,
+)
+from tether.api.models import (
+    Deployment,
+    DeploymentSpec,
+    DesiredSnapshot,
+    DesiredState,
+    Event,
+    EventKind,
+    Principal,
+    Project,
+    ProjectView,
+    Status,
+    WriteResult,
+)
+from tether.api.queries import sql
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
+DESIRED_CHANNEL = "tether_desired"
+STATUS_CHANNEL = "tether_status"
+TOKEN_PREFIX = "tth_"
+
+# Faults that mean "Postgres is not reachable now", as opposed to a bug or a constraint violation.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PortRange:
+    first: int
+    last: int
+
+
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _project(row: asyncpg.Record | dict[str, Any]) -> Project:
+    data = dict(row)
+    data["deletion_requested"] = data.pop("deletion_requested_at") is not None
+    return Project.model_validate(data)
+
+
+def _deployment(row: asyncpg.Record | dict[str, Any]) -> Deployment:
+    return Deployment.model_validate(dict(row))
+
+
+def _status(row: asyncpg.Record | dict[str, Any]) -> Status:
+    return Status.model_validate(dict(row))
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event.model_validate(dict(row))
+
+
+def _snapshot(row: asyncpg.Record) -> DesiredSnapshot:
+    data = dict(row)
+    target, running, status = data.pop("target"), data.pop("running"), data.pop("status")
+    return DesiredSnapshot(
+        project=_project(data),
+        target=_deployment(target) if target else None,
+        running=_deployment(running) if running else None,
+        status=_status(status) if status else None,
+    )
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, ports: PortRange) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._ports = ports
+
+    @classmethod
+    async def connect(
+        cls, dsn: str, ports: PortRange = PortRange(20000, 29999), max_size: int = 10
+    ) -> Store:
+        # min_size=0: the API starts, and answers 503, while Postgres is down.
+        pool = await asyncpg.create_pool(
+            dsn, min_size=0, max_size=max_size, init=_init_connection, timeout=5, command_timeout=30
+        )
+        return cls(pool, dsn, ports)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(
+                f"the database is unreachable ({type(exc).__name__}); nothing was changed",
+                hint="retry shortly; if it persists, check that Postgres is running",
+            ) from exc
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Conn]:
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # Tokens
+
+    async def create_token(self, owner: str, *, admin: bool = False) -> str:
+        """Create an API token and return it; only its hash is stored."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        async with self._connection() as conn:
+            await conn.execute(sql("create_token"), owner, hash_token(token), admin)
+        return token
+
+    async def authenticate(self, token: str) -> Principal | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql("token_by_hash"), hash_token(token))
+        return Principal(owner=row["owner"], admin=row["admin"]) if row else None
+
+    # Projects
+
+    async def create_project(self, name: str, principal: Principal) -> WriteResult:
+        async with self._transaction() as conn:
+            existing = await conn.fetchrow(sql("project_any_owner"), name)
+            if existing is None:
+                row = await self._insert_project(conn, name, principal.owner)
+                if row is not None:
+                    project = _project(row)
+                    await self._record(conn, project, EventKind.DESIRED, "Created",
+                                       f"project created by {principal.owner}", principal.owner)
+                    return WriteResult(project=project, changed=True, message="project created")
+                existing = await conn.fetchrow(sql("project_any_owner"), name)
+            if existing is None or (principal.scope and existing["owner"] != principal.scope):
+                raise NameTaken(
+                    f"the project name {name!r} is taken", hint="choose another project name"
+                )
+            return WriteResult(
+                project=_project(existing), changed=False, message="project already exists"
+            )
+
+    async def _insert_project(
+        self, conn: Conn, name: str, owner: str
+    ) -> asyncpg.Record | None:
+        # A concurrent create may take the same free port first: try again with the next one.
+        for _ in range(5):
+            try:
+                async with conn.transaction():
+                    row = await conn.fetchrow(
+                        sql("insert_project"), name, owner, self._ports.first, self._ports.last
+                    )
+            except asyncpg.UniqueViolationError:
+                continue
+            if row is not None:
+                return row
+            if await conn.fetchval(sql("project_any_owner"), name) is not None:
+                return None
+            raise NoFreePort(
+                f"every host port in {self._ports.first}-{self._ports.last} is allocated",
+                hint="destroy unused projects or widen TETHER_PORT_RANGE",
+            )
+        raise NoFreePort("could not allocate a host port under contention", hint="retry")
+
+    async def list_projects(self, principal: Principal) -> list[ProjectView]:
+        async with self._connection() as conn:
+            projects = await conn.fetch(sql("list_projects"), principal.scope)
+            statuses = {r["project"]: _status(r) for r in await conn.fetch(sql("list_status"),
+                                                                            principal.scope)}
+        return [
+            ProjectView(project=_project(r), status=statuses.get(r["name"])) for r in projects
+        ]
+
+    async def get_project(self, name: str, principal: Principal) -> ProjectView:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql("project"), name, principal.scope)
+            if row is None:
+                raise _not_found(name)
+            status = await conn.fetchrow(sql("status"), name)
+        return ProjectView(project=_project(row), status=_status(status) if status else None)
+
+    # Desired-state writes
+
+    async def deploy(
+        self,
+        name: str,
+        spec: DeploymentSpec,
+        principal: Principal,
+        *,
+        start: bool = True,
+        if_match: int | None = None,
+    ) -> tuple[WriteResult, Deployment]:
+        async with self._transaction() as conn:
+            project = await self._lock(conn, name, principal, if_match)
+            version = await conn.fetchval(sql("next_version"), name)
+            row = await conn.fetchrow(
+                sql("insert_deployment"),
+                name,
+                version,
+                spec.image,
+                spec.command,
+                spec.env,
+                spec.port,
+                spec.health.model_dump() if spec.health else None,
+                spec.ready_deadline_s,
+                spec.stop_grace_s,
+                spec.memory_mb,
+                spec.cpus,
+                principal.owner,
+            )
+            assert row is not None  # INSERT ... RETURNING
+            deployment = _deployment(row)
+            state = DesiredState.RUNNING if start else project.desired_state
+            project = await self._change(
+                conn, project, principal, reason="Deployed",
+                message=f"deployed v{version} ({spec.image}), desired {state}",
+                desired_state=state, target_version=version,
+            )
+        return WriteResult(project=project, changed=True, message=f"v{version} created"), deployment
+
+    async def set_desired_state(
+        self, name: str, state: DesiredState, principal: Principal, *, if_match: int | None = None
+    ) -> WriteResult:
+        async with self._transaction() as conn:
+            project = await self._lock(conn, name, principal, if_match)
+            if project.desired_state == state:
+                return WriteResult(
+                    project=project, changed=False,
+                    message=f"already desired {state}; tether is keeping it {state}",
+                )
+            if state == DesiredState.RUNNING and project.target_version is None:
+                raise NoDeployment(
+                    f"project {name!r} has no deployment to start",
+                    hint=f"run `tether deploy {name} --image IMAGE` first",
+                )
+            verb = "start" if state == DesiredState.RUNNING else "stop"
+            project = await self._change(
+                conn, project, principal, reason=verb.capitalize(),
+                message=f"desired {state} (was {project.desired_state})", desired_state=state,
+            )
+        return WriteResult(project=project, changed=True, message=f"desired {state}")
+
+    async def restart(
+        self, name: str, principal: Principal, *, if_match: int | None = None
+    ) -> WriteResult:
+        async with self._transaction() as conn:
+            project = await self._lock(conn, name, principal, if_match)
+            if project.target_version is None:
+                raise NoDeployment(
+                    f"project {name!r} has no deployment to restart",
+                    hint=f"run `tether deploy {name} --image IMAGE` first",
+                )
+            project = await self._change(
+                conn, project, principal, reason="Restart",
+                message=f"restart requested (token {project.restart_token + 1})",
+                desired_state=DesiredState.RUNNING, restart_token=project.restart_token + 1,
+            )
+        return WriteResult(
+            project=project, changed=True, message="restart requested: the container is replaced"
+        )
+
+    async def rollback(
+        self,
+        name: str,
+        principal: Principal,
+        *,
+        to_version: int | None = None,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        async with self._transaction() as conn:
+            project = await self._lock(conn, name, principal, if_match)
+            current = project.target_version
+            if current is None:
+                raise NoDeployment(
+                    f"project {name!r} has no deployment to roll back",
+                    hint=f"run `tether deploy {name} --image IMAGE` first",
+                )
+            if to_version is None:
+                to_version = await conn.fetchval(sql("previous_version"), name, current)
+                if to_version is None:
+                    raise NoDeployment(
+                        f"project {name!r} has only v{current}: there is nothing earlier to roll "
+                        "back to",
+                        hint=f"deploy another version with `tether deploy {name} --image IMAGE`",
+                    )
+            elif await conn.fetchrow(sql("deployment"), name, to_version) is None:
+                raise NotFound(
+                    f"project {name!r} has no deployment v{to_version}",
+                    hint=f"list them with `tether deployments {name}`",
+                )
+            if to_version == current:
+                return WriteResult(
+                    project=project, changed=False, message=f"already targeting v{current}"
+                )
+            project = await self._change(
+                conn, project, principal, reason="Rollback",
+                message=f"target v{to_version} (was v{current})", target_version=to_version,
+            )
+        return WriteResult(project=project, changed=True, message=f"rolling back to v{to_version}")
+
+    async def destroy(
+        self, name: str, principal: Principal, *, if_match: int | None = None
+    ) -> WriteResult:
+        async with self._transaction() as conn:
+            project = await self._lock(conn, name, principal, if_match, allow_deleting=True)
+            if project.deletion_requested:
+                return WriteResult(
+                    project=project, changed=False, message="deletion already requested"
+                )
+            project = await self._change(
+                conn, project, principal, reason="Destroy", message="deletion requested",
+                deleting=True,
+            )
+        return WriteResult(
+            project=project, changed=True,
+            message="deletion requested: the containers are removed, then the project is gone",
+        )
+
+    async def _lock(
+        self,
+        conn: Conn,
+        name: str,
+        principal: Principal,
+        if_match: int | None,
+        *,
+        allow_deleting: bool = False,
+    ) -> Project:
+        row = await conn.fetchrow(sql("lock_project"), name, principal.scope)
+        if row is None:
+            raise _not_found(name)
+        project = _project(row)
+        if if_match is not None and if_match != project.generation:
+            raise PreconditionFailed(
+                f"project {name!r} is at generation {project.generation}, not {if_match}; "
+                "nothing was changed",
+                hint="read the project again and retry with its current generation",
+            )
+        if project.deletion_requested and not allow_deleting:
+            raise DeletionRequested(
+                f"project {name!r} is being destroyed", hint="create a new project instead"
+            )
+        return project
+
+    async def _change(
+        self,
+        conn: Conn,
+        project: Project,
+        principal: Principal,
+        *,
+        reason: str,
+        message: str,
+        desired_state: DesiredState | None = None,
+        target_version: int | None = None,
+        restart_token: int | None = None,
+        deleting: bool = False,
+    ) -> Project:
+        row = await conn.fetchrow(
+            sql("update_desired"),
+            project.name,
+            desired_state or project.desired_state,
+            target_version or project.target_version,
+            project.restart_token if restart_token is None else restart_token,
+            deleting or project.deletion_requested,
+        )
+        assert row is not None  # the row is locked by this transaction
+        changed = _project(row)
+        await self._record(conn, changed, EventKind.DESIRED, reason, message, principal.owner)
+        return changed
+
+    async def _record(
+        self,
+        conn: Conn,
+        project: Project,
+        kind: EventKind,
+        reason: str,
+        message: str,
+        actor: str,
+    ) -> None:
+        await conn.execute(
+            sql("insert_event"), project.name, project.generation, kind, reason, message, actor
+        )
+        await conn.execute(sql("notify_desired"), project.name)
+
+    # Reads
+
+    async def deployments(self, name: str, principal: Principal) -> list[Deployment]:
+        async with self._connection() as conn:
+            await self._visible(conn, name, principal)
+            return [_deployment(r) for r in await conn.fetch(sql("list_deployments"), name)]
+
+    async def deployment(self, name: str, version: int, principal: Principal) -> Deployment:
+        async with self._connection() as conn:
+            await self._visible(conn, name, principal)
+            row = await conn.fetchrow(sql("deployment"), name, version)
+        if row is None:
+            raise NotFound(
+                f"project {name!r} has no deployment v{version}",
+                hint=f"list them with `tether deployments {name}`",
+            )
+        return _deployment(row)
+
+    async def events(
+        self, name: str, principal: Principal, *, after: int = 0, limit: int = 100
+    ) -> list[Event]:
+        async with self._connection() as conn:
+            await self._visible(conn, name, principal)
+            return [_event(r) for r in await conn.fetch(sql("list_events"), name, after, limit)]
+
+    async def _visible(self, conn: Conn, name: str, principal: Principal) -> None:
+        if await conn.fetchrow(sql("project"), name, principal.scope) is None:
+            raise _not_found(name)
+
+    # The operator's side
+
+    async def desired(self, name: str) -> DesiredSnapshot | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql("desired"), name)
+        return _snapshot(row) if row else None
+
+    async def desired_all(self) -> list[DesiredSnapshot]:
+        async with self._connection() as conn:
+            return [_snapshot(r) for r in await conn.fetch(sql("desired_all"))]
+
+    async def deployment_of(self, name: str, version: int) -> Deployment | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql("deployment"), name, version)
+        return _deployment(row) if row else None
+
+    async def write_status(
+        self, status: Status, events: list[tuple[EventKind, str, str]], actor: str
+    ) -> None:
+        """Write what a pass observed and did, its events, and tell watchers; never a desired
+        change, so it triggers no pass."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                sql("upsert_status"),
+                status.project,
+                status.observed_generation,
+                status.phase,
+                [c.model_dump(mode="json") for c in status.conditions],
+                status.running_version,
+                status.container_id,
+                status.endpoint,
+                status.attempts,
+                status.next_attempt_at,
+                status.last_error,
+                status.crash_count,
+                status.last_exit_code,
+                status.oom_killed,
+                status.failed_version,
+            )
+            for kind, reason, message in events:
+                await conn.execute(
+                    sql("insert_event"), status.project, status.observed_generation, kind,
+                    reason, message, actor,
+                )
+            await conn.execute(sql("notify_status"), status.project)
+
+    async def finish_deletion(self, name: str, generation: int) -> bool:
+        """Delete a project the operator has cleaned up, unless its desired state moved on."""
+        async with self._connection() as conn:
+            deleted = await conn.fetchval(sql("delete_project"), name, generation)
+        return deleted is not None
+
+    async def take_lease(self, holder: str, ttl_s: float) -> bool:
+        async with self._connection() as conn:
+            holder_now = await conn.fetchval(sql("take_lease"), holder, ttl_s)
+        return bool(holder_now == holder)
+
+    async def release_lease(self, holder: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(sql("release_lease"), holder)
+
+    @asynccontextmanager
+    async def listen(
+        self, channel: str, callback: Callable[[str], None]
+    ) -> AsyncIterator[Callable[[], bool]]:
+        """Listen on a dedicated connection; yields a function telling whether it is still open.
+
+        Notifications sent while the connection is down are lost: the caller resyncs on reconnect.
+        """
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=5)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot listen on {channel}: {exc}") from exc
+
+        def deliver(_c: object, _pid: int, _channel: str, payload: object) -> None:
+            callback(str(payload))
+
+        try:
+            await conn.add_listener(channel, deliver)
+            yield lambda: not conn.is_closed()
+        finally:
+            await conn.close()
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"no project named {name!r}", hint="list your projects with `tether status`")

@@ -1,0 +1,1 @@
+"""Numbered SQL migrations, shipped as package data and applied by tether.api.migrator."""

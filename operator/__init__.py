@@ -1,0 +1,1 @@
+"""The reconciler: makes Docker match the desired state stored in Postgres."""

@@ -1,0 +1,180 @@
+"""Shared fixtures: a real Postgres (testcontainers), one migrated template database per session
+cloned per test, a connected store, a real HTTP API server on loopback, and tokens.
+
+Environment:
+- TETHER_POSTGRES_IMAGE: the Postgres image testcontainers starts (default postgres:15).
+- TETHER_TEST_DATABASE_URL: use this server instead of starting a container (its user must be
+  allowed to create databases).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+# testcontainers believes it runs inside a container on these machines (there is a /.dockerenv)
+# and would then reach containers through the bridge gateway; only loopback is allowed here.
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+os.environ.setdefault("TC_HOST", "127.0.0.1")
+# Ryuk's image cannot be pulled without a registry; fixtures stop their containers themselves.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+from tether.api.app import create_app  # noqa: E402 - the environment above must be set first
+from tether.api.migrator import migrate  # noqa: E402
+from tether.api.models import Principal  # noqa: E402
+from tether.api.store import PortRange, Store  # noqa: E402
+
+TEMPLATE = "tether_template"
+
+
+def with_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    given = os.environ.get("TETHER_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    from testcontainers.community.postgres import PostgresContainer
+
+    image = os.environ.get("TETHER_POSTGRES_IMAGE", "postgres:15")
+    with PostgresContainer(image, driver=None) as container:
+        yield container.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+async def template_url(postgres_url: str) -> str:
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    url = with_database(postgres_url, TEMPLATE)
+    await migrate(url)
+    return url
+
+
+@pytest.fixture
+async def database_url(postgres_url: str, template_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test, cloned from the session's template."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        yield with_database(postgres_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def new_database(postgres_url: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Creates empty databases on demand, dropped when the test ends."""
+    admin = await asyncpg.connect(postgres_url)
+    created: list[str] = []
+
+    async def create() -> str:
+        name = f"e_{uuid.uuid4().hex[:12]}"
+        await admin.execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        return with_database(postgres_url, name)
+
+    try:
+        yield create
+        for name in created:
+            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def port_range() -> PortRange:
+    """Host ports for this test's projects, away from other tests' so none can collide."""
+    first = 20000 + (uuid.uuid4().int % 400) * 100
+    return PortRange(first, first + 99)
+
+
+@pytest.fixture
+async def store(database_url: str, port_range: PortRange) -> AsyncIterator[Store]:
+    connected = await Store.connect(database_url, port_range)
+    yield connected
+    await connected.close()
+
+
+@dataclass(frozen=True)
+class Tokens:
+    alice: str
+    bob: str
+    admin: str
+
+
+@pytest.fixture
+async def tokens(store: Store) -> Tokens:
+    return Tokens(
+        alice=await store.create_token("alice"),
+        bob=await store.create_token("bob"),
+        admin=await store.create_token("root", admin=True),
+    )
+
+
+ALICE = Principal(owner="alice")
+BOB = Principal(owner="bob")
+ADMIN = Principal(owner="root", admin=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def api_url(store: Store) -> AsyncIterator[str]:
+    """A real uvicorn server for the API on a loopback port, for this test's database."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(store, max_body_bytes=64 * 1024), host="127.0.0.1", port=port,
+        log_level="warning", lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def client(api_url: str, tokens: Tokens) -> AsyncIterator[httpx.AsyncClient]:
+    """Alice's HTTP client."""
+    async with httpx.AsyncClient(
+        base_url=api_url, headers={"Authorization": f"Bearer {tokens.alice}"}, timeout=10
+    ) as http:
+        yield http
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running behind it."""
+    before = asyncio.all_tasks()
+    yield
+    leaked = [t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not t.done()]
+    assert not leaked, f"tasks left running: {leaked}"
