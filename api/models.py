@@ -190,6 +190,7 @@ class Status(BaseModel):
     last_error: str | None = None
     crash_count: int = 0
     last_exit_code: int | None = None
+    last_crash_at: datetime | None = None
     oom_killed: bool = False
     failed_version: int | None = None
     updated_at: datetime | None = None

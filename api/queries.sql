@@ -86,10 +86,10 @@ WHERE $1::text IS NULL OR p.owner = $1;
 -- name: upsert_status
 INSERT INTO status (
     project, observed_generation, phase, conditions, running_version, container_id, endpoint,
-    attempts, next_attempt_at, last_error, crash_count, last_exit_code, oom_killed, failed_version,
-    updated_at
+    attempts, next_attempt_at, last_error, crash_count, last_exit_code, last_crash_at, oom_killed,
+    failed_version, updated_at
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now())
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())
 ON CONFLICT (project) DO UPDATE SET
     observed_generation = EXCLUDED.observed_generation,
     phase = EXCLUDED.phase,
@@ -102,6 +102,7 @@ ON CONFLICT (project) DO UPDATE SET
     last_error = EXCLUDED.last_error,
     crash_count = EXCLUDED.crash_count,
     last_exit_code = EXCLUDED.last_exit_code,
+    last_crash_at = EXCLUDED.last_crash_at,
     oom_killed = EXCLUDED.oom_killed,
     failed_version = EXCLUDED.failed_version,
     updated_at = now();

@@ -7,6 +7,7 @@ got an answer can rely on all three having happened, and a no-op write leaves no
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -167,8 +168,14 @@ class Store:
                 row = await self._insert_project(conn, name, principal.owner)
                 if row is not None:
                     project = _project(row)
-                    await self._record(conn, project, EventKind.DESIRED, "Created",
-                                       f"project created by {principal.owner}", principal.owner)
+                    await self._record(
+                        conn,
+                        project,
+                        EventKind.DESIRED,
+                        "Created",
+                        f"project created by {principal.owner}",
+                        principal.owner,
+                    )
                     return WriteResult(project=project, changed=True, message="project created")
                 existing = await conn.fetchrow(sql("project_any_owner"), name)
             if existing is None or (principal.scope and existing["owner"] != principal.scope):
@@ -179,9 +186,7 @@ class Store:
                 project=_project(existing), changed=False, message="project already exists"
             )
 
-    async def _insert_project(
-        self, conn: Conn, name: str, owner: str
-    ) -> asyncpg.Record | None:
+    async def _insert_project(self, conn: Conn, name: str, owner: str) -> asyncpg.Record | None:
         # A concurrent create may take the same free port first: try again with the next one.
         for _ in range(5):
             try:
@@ -204,11 +209,11 @@ class Store:
     async def list_projects(self, principal: Principal) -> list[ProjectView]:
         async with self._connection() as conn:
             projects = await conn.fetch(sql("list_projects"), principal.scope)
-            statuses = {r["project"]: _status(r) for r in await conn.fetch(sql("list_status"),
-                                                                            principal.scope)}
-        return [
-            ProjectView(project=_project(r), status=statuses.get(r["name"])) for r in projects
-        ]
+            statuses = {
+                r["project"]: _status(r)
+                for r in await conn.fetch(sql("list_status"), principal.scope)
+            }
+        return [ProjectView(project=_project(r), status=statuses.get(r["name"])) for r in projects]
 
     async def get_project(self, name: str, principal: Principal) -> ProjectView:
         async with self._connection() as conn:
@@ -251,9 +256,13 @@ class Store:
             deployment = _deployment(row)
             state = DesiredState.RUNNING if start else project.desired_state
             project = await self._change(
-                conn, project, principal, reason="Deployed",
+                conn,
+                project,
+                principal,
+                reason="Deployed",
                 message=f"deployed v{version} ({spec.image}), desired {state}",
-                desired_state=state, target_version=version,
+                desired_state=state,
+                target_version=version,
             )
         return WriteResult(project=project, changed=True, message=f"v{version} created"), deployment
 
@@ -264,7 +273,8 @@ class Store:
             project = await self._lock(conn, name, principal, if_match)
             if project.desired_state == state:
                 return WriteResult(
-                    project=project, changed=False,
+                    project=project,
+                    changed=False,
                     message=f"already desired {state}; tether is keeping it {state}",
                 )
             if state == DesiredState.RUNNING and project.target_version is None:
@@ -274,8 +284,12 @@ class Store:
                 )
             verb = "start" if state == DesiredState.RUNNING else "stop"
             project = await self._change(
-                conn, project, principal, reason=verb.capitalize(),
-                message=f"desired {state} (was {project.desired_state})", desired_state=state,
+                conn,
+                project,
+                principal,
+                reason=verb.capitalize(),
+                message=f"desired {state} (was {project.desired_state})",
+                desired_state=state,
             )
         return WriteResult(project=project, changed=True, message=f"desired {state}")
 
@@ -290,9 +304,13 @@ class Store:
                     hint=f"run `tether deploy {name} --image IMAGE` first",
                 )
             project = await self._change(
-                conn, project, principal, reason="Restart",
+                conn,
+                project,
+                principal,
+                reason="Restart",
                 message=f"restart requested (token {project.restart_token + 1})",
-                desired_state=DesiredState.RUNNING, restart_token=project.restart_token + 1,
+                desired_state=DesiredState.RUNNING,
+                restart_token=project.restart_token + 1,
             )
         return WriteResult(
             project=project, changed=True, message="restart requested: the container is replaced"
@@ -332,8 +350,12 @@ class Store:
                     project=project, changed=False, message=f"already targeting v{current}"
                 )
             project = await self._change(
-                conn, project, principal, reason="Rollback",
-                message=f"target v{to_version} (was v{current})", target_version=to_version,
+                conn,
+                project,
+                principal,
+                reason="Rollback",
+                message=f"target v{to_version} (was v{current})",
+                target_version=to_version,
             )
         return WriteResult(project=project, changed=True, message=f"rolling back to v{to_version}")
 
@@ -347,11 +369,16 @@ class Store:
                     project=project, changed=False, message="deletion already requested"
                 )
             project = await self._change(
-                conn, project, principal, reason="Destroy", message="deletion requested",
+                conn,
+                project,
+                principal,
+                reason="Destroy",
+                message="deletion requested",
                 deleting=True,
             )
         return WriteResult(
-            project=project, changed=True,
+            project=project,
+            changed=True,
             message="deletion requested: the containers are removed, then the project is gone",
         )
 
@@ -485,13 +512,19 @@ class Store:
                 status.last_error,
                 status.crash_count,
                 status.last_exit_code,
+                status.last_crash_at,
                 status.oom_killed,
                 status.failed_version,
             )
             for kind, reason, message in events:
                 await conn.execute(
-                    sql("insert_event"), status.project, status.observed_generation, kind,
-                    reason, message, actor,
+                    sql("insert_event"),
+                    status.project,
+                    status.observed_generation,
+                    kind,
+                    reason,
+                    message,
+                    actor,
                 )
             await conn.execute(sql("notify_status"), status.project)
 
@@ -513,11 +546,9 @@ class Store:
     @asynccontextmanager
     async def listen(
         self, channel: str, callback: Callable[[str], None]
-    ) -> AsyncIterator[Callable[[], bool]]:
-        """Listen on a dedicated connection; yields a function telling whether it is still open.
-
-        Notifications sent while the connection is down are lost: the caller resyncs on reconnect.
-        """
+    ) -> AsyncIterator[Listener]:
+        """Listen on a dedicated connection. Notifications sent while it is down are lost: the
+        caller resyncs after every (re)connect."""
         try:
             conn = await asyncpg.connect(self._dsn, timeout=5)
         except _UNAVAILABLE as exc:
@@ -526,11 +557,36 @@ class Store:
         def deliver(_c: object, _pid: int, _channel: str, payload: object) -> None:
             callback(str(payload))
 
+        listener = Listener(conn)
         try:
             await conn.add_listener(channel, deliver)
-            yield lambda: not conn.is_closed()
+            yield listener
         finally:
-            await conn.close()
+            await conn.close(timeout=5)
+
+
+class Listener:
+    """A LISTEN connection, checked for life: a connection that is silently gone must be noticed,
+    or every notification would be lost without a trace."""
+
+    def __init__(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
+        self._conn = conn
+        self._closed = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: self._closed.set())
+
+    async def wait_closed(self, check_every_s: float = 10.0) -> None:
+        """Return once the connection is lost, pinging it every `check_every_s`."""
+        while True:
+            try:
+                async with asyncio.timeout(check_every_s):
+                    await self._closed.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self._conn.execute("SELECT 1", timeout=5)
+            except (*_UNAVAILABLE, asyncpg.InterfaceError):
+                return
 
 
 def _not_found(name: str) -> NotFound:

@@ -63,6 +63,7 @@ CREATE TABLE status (
     last_error          text,
     crash_count         integer NOT NULL DEFAULT 0 CHECK (crash_count >= 0),
     last_exit_code      integer,
+    last_crash_at       timestamptz,
     oom_killed          boolean NOT NULL DEFAULT false,
     failed_version      integer,
     updated_at          timestamptz NOT NULL DEFAULT now()

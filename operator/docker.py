@@ -1,0 +1,385 @@
+"""The Docker driver: the only module that talks to Docker.
+
+It acts only on containers that carry this installation's labels, and it never trusts what an error
+code says about state: a refused or unacknowledged action is reported, and the reconciler looks at
+the container again before deciding anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiodocker
+import aiohttp
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from tether.operator.state import (
+    LABEL_INSTALLATION,
+    LABEL_PROJECT,
+    LABEL_RESTART,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    Container,
+    Want,
+)
+
+log = structlog.get_logger("tether.docker")
+T = TypeVar("T")
+CALL_TIMEOUT_S = 30.0
+_NEVER = "0001-01-01T00:00:00Z"
+
+
+class DockerFault(Exception):
+    """Docker did not do what was asked. `status` is its HTTP status code, if it answered."""
+
+    transient = True
+
+    def __init__(self, operation: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"{operation}: {message}" + (f" (HTTP {status})" if status else ""))
+        self.operation = operation
+        self.status = status
+
+
+class DockerUnavailable(DockerFault):
+    """Docker could not be reached, timed out or failed (5xx): worth retrying."""
+
+
+class DockerRefused(DockerFault):
+    """Docker refused an action about a container's state (304, 404, 409). Not believed: the
+    container is inspected again and the next plan decides."""
+
+
+class ImageNotFound(DockerFault):
+    transient = False
+
+
+class NameConflict(DockerFault):
+    """A container without this installation's labels holds the name tether wants."""
+
+    transient = False
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A container as `docker ps` lists it: enough to tell whether a project needs a pass."""
+
+    id: str
+    project: str
+    state: str
+    version: int
+    spec_hash: str
+    restart_token: int
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value == _NEVER:
+        return None
+    # Docker writes nanoseconds; Python reads at most microseconds.
+    head, _, frac = value.rstrip("Z").partition(".")
+    micros = (frac + "000000")[:6]
+    return datetime.fromisoformat(f"{head}.{micros}").replace(tzinfo=UTC)
+
+
+def _int_label(labels: dict[str, str], key: str) -> int:
+    try:
+        return int(labels.get(key, "-1"))
+    except ValueError:
+        return -1
+
+
+def container_from_inspect(data: dict[str, Any]) -> Container:
+    labels = data["Config"].get("Labels") or {}
+    state = data["State"]
+    return Container(
+        id=data["Id"],
+        name=data["Name"].lstrip("/"),
+        state=state["Status"],
+        version=_int_label(labels, LABEL_VERSION),
+        restart_token=_int_label(labels, LABEL_RESTART),
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        started_at=_parse_time(state.get("StartedAt")),
+        finished_at=_parse_time(state.get("FinishedAt")),
+    )
+
+
+class DockerDriver:
+    def __init__(self, url: str, installation: str, *, concurrency: int = 16) -> None:
+        self._docker = aiodocker.Docker(url=url)
+        self.url = url
+        self.installation = installation
+        self._calls = asyncio.Semaphore(concurrency)
+
+    async def close(self) -> None:
+        await self._docker.close()
+
+    def _label_filter(self, project: str | None = None) -> dict[str, list[str]]:
+        labels = [f"{LABEL_INSTALLATION}={self.installation}"]
+        if project is not None:
+            labels.append(f"{LABEL_PROJECT}={project}")
+        return {"label": labels}
+
+    async def _call(
+        self,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        deadline_s: float = CALL_TIMEOUT_S,
+    ) -> T:
+        """One Docker API call under the global cap, retried on transient faults."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DockerUnavailable),
+            stop=stop_after_attempt(3),
+            wait=wait_exponential_jitter(initial=0.1, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._calls:
+                    try:
+                        async with asyncio.timeout(deadline_s):
+                            return await call()
+                    except TimeoutError as exc:
+                        raise DockerUnavailable(
+                            operation, f"no answer in {deadline_s:.0f} s"
+                        ) from exc
+                    except aiohttp.ClientError as exc:
+                        raise DockerUnavailable(operation, str(exc) or type(exc).__name__) from exc
+                    except aiodocker.DockerError as exc:
+                        if exc.status >= 500:  # aiodocker reports a lost connection as 900
+                            raise DockerUnavailable(operation, exc.message, exc.status) from exc
+                        raise
+        raise AssertionError("unreachable: tenacity re-raises the last attempt's error")
+
+    async def ping(self) -> None:
+        await self._call("ping", lambda: self._docker.system.info())
+
+    async def list_all(self) -> list[Summary]:
+        """Every container of this installation, in one call."""
+        listed = await self._call(
+            "list",
+            lambda: self._docker.containers.list(all=True, filters=self._label_filter()),
+        )
+        summaries = []
+        for container in listed:
+            raw: dict[str, Any] = container._container
+            labels = raw.get("Labels") or {}
+            summaries.append(
+                Summary(
+                    id=raw["Id"],
+                    project=labels.get(LABEL_PROJECT, ""),
+                    state=raw.get("State", ""),
+                    version=_int_label(labels, LABEL_VERSION),
+                    spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+                    restart_token=_int_label(labels, LABEL_RESTART),
+                )
+            )
+        return summaries
+
+    async def observe(self, project: str) -> tuple[Container, ...]:
+        """The project's containers, freshly inspected."""
+        listed = await self._call(
+            "list",
+            lambda: self._docker.containers.list(all=True, filters=self._label_filter(project)),
+        )
+        inspected = await asyncio.gather(*(self._inspect(c.id) for c in listed))
+        return tuple(c for c in inspected if c is not None)
+
+    async def _inspect(self, container_id: str) -> Container | None:
+        try:
+            data = await self._call(
+                "inspect", lambda: self._docker.containers.container(container_id).show()
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:  # removed between list and inspect
+                return None
+            raise DockerFault("inspect", exc.message, exc.status) from exc
+        return container_from_inspect(data)
+
+    async def create(
+        self, project: str, want: Want, *, host_port: int, publish_address: str
+    ) -> None:
+        spec = want.deployment
+        labels = {
+            LABEL_INSTALLATION: self.installation,
+            LABEL_PROJECT: project,
+            LABEL_VERSION: str(spec.version),
+            LABEL_SPEC_HASH: want.spec_hash,
+            LABEL_RESTART: str(want.restart_token or 0),
+        }
+        host_config: dict[str, Any] = {"RestartPolicy": {"Name": "no"}}
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Env": [f"{key}={value}" for key, value in spec.env.items()],
+            "Labels": labels,
+            "StopTimeout": spec.stop_grace_s,
+            "HostConfig": host_config,
+        }
+        if spec.command is not None:
+            config["Cmd"] = spec.command
+        if spec.port is not None:
+            port = f"{spec.port}/tcp"
+            config["ExposedPorts"] = {port: {}}
+            host_config["PortBindings"] = {
+                port: [{"HostIp": publish_address, "HostPort": str(host_port)}]
+            }
+        if spec.memory_mb is not None:
+            host_config["Memory"] = spec.memory_mb * 1024 * 1024
+        if spec.cpus is not None:
+            host_config["NanoCpus"] = int(spec.cpus * 1e9)
+        name = want.container_name
+        try:
+            await self._call("create", lambda: self._docker.containers.create(config, name=name))
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise ImageNotFound(
+                    "create",
+                    f"image {spec.image!r} does not exist on the Docker host",
+                    exc.status,
+                ) from exc
+            if exc.status == 409:
+                await self._check_name_holder(name, exc)
+                raise DockerRefused("create", exc.message, exc.status) from exc
+            raise DockerFault("create", exc.message, exc.status) from exc
+
+    async def _check_name_holder(self, name: str, exc: aiodocker.DockerError) -> None:
+        try:
+            data = await self._call("inspect", lambda: self._docker.containers.get(name))
+        except aiodocker.DockerError:
+            return  # gone already: the next pass creates it
+        labels = data._container.get("Config", {}).get("Labels") or {}
+        if labels.get(LABEL_INSTALLATION) != self.installation:
+            raise NameConflict(
+                "create",
+                f"a container not managed by tether already has the name {name!r}; "
+                "tether leaves it alone: rename or remove it",
+                exc.status,
+            ) from exc
+
+    async def _act(
+        self, operation: str, call: Callable[[], Awaitable[Any]], deadline_s: float = CALL_TIMEOUT_S
+    ) -> None:
+        try:
+            await self._call(operation, call, deadline_s=deadline_s)
+        except aiodocker.DockerError as exc:
+            if exc.status in (304, 404, 409):
+                raise DockerRefused(operation, exc.message, exc.status) from exc
+            raise DockerFault(operation, exc.message, exc.status) from exc
+
+    async def start(self, container_id: str) -> None:
+        await self._act("start", lambda: self._docker.containers.container(container_id).start())
+
+    async def stop(self, container_id: str, grace_s: int) -> None:
+        await self._act(
+            "stop",
+            lambda: self._docker.containers.container(container_id).stop(t=grace_s),
+            deadline_s=CALL_TIMEOUT_S + grace_s,
+        )
+
+    async def unpause(self, container_id: str) -> None:
+        await self._act(
+            "unpause", lambda: self._docker.containers.container(container_id).unpause()
+        )
+
+    async def remove(self, container_id: str) -> None:
+        await self._act("remove", lambda: self._docker.containers.container(container_id).delete())
+
+    async def events(self) -> AsyncIterator[str]:
+        """Names of projects whose containers changed, until the stream ends.
+
+        The stream ends silently when Docker goes away and drops events for slow readers: the
+        caller reconnects and resyncs.
+        """
+        # aiodocker's events API carries no type annotations.
+        subscriber = self._docker.events.subscribe(  # type: ignore[no-untyped-call]
+            filters={"type": ["container"], "label": [f"{LABEL_INSTALLATION}={self.installation}"]}
+        )
+        try:
+            while True:
+                event = await subscriber.get()
+                if event is None:
+                    return
+                project = (event.get("Actor", {}).get("Attributes") or {}).get(LABEL_PROJECT)
+                if project:
+                    yield project
+        finally:
+            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
+            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+                await self._docker.events.stop()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """The Postgres container `tether up` runs: reused when it exists, its data in a volume."""
+
+    image: str
+    name: str = "tether-postgres"
+    volume: str = "tether-pgdata"
+    host_port: int = 5433
+    password: str = "tether"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://tether:{self.password}@127.0.0.1:{self.host_port}/tether"
+
+
+async def ensure_postgres(docker_url: str, server: PostgresServer) -> None:
+    """Start the Postgres container, creating it (and its volume) the first time."""
+    docker = aiodocker.Docker(url=docker_url)
+    try:
+        try:
+            container = await docker.containers.get(server.name)
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
+            try:
+                await docker.images.inspect(server.image)
+            except aiodocker.DockerError as missing:
+                raise ImageNotFound(
+                    "postgres",
+                    f"image {server.image!r} is not on this Docker host and cannot be pulled "
+                    "here; build it (scripts/provision) or set TETHER_POSTGRES_IMAGE",
+                    missing.status,
+                ) from missing
+            container = await docker.containers.create(
+                {
+                    "Image": server.image,
+                    "Env": [
+                        "POSTGRES_USER=tether",
+                        f"POSTGRES_PASSWORD={server.password}",
+                        "POSTGRES_DB=tether",
+                    ],
+                    "Labels": {"dev.tether.role": "postgres"},
+                    "ExposedPorts": {"5432/tcp": {}},
+                    "HostConfig": {
+                        "Binds": [f"{server.volume}:/var/lib/postgresql/data"],
+                        "PortBindings": {
+                            "5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(server.host_port)}]
+                        },
+                        "RestartPolicy": {"Name": "no"},
+                    },
+                },
+                name=server.name,
+            )
+        await container.start()
+    finally:
+        await docker.close()
+
+
+async def stop_postgres(docker_url: str, server: PostgresServer) -> None:
+    docker = aiodocker.Docker(url=docker_url)
+    try:
+        await docker.containers.container(server.name).stop(t=30)
+    finally:
+        await docker.close()

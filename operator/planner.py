@@ -1,0 +1,343 @@
+"""The planner: from (desired, observed) to the next action. A pure function.
+
+No external calls or any I/O activities are done here. The reconciler observes, calls `plan`,
+carries out the one action it returns, observes again and asks again, so that every step is
+decided on fresh facts and a lie or a failure in one step is simply seen by the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from tether.operator.state import TRANSITIONAL, Container, Desired, Memory, Observed, Want
+
+CRASH_DELAY_FIRST_S = 1.0
+CRASH_DELAY_CAP_S = 300.0
+CRASH_RESET_AFTER = timedelta(minutes=10)
+TRANSITION_RECHECK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Create:
+    want: Want
+
+
+@dataclass(frozen=True)
+class Start:
+    container: Container
+
+
+@dataclass(frozen=True)
+class Stop:
+    container: Container
+    grace_s: int
+
+
+@dataclass(frozen=True)
+class Unpause:
+    container: Container
+
+
+@dataclass(frozen=True)
+class Remove:
+    container: Container
+
+
+@dataclass(frozen=True)
+class Finalize:
+    """Every container is gone: the project itself can be deleted."""
+
+
+@dataclass(frozen=True)
+class FailRollout:
+    """The target deployment missed its Ready deadline: go back to the fallback."""
+
+    version: int
+
+
+Action = Create | Start | Stop | Unpause | Remove | Finalize | FailRollout
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action | None
+    phase: str
+    ready: bool
+    reason: str
+    message: str
+    memory: Memory
+    requeue_after: float | None = None  # look again after this long even if nothing happens
+    stalled: bool = False
+    container: Container | None = None  # the container that is (or will be) the project's
+    ready_version: int | None = None  # the version seen Ready in this decision
+
+
+def crash_delay(crash_count: int) -> float:
+    """The wait before restarting a crashed container: none for a first crash, then 1 s
+    doubling up to 5 min."""
+    if crash_count <= 1:
+        return 0.0
+    return min(CRASH_DELAY_FIRST_S * 2.0 ** (crash_count - 2), CRASH_DELAY_CAP_S)
+
+
+def effective_want(desired: Desired, memory: Memory) -> Want | None:
+    """The target, unless its rollout failed at this generation: then the fallback."""
+    target = desired.target
+    if (
+        target is not None
+        and memory.failed_version == target.version
+        and desired.fallback is not None
+    ):
+        return desired.fallback
+    return target
+
+
+def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
+    containers = observed.containers
+    moving = [c for c in containers if c.state in TRANSITIONAL]
+    if moving:
+        return Decision(
+            None,
+            "Waiting",
+            False,
+            "DockerTransition",
+            f"container {moving[0].name} is {moving[0].state}",
+            memory,
+            requeue_after=TRANSITION_RECHECK_S,
+        )
+    if desired.deleting:
+        return _plan_deletion(containers, memory, desired)
+    want = effective_want(desired, memory)
+    if not desired.running or want is None:
+        return _plan_stopped(containers, want, memory, desired)
+    return _plan_running(desired, want, observed, memory)
+
+
+def _grace(desired: Desired, container: Container) -> int:
+    for want in (desired.target, desired.fallback):
+        if want is not None and want.version == container.version:
+            return want.deployment.stop_grace_s
+    return 10
+
+
+def _stop_or_unpause(container: Container, desired: Desired) -> Action:
+    if container.state == "paused":
+        return Unpause(container)
+    return Stop(container, _grace(desired, container))
+
+
+def _live(container: Container) -> bool:
+    return container.state in ("running", "paused")
+
+
+def _plan_deletion(containers: tuple[Container, ...], memory: Memory, desired: Desired) -> Decision:
+    for container in containers:
+        action = _stop_or_unpause(container, desired) if _live(container) else Remove(container)
+        return Decision(action, "Deleting", False, "Deleting", "removing containers", memory)
+    return Decision(Finalize(), "Deleting", False, "Deleted", "containers removed", memory)
+
+
+def _plan_stopped(
+    containers: tuple[Container, ...], want: Want | None, memory: Memory, desired: Desired
+) -> Decision:
+    for container in containers:
+        if _live(container):
+            return Decision(
+                _stop_or_unpause(container, desired),
+                "Stopping",
+                False,
+                "Stopping",
+                f"stopping {container.name}",
+                memory,
+            )
+    keep = _best([c for c in containers if want is not None and want.matches(c)])
+    for container in containers:
+        if container != keep:
+            return Decision(
+                Remove(container),
+                "Stopping",
+                False,
+                "Cleanup",
+                f"removing {container.name}, which is not the target deployment",
+                memory,
+            )
+    return Decision(None, "Stopped", False, "Stopped", "stopped as desired", memory, container=keep)
+
+
+def _best(candidates: list[Container]) -> Container | None:
+    """The container to keep among several of the right deployment: the most alive, then newest."""
+    rank = {"running": 0, "paused": 1, "created": 2, "exited": 3, "dead": 4}
+    ordered = sorted(
+        candidates,
+        key=lambda c: (rank.get(c.state, 5), -(c.started_at or datetime.min).timestamp(), c.id),
+    )
+    return ordered[0] if ordered else None
+
+
+def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memory) -> Decision:
+    containers = observed.containers
+    keep = _best([c for c in containers if want.matches(c)])
+    others = [c for c in containers if c != keep]
+    replacing = desired.target is not None and want is not desired.target
+
+    # Everything else that runs goes first: replacement is stop-first, and the endpoint's port
+    # can be published by one container only.
+    for other in others:
+        if _live(other):
+            return Decision(
+                _stop_or_unpause(other, desired),
+                "Replacing",
+                False,
+                "Replacing",
+                f"stopping {other.name} to make way for v{want.version}",
+                memory,
+                container=keep,
+            )
+    if keep is None:
+        phase = "RollingBack" if replacing else "Creating"
+        return Decision(
+            Create(want), phase, False, phase, f"creating {want.container_name}", memory
+        )
+    if keep.state == "paused":
+        return Decision(
+            Unpause(keep),
+            "Starting",
+            False,
+            "Paused",
+            f"unpausing {keep.name}",
+            memory,
+            container=keep,
+        )
+    if keep.state == "dead":
+        return Decision(Remove(keep), "Creating", False, "Dead", f"{keep.name} is dead", memory)
+    if keep.state in ("created", "exited"):
+        return _plan_start(desired, keep, observed.now, memory)
+    return _plan_health(desired, want, keep, others, observed, memory)
+
+
+def _plan_start(desired: Desired, keep: Container, now: datetime, memory: Memory) -> Decision:
+    crashed = (
+        keep.state == "exited"
+        and keep.finished_at is not None
+        and keep.finished_at > desired.changed_at
+    )
+    if not crashed:
+        return Decision(
+            Start(keep),
+            "Starting",
+            False,
+            "Starting",
+            f"starting {keep.name}",
+            memory,
+            container=keep,
+        )
+    assert keep.finished_at is not None
+    if memory.last_crash_at is None or keep.finished_at > memory.last_crash_at:
+        ran_for = keep.finished_at - (keep.started_at or keep.finished_at)
+        count = 1 if ran_for >= CRASH_RESET_AFTER else memory.crash_count + 1
+        memory = replace(memory, crash_count=count, last_crash_at=keep.finished_at)
+    wait = crash_delay(memory.crash_count) - (now - keep.finished_at).total_seconds()
+    message = f"{keep.name} exited with code {keep.exit_code}" + (
+        " (killed: out of memory)" if keep.oom_killed else ""
+    )
+    if wait > 0:
+        return Decision(
+            None,
+            "CrashLoop",
+            False,
+            "CrashLoopBackOff",
+            f"{message}; crash {memory.crash_count}, restarting in {wait:.1f} s",
+            memory,
+            requeue_after=wait,
+            container=keep,
+        )
+    return Decision(
+        Start(keep), "Starting", False, "Crashed", f"{message}; restarting", memory, container=keep
+    )
+
+
+def _plan_health(
+    desired: Desired,
+    want: Want,
+    keep: Container,
+    others: list[Container],
+    observed: Observed,
+    memory: Memory,
+) -> Decision:
+    healthy = observed.healthy.get(keep.id, False)
+    if healthy:
+        for other in others:  # the new deployment is Ready: the old one can go
+            return Decision(
+                Remove(other),
+                "Running",
+                True,
+                "Ready",
+                f"removing {other.name}, replaced by v{want.version}",
+                memory,
+                container=keep,
+                ready_version=want.version,
+            )
+        if keep.started_at and observed.now - keep.started_at >= CRASH_RESET_AFTER:
+            memory = replace(memory, crash_count=0)
+        return Decision(
+            None,
+            "Running",
+            True,
+            "Ready",
+            f"v{want.version} is ready",
+            memory,
+            container=keep,
+            ready_version=want.version,
+        )
+
+    health = want.deployment.health
+    interval = health.interval_s if health else 1.0
+    started = keep.started_at or observed.now
+    waited = (observed.now - started).total_seconds()
+    deadline = want.deployment.ready_deadline_s
+    if waited < deadline:
+        return Decision(
+            None,
+            "Starting",
+            False,
+            "HealthCheckPending",
+            f"v{want.version} is running, waiting for its endpoint ({waited:.0f}/{deadline} s)",
+            memory,
+            requeue_after=interval,
+            container=keep,
+        )
+    fallback = desired.fallback
+    if want is desired.target and fallback is not None and fallback.version != want.version:
+        return Decision(
+            FailRollout(want.version),
+            "RollingBack",
+            False,
+            "RolloutFailed",
+            f"v{want.version} was not ready within {deadline} s; going back to v{fallback.version}",
+            memory,
+            container=keep,
+        )
+    return Decision(
+        None,
+        "Unhealthy",
+        False,
+        "Unhealthy",
+        f"v{want.version} is running but its endpoint does not answer (for {waited:.0f} s)",
+        memory,
+        requeue_after=interval,
+        stalled=True,
+        container=keep,
+    )
+
+
+RETRY_FIRST_S = 0.5
+RETRY_CAP_S = 60.0
+RETRY_JITTER = 0.2
+
+
+def retry_delay(attempts: int, jitter: float) -> float:
+    """Backoff after `attempts` failed passes in a row: 0.5 s doubling to 60 s, ±20 %.
+    `jitter` is a number in [-1, 1], drawn by the caller."""
+    base = min(RETRY_FIRST_S * 2.0 ** max(attempts - 1, 0), RETRY_CAP_S)
+    return base * (1 + RETRY_JITTER * jitter)

@@ -1,0 +1,283 @@
+"""The operator process: a lease, workers, and the triggers that tell them when to look.
+
+Triggers only enqueue project names: NOTIFY from desired writes, the Docker events stream, a full
+resync every ~30 s, and per-project retry timers. Each side task reconnects on its own and resyncs
+after any gap, since notifications and events sent while disconnected are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import structlog
+
+from tether.api.errors import StoreUnavailable
+from tether.api.models import ConditionType, DesiredSnapshot
+from tether.api.settings import Settings
+from tether.api.store import DESIRED_CHANNEL, Store
+from tether.operator.docker import DockerDriver, DockerFault, Summary
+from tether.operator.health import Prober
+from tether.operator.queue import WorkQueue
+from tether.operator.reconciler import Reconciler, build_desired
+from tether.operator.state import Desired
+
+log = structlog.get_logger("tether.operator")
+LEASE_TTL_S = 15.0
+RECONNECT_DELAY_S = (0.5, 10.0)
+
+
+def at_rest(desired: Desired, snapshot: DesiredSnapshot, containers: list[Summary]) -> bool:
+    """Whether a project is converged as far as one `docker ps` and its status can tell; a
+    project that may not be is given a full pass."""
+    status = snapshot.status
+    if status is None or status.observed_generation != desired.generation or desired.deleting:
+        return False
+    reconciling = status.condition(ConditionType.RECONCILING)
+    if reconciling is None or reconciling.status != "False":
+        return False
+    if not desired.running:
+        return not any(c.state in ("running", "paused", "restarting") for c in containers)
+    want = desired.target
+    if status.failed_version is not None and desired.fallback is not None:
+        want = desired.fallback
+    if want is None or len(containers) != 1:
+        return False
+    [only] = containers
+    return (
+        only.state == "running"
+        and only.version == want.version
+        and only.spec_hash == want.spec_hash
+        and (want.restart_token is None or only.restart_token == want.restart_token)
+    )
+
+
+class Operator:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        docker: DockerDriver,
+        *,
+        lease_ttl_s: float = LEASE_TTL_S,
+        holder: str | None = None,
+        drain_grace_s: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._docker = docker
+        self._lease_ttl_s = lease_ttl_s
+        self.holder = holder or f"operator-{uuid.uuid4().hex[:8]}"
+        self._drain_grace_s = drain_grace_s
+        self._lease_until = 0.0
+        self._lease_gained = asyncio.Event()
+        self._stopping = False
+        self._rng = random.Random()
+        self.queue = WorkQueue()
+        self.prober = Prober(settings.publish_address)
+        self.reconciler = Reconciler(
+            store,
+            docker,
+            self.prober,
+            publish_address=settings.publish_address,
+            installation=settings.installation_id,
+            holds_lease=self.holds_lease,
+        )
+
+    def holds_lease(self) -> bool:
+        return time.monotonic() < self._lease_until
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile until `stop` is set, then let in-flight passes finish within the grace."""
+        log.info(
+            "operator starting", holder=self.holder, installation=self._settings.installation_id
+        )
+        side = [
+            asyncio.create_task(self._keep_lease(), name="lease"),
+            asyncio.create_task(self._listen_desired(), name="notify"),
+            asyncio.create_task(self._follow_docker_events(), name="docker-events"),
+            asyncio.create_task(self._resync_periodically(), name="resync"),
+        ]
+        idle: dict[asyncio.Task[None], bool] = {}
+        workers = [
+            asyncio.create_task(self._work(idle), name=f"worker-{i}")
+            for i in range(self._settings.workers)
+        ]
+        for worker in workers:
+            idle[worker] = True
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [stopping, *side, *workers], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done - {stopping}:
+                task.result()  # a side task or worker that ends on its own is a bug: surface it
+                raise RuntimeError(f"{task.get_name()} ended unexpectedly")
+        finally:
+            self._stopping = True
+            for task in side:
+                task.cancel()
+            for worker in workers:
+                if idle.get(worker):
+                    worker.cancel()
+            busy = [w for w in workers if not w.done()]
+            if busy:
+                log.info("draining in-flight passes", passes=len(busy))
+                _, late = await asyncio.wait(busy, timeout=self._drain_grace_s)
+                for worker in late:
+                    worker.cancel()
+            await asyncio.gather(*side, *workers, stopping, return_exceptions=True)
+            stopping.cancel()
+            self.queue.close()
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.release_lease(self.holder)
+            log.info("operator stopped", holder=self.holder)
+
+    async def _work(self, idle: dict[asyncio.Task[None], bool]) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._stopping:
+            await self._lease_gained.wait()
+            name = await self.queue.get()
+            idle[me] = False
+            try:
+                await self._pass(name)
+            finally:
+                self.queue.done(name)
+                idle[me] = True
+
+    async def _pass(self, name: str) -> None:
+        if not self.holds_lease():
+            self.queue.add_after(name, 1.0)
+            return
+        try:
+            outcome = await self.reconciler.reconcile(name)
+        except (StoreUnavailable, DockerFault) as exc:
+            # Could not even read the desired state or observe: the next attempt will.
+            log.warning("pass", project=name, result="retrying", error=str(exc), next_delay_s=2.0)
+            self.queue.add_after(name, 2.0, backoff=True)
+            return
+        if outcome.result == "deleted":
+            self.queue.forget(name)
+        elif outcome.requeue_after is not None:
+            self.queue.add_after(name, outcome.requeue_after, backoff=outcome.backoff)
+
+    async def _keep_lease(self) -> None:
+        while True:
+            asked = time.monotonic()
+            try:
+                held = await self._store.take_lease(self.holder, self._lease_ttl_s)
+            except StoreUnavailable as exc:
+                log.warning("lease renewal failed", error=str(exc))
+                held = None
+            if held:
+                first = not self.holds_lease()
+                # Counted from before the call: the database's expiry is always later than ours.
+                self._lease_until = asked + self._lease_ttl_s - 1.0
+                if first:
+                    log.info("lease acquired: this operator is active", holder=self.holder)
+                    self._lease_gained.set()
+                    await self._resync_quietly()
+            elif held is False:
+                if self.holds_lease():
+                    log.warning("lease lost: another operator is active", holder=self.holder)
+                self._lease_until = 0.0
+            await asyncio.sleep(self._lease_ttl_s / 3)
+
+    async def _listen_desired(self) -> None:
+        await self._reconnecting(self._listen_desired_once, "notify listener")
+
+    async def _listen_desired_once(self) -> None:
+        async with self._store.listen(
+            DESIRED_CHANNEL, lambda name: self.queue.add(name, urgent=True)
+        ) as listener:
+            log.info("listening for desired-state changes")
+            await self._resync_quietly()  # changes made while not listening were not notified
+            await listener.wait_closed()
+        log.warning("notify listener connection lost")
+
+    async def _follow_docker_events(self) -> None:
+        await self._reconnecting(self._follow_docker_events_once, "docker events")
+
+    async def _follow_docker_events_once(self) -> None:
+        await self._resync_quietly()  # events sent while not following are lost
+        async for project in self._docker.events():
+            self.queue.add(project)
+        log.warning("docker events stream ended")
+
+    async def _reconnecting(self, once: Callable[[], Awaitable[None]], what: str) -> None:
+        delay = RECONNECT_DELAY_S[0]
+        while True:
+            began = time.monotonic()
+            try:
+                await once()
+            except (StoreUnavailable, DockerFault, OSError) as exc:
+                log.warning(f"{what} failed", error=str(exc))
+            if time.monotonic() - began > 30:
+                delay = RECONNECT_DELAY_S[0]
+            await asyncio.sleep(delay * self._rng.uniform(0.8, 1.2))
+            delay = min(delay * 2, RECONNECT_DELAY_S[1])
+
+    async def _resync_periodically(self) -> None:
+        while True:
+            period = self._settings.resync_interval_s
+            await asyncio.sleep(period * self._rng.uniform(0.9, 1.1))
+            await self._resync_quietly()
+
+    async def _resync_quietly(self) -> None:
+        try:
+            await self.resync()
+        except (StoreUnavailable, DockerFault) as exc:
+            log.warning("resync failed", error=str(exc))
+
+    async def resync(self) -> int:
+        """One query and one container list; queue every project that may not be converged.
+        Returns how many were queued."""
+        snapshots = await self._store.desired_all()
+        summaries = await self._docker.list_all()
+        by_project: dict[str, list[Summary]] = {}
+        for summary in summaries:
+            by_project.setdefault(summary.project, []).append(summary)
+        queued = 0
+        now = datetime.now(UTC)
+        for snapshot in snapshots:
+            name = snapshot.project.name
+            desired = build_desired(
+                snapshot, self._settings.publish_address, self._settings.installation_id
+            )
+            if at_rest(desired, snapshot, by_project.pop(name, [])):
+                continue
+            status = snapshot.status
+            same_generation = status is not None and (
+                status.observed_generation == desired.generation
+            )
+            due = status.next_attempt_at if status is not None and same_generation else None
+            if due is not None and due > now:
+                # Keeps the timers of a failing project across operator restarts.
+                backoff = status is not None and status.attempts > 0
+                self.queue.add_after(name, (due - now).total_seconds(), backoff=backoff)
+            else:
+                self.queue.add(name)
+            queued += 1
+        for orphan in by_project:  # containers of projects that no longer exist
+            self.queue.add(orphan)
+            queued += 1
+        return queued
+
+
+async def serve_operator(settings: Settings, store: Store, stop: asyncio.Event) -> None:
+    """Run the operator until `stop` is set: what `tether operator` and `tether up` run."""
+    docker = DockerDriver(
+        settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+    )
+    operator = Operator(settings, store, docker)
+    try:
+        await operator.run(stop)
+    finally:
+        await operator.prober.close()
+        await docker.close()
