@@ -142,7 +142,7 @@ class DockerDriver:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DockerUnavailable),
             stop=stop_after_attempt(3),
-            wait=wait_exponential_jitter(initial=0.1, max=1.0),
+            wait=wait_exponential_jitter(multiplier=0.1, max=1.0, jitter=0.1),
             reraise=True,
         ):
             with attempt:

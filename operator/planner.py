@@ -170,7 +170,11 @@ def _best(candidates: list[Container]) -> Container | None:
     rank = {"running": 0, "paused": 1, "created": 2, "exited": 3, "dead": 4}
     ordered = sorted(
         candidates,
-        key=lambda c: (rank.get(c.state, 5), -(c.started_at or datetime.min).timestamp(), c.id),
+        key=lambda c: (
+            rank.get(c.state, 5),
+            -c.started_at.timestamp() if c.started_at else 0.0,
+            c.id,
+        ),
     )
     return ordered[0] if ordered else None
 

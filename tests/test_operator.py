@@ -1,0 +1,374 @@
+"""The operator against a real Docker engine and a real Postgres: every planner case end to end,
+drift from outside repaired, refusals and failures reported, nothing foreign touched."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiodocker
+import httpx
+import pytest
+
+from tether.api.models import (
+    ConditionType,
+    DeploymentSpec,
+    DesiredSnapshot,
+    DesiredState,
+    HealthCheck,
+    Principal,
+)
+from tether.api.settings import Settings
+from tether.api.store import PortRange, Store
+from tether.operator.docker import DockerDriver
+from tether.operator.service import Operator
+from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT
+
+pytestmark = pytest.mark.docker
+
+WORKLOAD = "tether-test/workload:latest"
+ALICE = Principal(owner="alice")
+HEALTHY = DeploymentSpec(
+    image=WORKLOAD, port=8080, health=HealthCheck(type="http", path="/healthz"),
+    ready_deadline_s=30, stop_grace_s=2,
+)
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], what: str, timeout: float = 45.0
+) -> Any:
+    """Poll `check` until it returns something truthy, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture
+def settings(database_url: str, port_range: PortRange) -> Settings:
+    return Settings(
+        database_url=database_url,
+        installation_id=f"test-{uuid.uuid4().hex[:8]}",
+        port_range=f"{port_range.first}-{port_range.last}",
+        publish_address="127.0.0.1",
+        workers=4,
+    )
+
+
+@pytest.fixture
+async def docker_api(settings: Settings) -> AsyncIterator[aiodocker.Docker]:
+    """Docker as an outside actor sees it; removes this test's containers afterwards."""
+    docker = aiodocker.Docker()
+    yield docker
+    for container in await docker.containers.list(
+        all=True, filters={"label": [f"{LABEL_INSTALLATION}={settings.installation_id}"]}
+    ):
+        await container.delete(force=True)
+    await docker.close()
+
+
+@pytest.fixture
+async def driver(settings: Settings) -> AsyncIterator[DockerDriver]:
+    docker = DockerDriver(settings.docker_url, settings.installation_id)
+    yield docker
+    await docker.close()
+
+
+OperatorFactory = Callable[..., Awaitable[Operator]]
+
+
+@pytest.fixture
+async def start_operator(
+    settings: Settings, store: Store, driver: DockerDriver
+) -> AsyncIterator[OperatorFactory]:
+    running: list[tuple[asyncio.Event, asyncio.Task[None], Operator]] = []
+
+    async def start(**kwargs: Any) -> Operator:
+        operator = Operator(settings, store, driver, lease_ttl_s=kwargs.pop("lease_ttl_s", 3.0),
+                            **kwargs)
+        stop = asyncio.Event()
+        running.append((stop, asyncio.create_task(operator.run(stop)), operator))
+        return operator
+
+    yield start
+    for stop, task, operator in running:
+        stop.set()
+        await task
+        await operator.prober.close()
+
+
+@pytest.fixture
+async def operator(start_operator: OperatorFactory) -> Operator:
+    return await start_operator()
+
+
+async def containers_of(
+    docker: aiodocker.Docker, settings: Settings, project: str
+) -> list[dict[str, Any]]:
+    listed = await docker.containers.list(
+        all=True,
+        filters={"label": [f"{LABEL_INSTALLATION}={settings.installation_id}",
+                           f"{LABEL_PROJECT}={project}"]},
+    )
+    return [await c.show() for c in listed]
+
+
+async def snapshot(store: Store, name: str) -> DesiredSnapshot:
+    found = await store.desired(name)
+    assert found is not None
+    return found
+
+
+def condition(snap: DesiredSnapshot, kind: ConditionType) -> str | None:
+    found = snap.status.condition(kind) if snap.status else None
+    return found.status if found else None
+
+
+async def converged(store: Store, name: str) -> DesiredSnapshot | None:
+    """The snapshot once the operator has caught up with the current generation and is done."""
+    snap = await snapshot(store, name)
+    status = snap.status
+    if status is None or status.observed_generation != snap.project.generation:
+        return None
+    if condition(snap, ConditionType.RECONCILING) != "False":
+        return None
+    return snap
+
+
+async def ready(store: Store, name: str) -> DesiredSnapshot | None:
+    snap = await converged(store, name)
+    return snap if snap and condition(snap, ConditionType.READY) == "True" else None
+
+
+async def endpoint_answers(snap: DesiredSnapshot) -> bool:
+    url = f"http://127.0.0.1:{snap.project.host_port}/healthz"
+    async with httpx.AsyncClient() as http:
+        try:
+            return (await http.get(url, timeout=2)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+async def deploy(store: Store, name: str, spec: DeploymentSpec = HEALTHY, **kw: Any) -> None:
+    await store.create_project(name, ALICE)
+    await store.deploy(name, spec, ALICE, **kw)
+
+
+async def test_deploy_becomes_ready_with_its_endpoint_answering(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await deploy(store, "shop")
+    snap = await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    assert await endpoint_answers(snap)
+    assert snap.status.phase == "Running"
+    assert snap.status.endpoint == f"127.0.0.1:{snap.project.host_port}"
+    assert snap.status.running_version == 1
+    [container] = await containers_of(docker_api, settings, "shop")
+    assert container["State"]["Running"]
+    assert container["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    assert container["Id"] == snap.status.container_id
+    kinds = [e.kind for e in await store.events("shop", ALICE)]
+    assert "converged" in kinds
+
+
+async def test_stop_then_start_reuses_the_container(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await deploy(store, "shop")
+    first = await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    await store.set_desired_state("shop", DesiredState.STOPPED, ALICE)
+    stopped = await wait_for(lambda: converged(store, "shop"), "shop stopped")
+    assert stopped.status.phase == "Stopped"
+    assert condition(stopped, ConditionType.READY) == "False"
+    [container] = await containers_of(docker_api, settings, "shop")
+    assert not container["State"]["Running"]
+
+    await store.set_desired_state("shop", DesiredState.RUNNING, ALICE)
+    again = await wait_for(lambda: ready(store, "shop"), "shop Ready again")
+    assert again.status.container_id == first.status.container_id
+    assert await endpoint_answers(again)
+
+
+@pytest.mark.parametrize("how", ["kill", "stop", "rm"])
+async def test_drift_from_outside_is_repaired(
+    how: str, operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await deploy(store, "shop")
+    before = await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    outside = docker_api.containers.container(before.status.container_id)
+    if how == "kill":
+        await outside.kill()
+    elif how == "stop":
+        await outside.stop(t=1)
+    else:
+        await outside.delete(force=True)
+
+    async def repaired() -> bool:
+        containers = await containers_of(docker_api, settings, "shop")
+        return len(containers) == 1 and containers[0]["State"]["Running"]
+
+    await wait_for(repaired, f"shop running again after docker {how}")
+    snap = await wait_for(lambda: ready(store, "shop"), "shop Ready after repair")
+    assert await endpoint_answers(snap)
+
+
+async def test_container_started_from_outside_while_desired_stopped_is_stopped_again(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await deploy(store, "shop")
+    await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    await store.set_desired_state("shop", DesiredState.STOPPED, ALICE)
+    snap = await wait_for(lambda: converged(store, "shop"), "shop stopped")
+    await docker_api.containers.container(snap.status.container_id).start()
+
+    async def stopped_again() -> bool:
+        [container] = await containers_of(docker_api, settings, "shop")
+        return not container["State"]["Running"]
+
+    await wait_for(stopped_again, "shop stopped again")
+
+
+async def test_restart_replaces_the_container(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await deploy(store, "shop")
+    first = await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    await store.restart("shop", ALICE)
+    second = await wait_for(lambda: ready(store, "shop"), "shop Ready after restart")
+    assert second.status.container_id != first.status.container_id
+    [container] = await containers_of(docker_api, settings, "shop")
+    assert container["Id"] == second.status.container_id
+    assert second.project.host_port == first.project.host_port
+    assert await endpoint_answers(second)
+
+
+async def test_healthy_v2_replaces_v1_on_the_same_endpoint(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await deploy(store, "shop")
+    first = await wait_for(lambda: ready(store, "shop"), "v1 Ready")
+    await store.deploy("shop", HEALTHY.model_copy(update={"env": {"RELEASE": "2"}}), ALICE)
+    second = await wait_for(lambda: ready(store, "shop"), "v2 Ready")
+    assert second.status.running_version == 2
+    [container] = await containers_of(docker_api, settings, "shop")
+    assert container["Config"]["Labels"]["dev.tether.deployment"] == "2"
+    assert "RELEASE=2" in container["Config"]["Env"]
+    assert second.project.host_port == first.project.host_port
+    assert await endpoint_answers(second)
+
+
+async def test_v2_that_never_gets_ready_is_rolled_back_to_v1(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await deploy(store, "shop")
+    await wait_for(lambda: ready(store, "shop"), "v1 Ready")
+    broken = HEALTHY.model_copy(update={"command": ["sleep", "1000"], "ready_deadline_s": 3})
+    await store.deploy("shop", broken, ALICE)
+
+    async def rolled_back() -> DesiredSnapshot | None:
+        snap = await ready(store, "shop")
+        return snap if snap and snap.status.failed_version == 2 else None
+
+    snap = await wait_for(rolled_back, "v1 back after failed rollout of v2")
+    assert snap.status.running_version == 1
+    assert await endpoint_answers(snap)
+    running = [c for c in await containers_of(docker_api, settings, "shop")
+               if c["State"]["Running"]]
+    assert [c["Config"]["Labels"]["dev.tether.deployment"] for c in running] == ["1"]
+    reasons = [e.reason for e in await store.events("shop", ALICE)]
+    assert "RolloutFailed" in reasons
+
+
+async def test_missing_image_stalls_and_retries_on_the_backoff_schedule(
+    operator: Operator, store: Store
+) -> None:
+    await deploy(store, "shop", DeploymentSpec(image="tether-test/no-such-image:1"))
+
+    async def stalled() -> DesiredSnapshot | None:
+        snap = await snapshot(store, "shop")
+        return snap if condition(snap, ConditionType.STALLED) == "True" else None
+
+    began = time.monotonic()
+    snap = await wait_for(stalled, "shop Stalled")
+    stalled_condition = snap.status.condition(ConditionType.STALLED)
+    assert stalled_condition is not None
+    assert stalled_condition.reason == "ImageNotFound"
+    assert "tether-test/no-such-image:1" in (snap.status.last_error or "")
+    # Backoff 0.5 s doubling (±20 %): within 4 s at most 4 attempts; a tight loop makes hundreds.
+    await wait_for(lambda: _later(began, 4.0), "4 s to pass")
+    attempts = (await snapshot(store, "shop")).status.attempts
+    assert 2 <= attempts <= 4, attempts
+
+
+async def _later(began: float, seconds: float) -> bool:
+    return time.monotonic() - began >= seconds
+
+
+async def test_foreign_container_holding_the_name_is_left_alone(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    name = f"tether-{settings.installation_id}-shop-v1-r0"
+    foreign = await docker_api.containers.create(
+        {"Image": WORKLOAD, "Cmd": ["sleep", "1000"]}, name=name
+    )
+    try:
+        await deploy(store, "shop")
+
+        async def conflict() -> DesiredSnapshot | None:
+            snap = await snapshot(store, "shop")
+            stalled = snap.status.condition(ConditionType.STALLED) if snap.status else None
+            return snap if stalled and stalled.reason == "NameConflict" else None
+
+        await wait_for(conflict, "NameConflict")
+        inspected = await foreign.show()
+        assert inspected["State"]["Status"] == "created"
+        assert inspected["Name"] == f"/{name}"
+    finally:
+        await foreign.delete(force=True)
+
+
+async def test_destroy_removes_containers_then_the_project(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await deploy(store, "shop")
+    await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    await store.destroy("shop", ALICE)
+
+    async def gone() -> bool:
+        return await store.desired("shop") is None
+
+    await wait_for(gone, "project deleted")
+    assert await containers_of(docker_api, settings, "shop") == []
+
+
+async def test_crashing_container_is_restarted_with_a_crash_loop_delay(
+    operator: Operator, store: Store
+) -> None:
+    await deploy(store, "shop", DeploymentSpec(image=WORKLOAD, command=["sh", "-c", "exit 3"]))
+
+    async def crash_looping() -> DesiredSnapshot | None:
+        snap = await snapshot(store, "shop")
+        return snap if snap.status and snap.status.crash_count >= 3 else None
+
+    snap = await wait_for(crash_looping, "three crashes")
+    assert snap.status.last_exit_code == 3
+    assert snap.status.phase in ("CrashLoop", "Starting")
+    crash_at = snap.status.last_crash_at
+    assert crash_at is not None
+
+
+async def test_two_operators_never_act_at_once(
+    start_operator: OperatorFactory, store: Store
+) -> None:
+    first = await start_operator()
+    second = await start_operator()
+    await deploy(store, "shop")
+    await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    assert [first.holds_lease(), second.holds_lease()].count(True) == 1
