@@ -38,17 +38,17 @@ HEALTHY = DeploymentSpec(
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[Any]], what: str, timeout: float = 45.0
+    check: Callable[[], Awaitable[Any]], what: str, within_s: float = 45.0
 ) -> Any:
-    """Poll `check` until it returns something truthy, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll `check` until it returns something truthy, failing after `within_s` seconds."""
+    deadline = time.monotonic() + within_s
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
