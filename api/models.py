@@ -23,18 +23,34 @@ IMAGE_PATTERN = re.compile(
     r"(?::[\w][\w.-]{0,127})?"
     r"(?:@sha256:[a-f0-9]{64})?$"
 )
+MAX_IMAGE_LENGTH = 255
 MAX_ENV_VARS = 200
 MAX_ENV_VALUE_BYTES = 32 * 1024
 MAX_COMMAND_ARGS = 256
 
 
 def _check_image(value: str) -> str:
-    if len(value) > 255 or not IMAGE_PATTERN.match(value):
+    if len(value) > MAX_IMAGE_LENGTH:
+        raise ValueError(
+            f"the image reference is {len(value)} characters long, longer than "
+            f"{MAX_IMAGE_LENGTH} characters"
+        )
+    # fullmatch: with match(), '$' also matches before a trailing newline.
+    if not IMAGE_PATTERN.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a Docker image reference; expected a form like "
             "'nginx:1.25', 'registry.example.com:5000/team/app:v2' or 'app@sha256:<64 hex>'"
         )
     return value
+
+
+def _is_utf8(value: str) -> bool:
+    """False for a string with an unpaired surrogate (JSON allows "\\ud800"; UTF-8 does not)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 ProjectName = Annotated[
@@ -47,7 +63,8 @@ ProjectName = Annotated[
 ]
 OwnerName = Annotated[str, Field(pattern=PROJECT_NAME_PATTERN, examples=["alice"])]
 ImageRef = Annotated[str, AfterValidator(_check_image), Field(examples=["nginx:1.25"])]
-Port = Annotated[int, Field(ge=1, le=65535)]
+# Strict: JSON `true` or "80" is not a port (lax validation would take them as 1 and 80).
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
 
 class DesiredState(StrEnum):
@@ -75,8 +92,13 @@ class HealthCheck(BaseModel):
         if self.type == "http":
             if self.path is None:
                 self.path = "/"
-            if not self.path.startswith("/") or any(c.isspace() for c in self.path):
-                raise ValueError("health.path must start with '/' and contain no whitespace")
+            # isprintable() is False for whitespace other than ' ', for control characters (NUL
+            # among them, which Postgres cannot store in jsonb) and for unpaired surrogates.
+            if not self.path.startswith("/") or not self.path.isprintable() or " " in self.path:
+                raise ValueError(
+                    "health.path must start with '/' and contain no whitespace or control "
+                    "characters"
+                )
         elif self.path is not None:
             raise ValueError("health.path is only allowed for an http health check")
         return self
@@ -95,10 +117,14 @@ class DeploymentSpec(BaseModel):
     )
     health: HealthCheck | None = None
     ready_deadline_s: int = Field(
-        default=120, ge=1, le=3600, description="How long a new deployment may take to be Ready."
+        default=120,
+        ge=1,
+        le=3600,
+        strict=True,
+        description="How long a new deployment may take to be Ready.",
     )
-    stop_grace_s: int = Field(default=10, ge=0, le=300)
-    memory_mb: int | None = Field(default=None, ge=4, le=1024 * 1024)
+    stop_grace_s: int = Field(default=10, ge=0, le=300, strict=True)
+    memory_mb: int | None = Field(default=None, ge=4, le=1024 * 1024, strict=True)
     cpus: float | None = Field(default=None, gt=0, le=1024)
 
     @field_validator("env")
@@ -107,22 +133,31 @@ class DeploymentSpec(BaseModel):
         if len(env) > MAX_ENV_VARS:
             raise ValueError(f"at most {MAX_ENV_VARS} environment variables are allowed")
         for key, value in env.items():
-            if not re.match(ENV_KEY_PATTERN, key):
+            if not re.fullmatch(ENV_KEY_PATTERN, key):
                 raise ValueError(
                     f"environment variable name {key!r} is invalid; use letters, digits and '_', "
                     "not starting with a digit"
                 )
-            if len(value.encode()) > MAX_ENV_VALUE_BYTES:
-                raise ValueError(f"environment variable {key!r} is longer than 32 KiB")
             if "\x00" in value:
                 raise ValueError(f"environment variable {key!r} contains a NUL byte")
+            if not _is_utf8(value):
+                raise ValueError(
+                    f"environment variable {key!r} is not valid text (an unpaired surrogate)"
+                )
+            if len(value.encode()) > MAX_ENV_VALUE_BYTES:
+                raise ValueError(f"environment variable {key!r} is longer than 32 KiB")
         return env
 
     @field_validator("command")
     @classmethod
     def _check_command(cls, command: list[str] | None) -> list[str] | None:
-        if command is not None and (not command or any("\x00" in arg for arg in command)):
-            raise ValueError("command must be a non-empty list of arguments without NUL bytes")
+        if command is not None and (
+            not command or any("\x00" in arg or not _is_utf8(arg) for arg in command)
+        ):
+            raise ValueError(
+                "command must be a non-empty list of arguments without NUL bytes or unpaired "
+                "surrogates"
+            )
         return command
 
     @model_validator(mode="after")
@@ -184,6 +219,7 @@ class Status(BaseModel):
     conditions: list[Condition] = Field(default_factory=list)
     running_version: int | None = None
     container_id: str | None = None
+    ready_container_id: str | None = None
     endpoint: str | None = None
     attempts: int = 0
     next_attempt_at: datetime | None = None

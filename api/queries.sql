@@ -85,17 +85,18 @@ WHERE $1::text IS NULL OR p.owner = $1;
 
 -- name: upsert_status
 INSERT INTO status (
-    project, observed_generation, phase, conditions, running_version, container_id, endpoint,
-    attempts, next_attempt_at, last_error, crash_count, last_exit_code, last_crash_at, oom_killed,
-    failed_version, updated_at
+    project, observed_generation, phase, conditions, running_version, container_id,
+    ready_container_id, endpoint, attempts, next_attempt_at, last_error, crash_count,
+    last_exit_code, last_crash_at, oom_killed, failed_version, updated_at
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, now())
 ON CONFLICT (project) DO UPDATE SET
     observed_generation = EXCLUDED.observed_generation,
     phase = EXCLUDED.phase,
     conditions = EXCLUDED.conditions,
     running_version = EXCLUDED.running_version,
     container_id = EXCLUDED.container_id,
+    ready_container_id = EXCLUDED.ready_container_id,
     endpoint = EXCLUDED.endpoint,
     attempts = EXCLUDED.attempts,
     next_attempt_at = EXCLUDED.next_attempt_at,

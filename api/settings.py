@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     resync_interval_s: float = Field(
         default=30.0, gt=0, description="Full resync period (jittered by ±10 %)."
     )
+    lease_ttl_s: float = Field(
+        default=15.0, ge=1, le=300,
+        description="Operator lease: a standby takes over this long after the active one dies.",
+    )
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 

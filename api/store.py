@@ -506,6 +506,7 @@ class Store:
                 [c.model_dump(mode="json") for c in status.conditions],
                 status.running_version,
                 status.container_id,
+                status.ready_container_id,
                 status.endpoint,
                 status.attempts,
                 status.next_attempt_at,

@@ -57,6 +57,7 @@ CREATE TABLE status (
     conditions          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(conditions) = 'array'),
     running_version     integer,
     container_id        text,
+    ready_container_id  text,
     endpoint            text,
     attempts            integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     next_attempt_at     timestamptz,

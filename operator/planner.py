@@ -270,7 +270,10 @@ def _plan_health(
     memory: Memory,
 ) -> Decision:
     healthy = observed.healthy.get(keep.id, False)
+    health = want.deployment.health
+    interval = health.interval_s if health else 1.0
     if healthy:
+        memory = replace(memory, ready_container=keep.id)
         for other in others:  # the new deployment is Ready: the old one can go
             return Decision(
                 Remove(other),
@@ -295,8 +298,17 @@ def _plan_health(
             ready_version=want.version,
         )
 
-    health = want.deployment.health
-    interval = health.interval_s if health else 1.0
+    if keep.id == memory.ready_container:
+        return Decision(
+            None,
+            "Unhealthy",
+            False,
+            "Unhealthy",
+            f"v{want.version} was ready, but its endpoint no longer answers",
+            memory,
+            requeue_after=interval,
+            container=keep,
+        )
     started = keep.started_at or observed.now
     waited = (observed.now - started).total_seconds()
     deadline = want.deployment.ready_deadline_s

@@ -119,6 +119,7 @@ def memory_of(snapshot: DesiredSnapshot) -> Memory:
         crash_count=status.crash_count,
         last_crash_at=status.last_crash_at,
         failed_version=status.failed_version if same_generation else None,
+        ready_container=status.ready_container_id,
     )
 
 
@@ -404,6 +405,7 @@ class Reconciler:
             running_version=decision.ready_version
             or (previous.running_version if previous else None),
             container_id=container.id if container else None,
+            ready_container_id=memory.ready_container,
             endpoint=self._endpoint(snapshot),
             attempts=0,
             next_attempt_at=now + timedelta(seconds=decision.requeue_after)
@@ -478,6 +480,7 @@ class Reconciler:
             ],
             running_version=previous.running_version if previous else None,
             container_id=previous.container_id if previous else None,
+            ready_container_id=memory.ready_container,
             endpoint=self._endpoint(snapshot),
             attempts=attempts,
             next_attempt_at=now + timedelta(seconds=delay),

@@ -28,8 +28,8 @@ from tether.operator.reconciler import Reconciler, build_desired
 from tether.operator.state import Desired
 
 log = structlog.get_logger("tether.operator")
-LEASE_TTL_S = 15.0
 RECONNECT_DELAY_S = (0.5, 10.0)
+PROBE_CONCURRENCY = 32
 
 
 def at_rest(desired: Desired, snapshot: DesiredSnapshot, containers: list[Summary]) -> bool:
@@ -64,14 +64,14 @@ class Operator:
         store: Store,
         docker: DockerDriver,
         *,
-        lease_ttl_s: float = LEASE_TTL_S,
+        lease_ttl_s: float | None = None,
         holder: str | None = None,
         drain_grace_s: float = 30.0,
     ) -> None:
         self._settings = settings
         self._store = store
         self._docker = docker
-        self._lease_ttl_s = lease_ttl_s
+        self._lease_ttl_s = lease_ttl_s or settings.lease_ttl_s
         self.holder = holder or f"operator-{uuid.uuid4().hex[:8]}"
         self._drain_grace_s = drain_grace_s
         self._lease_until = 0.0
@@ -245,12 +245,15 @@ class Operator:
             by_project.setdefault(summary.project, []).append(summary)
         queued = 0
         now = datetime.now(UTC)
+        settled: list[DesiredSnapshot] = []
         for snapshot in snapshots:
             name = snapshot.project.name
             desired = build_desired(
                 snapshot, self._settings.publish_address, self._settings.installation_id
             )
             if at_rest(desired, snapshot, by_project.pop(name, [])):
+                if desired.running:
+                    settled.append(snapshot)
                 continue
             status = snapshot.status
             same_generation = status is not None and (
@@ -267,7 +270,29 @@ class Operator:
         for orphan in by_project:  # containers of projects that no longer exist
             self.queue.add(orphan)
             queued += 1
-        return queued
+        return queued + await self._recheck_endpoints(settled)
+
+    async def _recheck_endpoints(self, settled: list[DesiredSnapshot]) -> int:
+        """Ready must stay true: probe the endpoints of settled projects (no Docker call) and
+        give a pass to those that stopped answering."""
+
+        slots = asyncio.Semaphore(PROBE_CONCURRENCY)
+
+        async def failing(snapshot: DesiredSnapshot) -> bool:
+            target = snapshot.target
+            assert target is not None  # settled and running
+            async with slots:
+                healthy = await self.prober.healthy(
+                    target.health, target.port, snapshot.project.host_port
+                )
+            return not healthy
+
+        probes = [s for s in settled if s.target is not None and s.target.port is not None]
+        results = await asyncio.gather(*(failing(s) for s in probes))
+        for snapshot, bad in zip(probes, results, strict=True):
+            if bad:
+                self.queue.add(snapshot.project.name)
+        return sum(results)
 
 
 async def serve_operator(settings: Settings, store: Store, stop: asyncio.Event) -> None:

@@ -86,6 +86,7 @@ class Memory:
     crash_count: int = 0
     last_crash_at: datetime | None = None
     failed_version: int | None = None
+    ready_container: str | None = None  # the container last seen Ready
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import aiodocker
+import asyncpg
 import httpx
 import pytest
+import structlog
 
 from tether.api.models import (
     ConditionType,
@@ -32,14 +35,15 @@ pytestmark = pytest.mark.docker
 WORKLOAD = "tether-test/workload:latest"
 ALICE = Principal(owner="alice")
 HEALTHY = DeploymentSpec(
-    image=WORKLOAD, port=8080, health=HealthCheck(type="http", path="/healthz"),
-    ready_deadline_s=30, stop_grace_s=2,
+    image=WORKLOAD,
+    port=8080,
+    health=HealthCheck(type="http", path="/healthz"),
+    ready_deadline_s=30,
+    stop_grace_s=2,
 )
 
 
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], what: str, within_s: float = 45.0
-) -> Any:
+async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 45.0) -> Any:
     """Poll `check` until it returns something truthy, failing after `within_s` seconds."""
     deadline = time.monotonic() + within_s
     last: Any = None
@@ -91,8 +95,9 @@ async def start_operator(
     running: list[tuple[asyncio.Event, asyncio.Task[None], Operator]] = []
 
     async def start(**kwargs: Any) -> Operator:
-        operator = Operator(settings, store, driver, lease_ttl_s=kwargs.pop("lease_ttl_s", 3.0),
-                            **kwargs)
+        operator = Operator(
+            settings, store, driver, lease_ttl_s=kwargs.pop("lease_ttl_s", 3.0), **kwargs
+        )
         stop = asyncio.Event()
         running.append((stop, asyncio.create_task(operator.run(stop)), operator))
         return operator
@@ -114,8 +119,12 @@ async def containers_of(
 ) -> list[dict[str, Any]]:
     listed = await docker.containers.list(
         all=True,
-        filters={"label": [f"{LABEL_INSTALLATION}={settings.installation_id}",
-                           f"{LABEL_PROJECT}={project}"]},
+        filters={
+            "label": [
+                f"{LABEL_INSTALLATION}={settings.installation_id}",
+                f"{LABEL_PROJECT}={project}",
+            ]
+        },
     )
     return [await c.show() for c in listed]
 
@@ -279,8 +288,9 @@ async def test_v2_that_never_gets_ready_is_rolled_back_to_v1(
     snap = await wait_for(rolled_back, "v1 back after failed rollout of v2")
     assert snap.status.running_version == 1
     assert await endpoint_answers(snap)
-    running = [c for c in await containers_of(docker_api, settings, "shop")
-               if c["State"]["Running"]]
+    running = [
+        c for c in await containers_of(docker_api, settings, "shop") if c["State"]["Running"]
+    ]
     assert [c["Config"]["Labels"]["dev.tether.deployment"] for c in running] == ["1"]
     reasons = [e.reason for e in await store.events("shop", ALICE)]
     assert "RolloutFailed" in reasons
@@ -372,3 +382,118 @@ async def test_two_operators_never_act_at_once(
     await deploy(store, "shop")
     await wait_for(lambda: ready(store, "shop"), "shop Ready")
     assert [first.holds_lease(), second.holds_lease()].count(True) == 1
+
+
+PASS_FIELDS = {
+    "project",
+    "generation",
+    "observed",
+    "desired",
+    "action",
+    "result",
+    "docker_status",
+    "attempt",
+    "next_delay_s",
+    "duration_ms",
+    "pass_id",
+}
+
+
+async def test_each_pass_logs_one_outcome_line_with_every_field_and_no_env_values(
+    settings: Settings, store: Store, driver: DockerDriver
+) -> None:
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    operator = Operator(settings, store, driver)
+    operator._lease_until = float("inf")  # run passes by hand: no lease task in this test
+    try:
+        await deploy(store, "shop", HEALTHY.model_copy(update={"env": {"TOKEN": secret}}))
+        await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
+        with structlog.testing.capture_logs() as logs:
+            outcomes = [
+                await operator.reconciler.reconcile(name)
+                for name in ("shop", "nope", "shop", "nope")
+            ]
+    finally:
+        await operator.prober.close()
+    passes = [line for line in logs if line["event"] == "pass"]
+    assert len(passes) == len(outcomes) == 4
+    for line in passes:
+        assert line.keys() >= PASS_FIELDS, PASS_FIELDS - line.keys()
+        assert secret not in repr(line)
+    assert [p["result"] for p in passes] == [o.result for o in outcomes]
+    assert passes[0]["action"] == ["create v1", "start v1"]
+    assert passes[1]["result"] == "stalled"
+    assert passes[1]["docker_status"] == 404
+    assert passes[3]["attempt"] == 2
+
+
+async def test_retry_timers_survive_an_operator_restart(
+    start_operator: OperatorFactory, settings: Settings, store: Store, driver: DockerDriver
+) -> None:
+    operator = Operator(settings, store, driver)
+    operator._lease_until = float("inf")
+    try:
+        await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
+        for _ in range(5):  # five failures in a row: the next attempt is ~8 s away
+            await operator.reconciler.reconcile("nope")
+    finally:
+        await operator.prober.close()
+    before = (await snapshot(store, "nope")).status
+    assert before.attempts == 5
+    assert before.next_attempt_at is not None
+
+    await start_operator()  # a fresh operator process, as after a restart
+
+    async def next_attempt() -> DesiredSnapshot | None:
+        snap = await snapshot(store, "nope")
+        return snap if snap.status.attempts > before.attempts else None
+
+    after = (await wait_for(next_attempt, "the next attempt", within_s=30)).status
+    assert after.attempts == before.attempts + 1
+    # Not run at start, but at the time the previous operator had scheduled.
+    assert after.updated_at >= before.next_attempt_at - timedelta(milliseconds=50)
+
+
+async def test_desired_changes_still_arrive_after_the_listen_connection_is_cut(
+    start_operator: OperatorFactory, settings: Settings, store: Store, database_url: str
+) -> None:
+    settings.resync_interval_s = 3600  # only NOTIFY (or the resync after reconnecting) can help
+    await start_operator()
+    await deploy(store, "shop")
+    await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    admin = await asyncpg.connect(database_url)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query ILIKE 'LISTEN%' AND datname = current_database()"
+        )
+    finally:
+        await admin.close()
+    assert killed == 1
+    await store.set_desired_state("shop", DesiredState.STOPPED, ALICE)
+    snap = await wait_for(lambda: converged(store, "shop"), "shop stopped", within_s=20)
+    assert snap.status.phase == "Stopped"
+
+
+async def test_a_ready_project_whose_endpoint_stops_answering_is_not_shown_ready(
+    start_operator: OperatorFactory,
+    settings: Settings,
+    store: Store,
+    docker_api: aiodocker.Docker,
+) -> None:
+    settings.resync_interval_s = 1.0
+    await start_operator()
+    await deploy(store, "shop")
+    snap = await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    # The container keeps running, but its health endpoint starts failing (404).
+    container = docker_api.containers.container(snap.status.container_id)
+    run = await container.exec(["rm", "/www/healthz"])
+    await run.start(detach=True)
+
+    async def unready() -> DesiredSnapshot | None:
+        current = await snapshot(store, "shop")
+        return current if condition(current, ConditionType.READY) == "False" else None
+
+    shown = await wait_for(unready, "Ready to turn False")
+    assert shown.status.phase == "Unhealthy"
+    assert (await container.show())["State"]["Running"]
