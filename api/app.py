@@ -6,12 +6,14 @@ answer is ever 409 because a project is already in the asked state.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.api.errors import TetherError, Unauthorized
@@ -57,9 +59,6 @@ def _error(status: int, error: str, message: str, hint: str | None = None) -> JS
 class BodyLimit:
     """Refuse request bodies over `limit` bytes with 413, whether or not they declare a length."""
 
-    class _TooLargeError(Exception):
-        pass
-
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
@@ -72,29 +71,34 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(scope, receive, send)
             return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        # Read the whole body (at most `limit` bytes) before the app sees any of it: a body sent
+        # without a length (chunked) is refused as soon as it passes the limit. Raising from a
+        # wrapped `receive` instead would not work: FastAPI turns any error while reading the
+        # body into a 400 "error parsing the body".
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise self._TooLargeError
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away: there is nobody to answer
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replayed = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except self._TooLargeError:
-            if started:
-                raise
-            await self._refuse(scope, receive, send)
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = _error(
@@ -118,7 +122,7 @@ def _if_match(value: str | None) -> int | None:
     if value is None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # isdigit() alone takes '²', int() does not
         raise TetherError(
             f"If-Match must be a project generation (a whole number), not {value!r}",
             hint="use the `generation` of the project as read from the API",
@@ -130,6 +134,30 @@ IfMatch = Annotated[
     str | None,
     Header(alias="If-Match", description="Refuse the write (412) unless at this generation."),
 ]
+
+
+async def _principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "missing API token",
+            hint="send 'Authorization: Bearer <token>'; create one with "
+            "`tether token create --owner NAME`",
+        )
+    store: Store = request.app.state.store
+    found = await store.authenticate(token.strip())
+    if found is None:
+        raise Unauthorized(
+            "the API token is not valid", hint="create a new one with `tether token create`"
+        )
+    return found
+
+
+# Module level on purpose: with postponed annotations FastAPI resolves a route's annotations in
+# the module's globals, so an alias local to create_app would silently become a query parameter.
+Caller = Annotated[Principal, Depends(_principal)]
 
 
 def create_app(store: Store, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
@@ -154,31 +182,29 @@ def create_app(store: Store, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
     async def tether_error(_request: Request, exc: TetherError) -> JSONResponse:
         return _error(exc.status_code, exc.error, exc.message, exc.hint)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes and methods: the same JSON shape as every other error.
+        try:
+            code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        except ValueError:
+            code = "http_error"
+        response = _error(
+            exc.status_code, code, f"{exc.detail}: {request.method} {request.url.path}"
+        )
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(
-            422, "invalid_request", _validation_message(exc),
+            422,
+            "invalid_request",
+            _validation_message(exc),
             hint="see the API schema at /docs for the expected fields",
         )
 
-    async def principal(
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> Principal:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized(
-                "missing API token",
-                hint="send 'Authorization: Bearer <token>'; create one with "
-                "`tether token create --owner NAME`",
-            )
-        found = await store.authenticate(token.strip())
-        if found is None:
-            raise Unauthorized(
-                "the API token is not valid", hint="create a new one with `tether token create`"
-            )
-        return found
-
-    Caller = Annotated[Principal, Depends(principal)]  # noqa: N806 - a type alias, named as one
+    app.state.store = store
     v1 = APIRouter(prefix="/v1")
 
     @v1.post("/projects", response_model=WriteResult, status_code=201)
@@ -245,11 +271,15 @@ def create_app(store: Store, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
 
     @v1.post("/projects/{name}/rollback", response_model=WriteResult)
     async def rollback(
-        name: NamePath, caller: Caller, body: RollbackRequest | None = None,
+        name: NamePath,
+        caller: Caller,
+        body: RollbackRequest | None = None,
         if_match: IfMatch = None,
     ) -> WriteResult:
         return await store.rollback(
-            name, caller, to_version=body.to_version if body else None,
+            name,
+            caller,
+            to_version=body.to_version if body else None,
             if_match=_if_match(if_match),
         )
 

@@ -29,10 +29,10 @@ os.environ.setdefault("TC_HOST", "127.0.0.1")
 # Ryuk's image cannot be pulled without a registry; fixtures stop their containers themselves.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
-from tether.api.app import create_app  # noqa: E402 - the environment above must be set first
-from tether.api.migrator import migrate  # noqa: E402
-from tether.api.models import Principal  # noqa: E402
-from tether.api.store import PortRange, Store  # noqa: E402
+from tether.api.app import create_app
+from tether.api.migrator import migrate
+from tether.api.models import Principal
+from tether.api.store import PortRange, Store
 
 TEMPLATE = "tether_template"
 
@@ -147,8 +147,11 @@ async def api_url(store: Store) -> AsyncIterator[str]:
     """A real uvicorn server for the API on a loopback port, for this test's database."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(store, max_body_bytes=64 * 1024), host="127.0.0.1", port=port,
-        log_level="warning", lifespan="off",
+        create_app(store, max_body_bytes=64 * 1024),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

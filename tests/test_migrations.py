@@ -34,8 +34,11 @@ async def catalog(dsn: str) -> list[tuple[str, str, str]]:
         rows = await conn.fetch(CATALOG)
     finally:
         await conn.close()
-    return [(r["kind"], r["name"], r["definition"]) for r in rows
-            if not r["name"].startswith("tether_migrations")]
+    return [
+        (r["kind"], r["name"], r["definition"])
+        for r in rows
+        if not r["name"].startswith("tether_migrations")
+    ]
 
 
 async def test_migrations_produce_the_documented_schema(new_database: NewDatabase) -> None:

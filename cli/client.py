@@ -1,0 +1,158 @@
+"""The CLI's HTTP client for the tether API: base URL, bearer token, and one-line failures.
+
+Every failure becomes a `CliError` whose message says what went wrong and what to do: the API's own
+`message` and `hint`, or, when no answer came, the URL that did not answer and how to start it.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from tether.cli.config import ClientConfig
+from tether.cli.errors import CliError
+
+START_SERVER = (
+    "start it with `tether up` (or `tether api`), or point TETHER_URL or `tether login --url` "
+    "at a running server"
+)
+
+
+class ApiError(CliError):
+    """The API answered with an error: its HTTP status and stable `error` code are kept."""
+
+    def __init__(self, message: str, *, status: int, error: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+def _join(message: str, hint: str | None) -> str:
+    return f"{message.rstrip('.')}; {hint}" if hint else message
+
+
+class ApiClient:
+    def __init__(self, config: ClientConfig, *, token: str | None = None) -> None:
+        self.url = config.url
+        self.timeout_s = config.timeout_s
+        token = token or config.token
+        if not token:
+            raise CliError(
+                f"no API token for {self.url}: run `tether login --url {self.url} --token TOKEN` "
+                "or set TETHER_TOKEN (an admin creates tokens with `tether token create --owner "
+                "NAME`)"
+            )
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "tether-cli"},
+            timeout=config.timeout_s,
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._http.close()
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._request("GET", path, params=params)
+
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        if_match: int | None = None,
+    ) -> Any:
+        return self._request("POST", path, body=body, params=params, if_match=if_match)
+
+    def delete(self, path: str, *, if_match: int | None = None) -> Any:
+        return self._request("DELETE", path, if_match=if_match)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        if_match: int | None = None,
+    ) -> Any:
+        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
+        try:
+            response = self._http.request(
+                method, "/v1" + path, json=body, params=params, headers=headers
+            )
+        except httpx.ConnectError as exc:
+            raise CliError(
+                f"cannot connect to the tether API at {self.url} ({_reason(exc)}); {START_SERVER}"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise CliError(
+                f"the tether API at {self.url} did not answer within {self.timeout_s:g} s; check "
+                "that the server is healthy (raise TETHER_TIMEOUT for a slow link) and retry"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise CliError(
+                f"the connection to the tether API at {self.url} failed ({_reason(exc)}); retry, "
+                "and check the server's log if it persists"
+            ) from exc
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise CliError(
+                    f"the server at {self.url} did not answer with JSON: is TETHER_URL the "
+                    "tether API?"
+                ) from exc
+        raise self._failure(response)
+
+    def _failure(self, response: httpx.Response) -> ApiError:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+            body = {"error": f"http_{status}", "message": ""}
+        error: str = str(body.get("error"))
+        message: str = body["message"]
+        hint = body.get("hint") if isinstance(body.get("hint"), str) else None
+        if status == 401:
+            text = (
+                f"the tether API at {self.url} refused the token ({message or 'unauthorized'}); "
+                f"run `tether login --url {self.url} --token TOKEN` with a valid token (an admin "
+                "creates one with `tether token create --owner NAME`)"
+            )
+        elif status == 503 and error in ("database_unavailable", "http_503"):
+            text = _join(
+                f"the tether API at {self.url} answered 503: "
+                + (message or "its database is unreachable; nothing was changed"),
+                hint or "retry shortly; if it persists, check that Postgres is running",
+            )
+        elif message:
+            text = _join(message, hint)
+        else:
+            snippet = " ".join(response.text.split())[:200]
+            text = f"the server at {self.url} answered HTTP {status}" + (
+                f": {snippet}" if snippet else ""
+            )
+        return ApiError(text, status=status, error=error)
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    """The innermost cause, e.g. 'Connection refused', without the errno noise."""
+    cause: BaseException = exc
+    while (inner := cause.__cause__ or cause.__context__) is not None:
+        cause = inner
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause) or str(exc) or type(exc).__name__

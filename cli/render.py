@@ -1,0 +1,285 @@
+"""What the CLI prints: rich tables for people, JSON for programs (`--output json`).
+
+Output goes to the `sys.stdout` of the moment (so tests can capture it); API text is never read as
+rich markup. Not on a terminal, lines are not wrapped at 80 columns, so they stay greppable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from tether.api.models import (
+    Condition,
+    ConditionType,
+    Deployment,
+    Event,
+    HealthCheck,
+    Project,
+    ProjectView,
+    Status,
+)
+
+PIPE_WIDTH = 200
+NONE = "-"
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def console() -> Console:
+    out = sys.stdout
+    width = None if out.isatty() else PIPE_WIDTH
+    return Console(file=out, width=width, highlight=False, markup=False, emoji=False)
+
+
+def say(text: str) -> None:
+    """One plain line for people."""
+    console().print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def show(renderable: RenderableType) -> None:
+    """Print a table or grid; off a terminal, without the padding rich leaves at line ends."""
+    out = console()
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def age(when: datetime | None, now: datetime | None = None) -> str:
+    if when is None:
+        return NONE
+    seconds = int(((now or datetime.now(UTC)) - when).total_seconds())
+    if seconds < 0:
+        return "0s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for column in columns:
+        table.add_column(column.upper(), overflow="fold")
+    return table
+
+
+def desired(project: Project) -> str:
+    return "deleting" if project.deletion_requested else str(project.desired_state)
+
+
+def ready(status: Status | None) -> str:
+    condition = status.condition(ConditionType.READY) if status else None
+    if condition is None:
+        return NONE
+    return {"True": "yes", "False": "no"}.get(condition.status, "unknown")
+
+
+def deployment(project: Project, status: Status | None) -> str:
+    if project.target_version is None:
+        return NONE
+    text = f"v{project.target_version}"
+    running = status.running_version if status else None
+    if running is not None and running != project.target_version:
+        text += f" (running v{running})"
+    return text
+
+
+def status_message(project: Project, status: Status | None) -> str:
+    """The one thing worth reading about a project now."""
+    if status is None:
+        return "waiting for the operator"
+    stalled = status.condition(ConditionType.STALLED)
+    if stalled is not None and stalled.status == "True":
+        return f"stalled: {stalled.message}"
+    if status.observed_generation < project.generation:
+        return f"operator has not seen generation {project.generation} yet"
+    if status.last_error:
+        return status.last_error
+    for kind in (ConditionType.READY, ConditionType.RECONCILING):
+        condition = status.condition(kind)
+        if condition is not None and condition.message:
+            return condition.message
+    return ""
+
+
+def phase(status: Status | None) -> str:
+    return status.phase if status else "Pending"
+
+
+def projects_table(views: Sequence[ProjectView]) -> None:
+    if not views:
+        say("no projects yet: create one with `tether deploy NAME --image IMAGE`")
+        return
+    table = _table("name", "owner", "desired", "deployment", "generation", "host port", "age")
+    for view in views:
+        p = view.project
+        table.add_row(
+            p.name,
+            p.owner,
+            desired(p),
+            deployment(p, view.status),
+            str(p.generation),
+            str(p.host_port),
+            age(p.created_at),
+        )
+    show(table)
+
+
+def status_table(views: Sequence[ProjectView]) -> None:
+    if not views:
+        say("no projects yet: create one with `tether deploy NAME --image IMAGE`")
+        return
+    table = _table("name", "desired", "phase", "ready", "deployment", "age", "message")
+    for view in views:
+        p, s = view.project, view.status
+        table.add_row(
+            p.name,
+            desired(p),
+            phase(s),
+            ready(s),
+            deployment(p, s),
+            age(p.created_at),
+            Text(status_message(p, s)),
+        )
+    show(table)
+
+
+def _conditions(conditions: Sequence[Condition]) -> Table:
+    table = _table("condition", "status", "reason", "age", "message")
+    for c in conditions:
+        table.add_row(c.type, c.status, c.reason, age(c.last_transition_time), Text(c.message))
+    return table
+
+
+def status_detail(view: ProjectView, events: Sequence[Event]) -> None:
+    p, s = view.project, view.status
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("project", f"{p.name} (owner {p.owner}, created {age(p.created_at)} ago)"),
+        ("desired", f"{desired(p)}, deployment {deployment(p, None)}, generation {p.generation}"),
+    ]
+    if s is None:
+        rows.append(("observed", "nothing yet: waiting for the operator"))
+    else:
+        behind = (
+            f" (behind: desired is generation {p.generation})"
+            if s.observed_generation < p.generation
+            else ""
+        )
+        rows += [
+            ("observed", f"generation {s.observed_generation}{behind}, phase {s.phase}"),
+            ("ready", ready(s)),
+            ("running", f"v{s.running_version}" if s.running_version is not None else NONE),
+            ("endpoint", s.endpoint or f"host port {p.host_port} (not published)"),
+            ("container", s.container_id[:12] if s.container_id else NONE),
+            ("attempts", _attempts(s)),
+            ("crashes", _crashes(s)),
+        ]
+        if s.last_error:
+            rows.append(("last error", s.last_error))
+        if s.failed_version is not None:
+            rows.append(("failed", f"v{s.failed_version} did not become ready"))
+    message = status_message(p, s)
+    if message:
+        rows.append(("message", message))
+    for key, value in rows:
+        grid.add_row(key, Text(value))
+    show(grid)
+    if s is not None and s.conditions:
+        say("")
+        show(_conditions(s.conditions))
+    if events:
+        say("")
+        say("recent events")
+        show(_events(events))
+
+
+def _attempts(s: Status) -> str:
+    if not s.attempts:
+        return "0"
+    text = str(s.attempts)
+    if s.next_attempt_at is not None:
+        wait = int((s.next_attempt_at - datetime.now(UTC)).total_seconds())
+        text += f", next attempt in {max(wait, 0)}s"
+    return text
+
+
+def _crashes(s: Status) -> str:
+    text = str(s.crash_count)
+    if s.last_exit_code is not None:
+        text += f", last exit code {s.last_exit_code}"
+    if s.oom_killed:
+        text += " (killed: out of memory)"
+    if s.last_crash_at is not None:
+        text += f", {age(s.last_crash_at)} ago"
+    return text
+
+
+def _health(health: HealthCheck | None) -> str:
+    if health is None:
+        return NONE
+    return f"http {health.path}" if health.type == "http" else "tcp"
+
+
+def deployments_table(deployments: Sequence[Deployment], project: Project) -> None:
+    if not deployments:
+        say(f"{project.name} has no deployments: run `tether deploy {project.name} --image IMAGE`")
+        return
+    table = _table("version", "image", "port", "health", "env", "created by", "age", "")
+    for d in deployments:
+        mark = "target" if d.version == project.target_version else ""
+        table.add_row(
+            f"v{d.version}",
+            d.image,
+            str(d.port) if d.port else NONE,
+            _health(d.health),
+            ", ".join(sorted(d.env)) or NONE,
+            d.created_by,
+            age(d.created_at),
+            mark,
+        )
+    show(table)
+
+
+def _events(events: Sequence[Event]) -> Table:
+    table = _table("id", "time", "generation", "kind", "reason", "actor", "message")
+    for e in events:
+        table.add_row(
+            str(e.id),
+            e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+            str(e.generation) if e.generation is not None else NONE,
+            e.kind,
+            e.reason,
+            e.actor,
+            Text(e.message),
+        )
+    return table
+
+
+def events_table(events: Sequence[Event], project: str) -> None:
+    if not events:
+        say(f"no events for {project}")
+        return
+    show(_events(events))
