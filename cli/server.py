@@ -15,8 +15,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from tether.api.settings import Settings
     from tether.api.store import Store
     from tether.operator.docker import PostgresServer
-
-    ServeOperator = Callable[[Settings, Store, asyncio.Event], Coroutine[Any, Any, None]]
 
 log = structlog.get_logger("tether.cli")
 T = TypeVar("T")
@@ -251,27 +249,13 @@ def bind(host: str, port: int) -> socket.socket:
         ) from exc
 
 
-def load_operator(*, required: bool) -> ServeOperator | None:
-    try:
-        from tether.operator.service import serve_operator
-    except ModuleNotFoundError as exc:
-        if exc.name != "tether.operator.service":
-            raise
-        if required:
-            raise CliError(
-                "this build of tether has no operator (tether.operator.service)"
-            ) from exc
-        return None
-    return serve_operator
-
-
 async def serve(
     settings: Settings,
     store: Store,
     stopper: Stopper,
     *,
     sock: socket.socket | None,
-    serve_operator: ServeOperator | None,
+    with_operator: bool,
 ) -> None:
     """Serve the API (on `sock`) and/or the operator until a stop is requested or one fails."""
     from tether.api.app import create_app
@@ -295,7 +279,9 @@ async def serve(
 
         stopper.on_stop(stop_api)
         parts[asyncio.create_task(server.serve(sockets=[sock]))] = "API"
-    if serve_operator is not None:
+    if with_operator:
+        from tether.operator.service import serve_operator
+
         parts[asyncio.create_task(serve_operator(settings, store, stopper.event))] = "operator"
     watch = asyncio.create_task(stopper.event.wait())
     await asyncio.wait([*parts, watch], return_when=asyncio.FIRST_COMPLETED)
@@ -392,24 +378,23 @@ async def _api(settings: Settings, sock: socket.socket) -> None:
         store = await Store.connect(dsn, settings.ports)
         try:
             say(f"tether API on {client_url(settings)} (Ctrl-C stops it)")
-            await serve(settings, store, stopper, sock=sock, serve_operator=None)
+            await serve(settings, store, stopper, sock=sock, with_operator=False)
         finally:
             await store.close()
 
 
 def operator(settings: Settings) -> None:
-    serve_operator = load_operator(required=True)
-    asyncio.run(_operator(settings, serve_operator))
+    asyncio.run(_operator(settings))
 
 
-async def _operator(settings: Settings, serve_operator: ServeOperator | None) -> None:
+async def _operator(settings: Settings) -> None:
     from tether.api.store import Store
 
     stopper = Stopper()
     with stopper.installed():
         store = await Store.connect(settings.database_url, settings.ports)
         try:
-            await serve(settings, store, stopper, sock=None, serve_operator=serve_operator)
+            await serve(settings, store, stopper, sock=None, with_operator=True)
         finally:
             await store.close()
 
@@ -479,11 +464,8 @@ async def _run_up(
         report_migrations(applied, len(available()), dsn)
         fresh = any(m.version == 1 for m in applied)
         await stopper.unless_stopped(_log_in(store, settings, env, fresh=fresh))
-        serve_operator = load_operator(required=False)
-        if serve_operator is None:
-            say("this build of tether has no operator: serving the API only")
         say(f"tether is up: API on {client_url(settings)}; Ctrl-C stops it and keeps the data")
-        await serve(settings, store, stopper, sock=sock, serve_operator=serve_operator)
+        await serve(settings, store, stopper, sock=sock, with_operator=True)
     finally:
         await store.close()
 
