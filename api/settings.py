@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Full resync period (jittered by ±10 %)."
     )
     lease_ttl_s: float = Field(
-        default=15.0, ge=1, le=300,
+        default=15.0,
+        ge=1,
+        le=300,
         description="Operator lease: a standby takes over this long after the active one dies.",
     )
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
