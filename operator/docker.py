@@ -110,6 +110,7 @@ def container_from_inspect(data: dict[str, Any]) -> Container:
         spec_hash=labels.get(LABEL_SPEC_HASH, ""),
         exit_code=state.get("ExitCode"),
         oom_killed=bool(state.get("OOMKilled")),
+        created_at=_parse_time(data.get("Created")),
         started_at=_parse_time(state.get("StartedAt")),
         finished_at=_parse_time(state.get("FinishedAt")),
     )

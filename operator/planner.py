@@ -78,7 +78,7 @@ def crash_delay(crash_count: int) -> float:
     doubling up to 5 min."""
     if crash_count <= 1:
         return 0.0
-    return min(CRASH_DELAY_FIRST_S * 2.0 ** (crash_count - 2), CRASH_DELAY_CAP_S)
+    return min(CRASH_DELAY_FIRST_S * 2.0 ** min(crash_count - 2, 16), CRASH_DELAY_CAP_S)
 
 
 def effective_want(desired: Desired, memory: Memory) -> Want | None:
@@ -165,13 +165,15 @@ def _plan_stopped(
     return Decision(None, "Stopped", False, "Stopped", "stopped as desired", memory, container=keep)
 
 
-def _best(candidates: list[Container]) -> Container | None:
-    """The container to keep among several of the right deployment: the most alive, then newest."""
-    rank = {"running": 0, "paused": 1, "created": 2, "exited": 3, "dead": 4}
+def _best(candidates: list[Container], healthy: dict[str, bool] | None = None) -> Container | None:
+    """The container to keep among several of the right deployment: the most alive, healthy
+    first, then the newest. A dead container is never kept."""
+    rank = {"running": 0, "paused": 1, "created": 2, "exited": 3}
     ordered = sorted(
-        candidates,
+        (c for c in candidates if c.state in rank),
         key=lambda c: (
-            rank.get(c.state, 5),
+            rank[c.state],
+            not (healthy or {}).get(c.id, False),
             -c.started_at.timestamp() if c.started_at else 0.0,
             c.id,
         ),
@@ -181,7 +183,7 @@ def _best(candidates: list[Container]) -> Container | None:
 
 def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memory) -> Decision:
     containers = observed.containers
-    keep = _best([c for c in containers if want.matches(c)])
+    keep = _best([c for c in containers if want.matches(c)], observed.healthy)
     others = [c for c in containers if c != keep]
     replacing = desired.target is not None and want is not desired.target
 
@@ -199,6 +201,17 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
                 container=keep,
             )
     if keep is None:
+        for stale in others:  # a dead or outdated container holding the name the new one needs
+            if stale.name == want.container_name:
+                why = "Dead" if stale.state == "dead" else "Outdated"
+                return Decision(
+                    Remove(stale),
+                    "Replacing",
+                    False,
+                    why,
+                    f"removing {stale.name} ({why.lower()}): it holds the name",
+                    memory,
+                )
         phase = "RollingBack" if replacing else "Creating"
         return Decision(
             Create(want), phase, False, phase, f"creating {want.container_name}", memory
@@ -213,18 +226,58 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
             memory,
             container=keep,
         )
-    if keep.state == "dead":
-        return Decision(Remove(keep), "Creating", False, "Dead", f"{keep.name} is dead", memory)
     if keep.state in ("created", "exited"):
+        if _rollout_overdue(desired, want, keep, observed.now, memory):
+            return _fail_rollout(desired, want, keep, memory)
         return _plan_start(desired, keep, observed.now, memory)
     return _plan_health(desired, want, keep, others, observed, memory)
 
 
+def _rollout_overdue(
+    desired: Desired, want: Want, keep: Container, now: datetime, memory: Memory
+) -> bool:
+    """A new target that has not been Ready since the desired change, past its deadline: counted
+    from the change, not from the last (re)start, so a crash loop cannot postpone it forever."""
+    deadline = timedelta(seconds=want.deployment.ready_deadline_s)
+    return (
+        want is desired.target
+        and desired.fallback is not None
+        and desired.fallback.version != want.version
+        and keep.id != memory.ready_container
+        and now - _trying_since(desired, keep) > deadline
+    )
+
+
+def _trying_since(desired: Desired, keep: Container) -> datetime:
+    """Since when `keep` has been given its chance to get Ready: its creation (restarts after
+    crashes do not reset it), but never before the desired change it serves."""
+    began = keep.created_at or keep.started_at or desired.changed_at
+    return max(began, desired.changed_at)
+
+
+def _fail_rollout(desired: Desired, want: Want, keep: Container, memory: Memory) -> Decision:
+    assert desired.fallback is not None
+    return Decision(
+        FailRollout(want.version),
+        "RollingBack",
+        False,
+        "RolloutFailed",
+        f"v{want.version} was not ready within {want.deployment.ready_deadline_s} s; going back "
+        f"to v{desired.fallback.version}",
+        memory,
+        container=keep,
+    )
+
+
 def _plan_start(desired: Desired, keep: Container, now: datetime, memory: Memory) -> Decision:
+    # An exit counts as a crash only for a container started under the current desire: one that
+    # predates it was stopped by tether itself (a stop, a replacement) or by the change.
     crashed = (
         keep.state == "exited"
         and keep.finished_at is not None
         and keep.finished_at > desired.changed_at
+        and keep.started_at is not None
+        and keep.started_at >= desired.changed_at
     )
     if not crashed:
         return Decision(
@@ -309,8 +362,7 @@ def _plan_health(
             requeue_after=interval,
             container=keep,
         )
-    started = keep.started_at or observed.now
-    waited = (observed.now - started).total_seconds()
+    waited = (observed.now - _trying_since(desired, keep)).total_seconds()
     deadline = want.deployment.ready_deadline_s
     if waited < deadline:
         return Decision(
@@ -325,15 +377,7 @@ def _plan_health(
         )
     fallback = desired.fallback
     if want is desired.target and fallback is not None and fallback.version != want.version:
-        return Decision(
-            FailRollout(want.version),
-            "RollingBack",
-            False,
-            "RolloutFailed",
-            f"v{want.version} was not ready within {deadline} s; going back to v{fallback.version}",
-            memory,
-            container=keep,
-        )
+        return _fail_rollout(desired, want, keep, memory)
     return Decision(
         None,
         "Unhealthy",
@@ -355,5 +399,5 @@ RETRY_JITTER = 0.2
 def retry_delay(attempts: int, jitter: float) -> float:
     """Backoff after `attempts` failed passes in a row: 0.5 s doubling to 60 s, ±20 %.
     `jitter` is a number in [-1, 1], drawn by the caller."""
-    base = min(RETRY_FIRST_S * 2.0 ** max(attempts - 1, 0), RETRY_CAP_S)
+    base = min(RETRY_FIRST_S * 2.0 ** min(max(attempts - 1, 0), 16), RETRY_CAP_S)
     return base * (1 + RETRY_JITTER * jitter)

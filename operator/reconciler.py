@@ -116,7 +116,8 @@ def memory_of(snapshot: DesiredSnapshot) -> Memory:
         return Memory()
     same_generation = status.observed_generation == snapshot.project.generation
     return Memory(
-        crash_count=status.crash_count,
+        # A new desire (a deploy, a start after a stop) starts without the old crash backoff.
+        crash_count=status.crash_count if same_generation else 0,
         last_crash_at=status.last_crash_at,
         failed_version=status.failed_version if same_generation else None,
         ready_container=status.ready_container_id,

@@ -43,6 +43,7 @@ class Container:
     spec_hash: str
     exit_code: int | None = None
     oom_killed: bool = False
+    created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
