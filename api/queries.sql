@@ -6,8 +6,12 @@ INSERT INTO tokens (owner, hash, admin) VALUES ($1, $2, $3) RETURNING id;
 -- name: token_by_hash
 SELECT owner, admin FROM tokens WHERE hash = $1;
 
+-- name: lock_port_allocation
+-- Held until the creating transaction ends, so that concurrent creations never pick the same port.
+SELECT pg_advisory_xact_lock(7272001);
+
 -- name: insert_project
--- Takes the lowest free host port of the range; the caller retries if a concurrent insert won it.
+-- Takes the lowest free host port of the range (under lock_port_allocation).
 INSERT INTO projects (name, owner, host_port)
 SELECT $1, $2, port
 FROM generate_series($3::integer, $4::integer) AS port
@@ -58,6 +62,9 @@ SELECT * FROM deployments WHERE project = $1 AND version = $2;
 
 -- name: list_deployments
 SELECT * FROM deployments WHERE project = $1 ORDER BY version;
+
+-- name: latest_version
+SELECT max(version) FROM deployments WHERE project = $1;
 
 -- name: previous_version
 SELECT max(version) FROM deployments WHERE project = $1 AND version < $2;

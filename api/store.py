@@ -163,48 +163,43 @@ class Store:
 
     async def create_project(self, name: str, principal: Principal) -> WriteResult:
         async with self._transaction() as conn:
+            # Serialises creations: each takes the lowest free host port, and no two the same.
+            await conn.execute(sql("lock_port_allocation"))
             existing = await conn.fetchrow(sql("project_any_owner"), name)
             if existing is None:
-                row = await self._insert_project(conn, name, principal.owner)
-                if row is not None:
-                    project = _project(row)
-                    await self._record(
-                        conn,
-                        project,
-                        EventKind.DESIRED,
-                        "Created",
-                        f"project created by {principal.owner}",
-                        principal.owner,
+                row = await conn.fetchrow(
+                    sql("insert_project"),
+                    name,
+                    principal.owner,
+                    self._ports.first,
+                    self._ports.last,
+                )
+                if row is None:
+                    raise NoFreePort(
+                        f"every host port in {self._ports.first}-{self._ports.last} is allocated",
+                        hint="destroy unused projects or widen TETHER_PORT_RANGE",
                     )
-                    return WriteResult(project=project, changed=True, message="project created")
-                existing = await conn.fetchrow(sql("project_any_owner"), name)
-            if existing is None or (principal.scope and existing["owner"] != principal.scope):
+                project = _project(row)
+                await self._record(
+                    conn,
+                    project,
+                    EventKind.DESIRED,
+                    "Created",
+                    f"project created by {principal.owner}",
+                    principal.owner,
+                )
+                return WriteResult(project=project, changed=True, message="project created")
+            if principal.scope and existing["owner"] != principal.scope:
                 raise NameTaken(
                     f"the project name {name!r} is taken", hint="choose another project name"
                 )
-            return WriteResult(
-                project=_project(existing), changed=False, message="project already exists"
-            )
-
-    async def _insert_project(self, conn: Conn, name: str, owner: str) -> asyncpg.Record | None:
-        # A concurrent create may take the same free port first: try again with the next one.
-        for _ in range(5):
-            try:
-                async with conn.transaction():
-                    row = await conn.fetchrow(
-                        sql("insert_project"), name, owner, self._ports.first, self._ports.last
-                    )
-            except asyncpg.UniqueViolationError:
-                continue
-            if row is not None:
-                return row
-            if await conn.fetchval(sql("project_any_owner"), name) is not None:
-                return None
-            raise NoFreePort(
-                f"every host port in {self._ports.first}-{self._ports.last} is allocated",
-                hint="destroy unused projects or widen TETHER_PORT_RANGE",
-            )
-        raise NoFreePort("could not allocate a host port under contention", hint="retry")
+            project = _project(existing)
+            if project.deletion_requested:
+                raise DeletionRequested(
+                    f"project {name!r} is being destroyed",
+                    hint="wait until it is gone (`tether status`), then create it again",
+                )
+            return WriteResult(project=project, changed=False, message="project already exists")
 
     async def list_projects(self, principal: Principal) -> list[ProjectView]:
         async with self._connection() as conn:
@@ -335,10 +330,13 @@ class Store:
             if to_version is None:
                 to_version = await conn.fetchval(sql("previous_version"), name, current)
                 if to_version is None:
+                    later = await conn.fetchval(sql("latest_version"), name)
                     raise NoDeployment(
-                        f"project {name!r} has only v{current}: there is nothing earlier to roll "
-                        "back to",
-                        hint=f"deploy another version with `tether deploy {name} --image IMAGE`",
+                        f"project {name!r} targets v{current}, its first deployment: there is "
+                        "nothing earlier to roll back to",
+                        hint=f"target a later one with `tether rollback {name} --to vN`"
+                        if later != current
+                        else f"deploy another version with `tether deploy {name} --image IMAGE`",
                     )
             elif await conn.fetchrow(sql("deployment"), name, to_version) is None:
                 raise NotFound(
