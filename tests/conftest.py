@@ -100,11 +100,24 @@ async def new_database(postgres_url: str) -> AsyncIterator[Callable[[], Awaitabl
         await admin.close()
 
 
+def _all_free(first: int, last: int) -> bool:
+    for port in range(first, last + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 @pytest.fixture
 def port_range() -> PortRange:
-    """Host ports for this test's projects, away from other tests' so none can collide."""
-    first = 20000 + (uuid.uuid4().int % 400) * 100
-    return PortRange(first, first + 99)
+    """Host ports for this test's projects: a block of 100 that nothing on this host holds."""
+    for _ in range(50):
+        first = 20000 + (uuid.uuid4().int % 400) * 100
+        if _all_free(first, first + 99):
+            return PortRange(first, first + 99)
+    raise RuntimeError("no free block of 100 host ports between 20000 and 59999")
 
 
 @pytest.fixture

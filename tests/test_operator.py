@@ -79,7 +79,7 @@ async def docker_api(settings: Settings) -> AsyncIterator[aiodocker.Docker]:
 
 
 @pytest.fixture
-async def driver(settings: Settings) -> AsyncIterator[DockerDriver]:
+async def driver(settings: Settings, docker_api: aiodocker.Docker) -> AsyncIterator[DockerDriver]:
     docker = DockerDriver(settings.docker_url, settings.installation_id)
     yield docker
     await docker.close()
@@ -90,8 +90,10 @@ OperatorFactory = Callable[..., Awaitable[Operator]]
 
 @pytest.fixture
 async def start_operator(
-    settings: Settings, store: Store, driver: DockerDriver
+    settings: Settings, store: Store, driver: DockerDriver, docker_api: aiodocker.Docker
 ) -> AsyncIterator[OperatorFactory]:
+    """Operators stopped before `docker_api` removes the test's containers (which a running
+    operator would otherwise recreate)."""
     running: list[tuple[asyncio.Event, asyncio.Task[None], Operator]] = []
 
     async def start(**kwargs: Any) -> Operator:

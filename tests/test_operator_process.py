@@ -65,8 +65,13 @@ Spawn = Callable[[], Awaitable[asyncio.subprocess.Process]]
 
 @pytest.fixture
 async def spawn(
-    database_url: str, port_range: PortRange, installation: str, tmp_path: Path
+    database_url: str,
+    port_range: PortRange,
+    installation: str,
+    tmp_path: Path,
+    docker_api: aiodocker.Docker,
 ) -> AsyncIterator[Spawn]:
+    """Operator processes, killed before `docker_api` removes the test's containers."""
     processes: list[asyncio.subprocess.Process] = []
     env = {
         **os.environ,
