@@ -116,8 +116,9 @@ ON CONFLICT (project) DO UPDATE SET
     updated_at = now();
 
 -- name: desired
--- One project's whole desired state for a reconcile pass: the project, its target deployment and
--- the deployment it last ran (the one a failed rollout goes back to).
+-- The whole desired state of one project ($1), or of every project ($1 NULL), for reconcile passes:
+-- the project, its target deployment, and the deployment it last ran Ready (the one a failed
+-- rollout goes back to).
 SELECT p.*,
        to_jsonb(t) AS target,
        to_jsonb(r) AS running,
@@ -126,17 +127,7 @@ FROM projects p
 LEFT JOIN deployments t ON t.project = p.name AND t.version = p.target_version
 LEFT JOIN status s ON s.project = p.name
 LEFT JOIN deployments r ON r.project = p.name AND r.version = s.running_version
-WHERE p.name = $1;
-
--- name: desired_all
-SELECT p.*,
-       to_jsonb(t) AS target,
-       to_jsonb(r) AS running,
-       to_jsonb(s) AS status
-FROM projects p
-LEFT JOIN deployments t ON t.project = p.name AND t.version = p.target_version
-LEFT JOIN status s ON s.project = p.name
-LEFT JOIN deployments r ON r.project = p.name AND r.version = s.running_version
+WHERE $1::text IS NULL OR p.name = $1
 ORDER BY p.name;
 
 -- name: delete_project
@@ -154,3 +145,19 @@ RETURNING holder;
 
 -- name: release_lease
 DELETE FROM operator_lease WHERE name = 'operator' AND holder = $1;
+
+-- name: watch_views
+-- What watchers see of each project: desired state, status and the latest $3 events, oldest
+-- first. $1: only these names (NULL: every project); $2: the owner the caller may see (NULL: an
+-- admin).
+SELECT p.*,
+       to_jsonb(s) AS status,
+       coalesce(
+           (SELECT jsonb_agg(to_jsonb(e) ORDER BY e.id)
+            FROM (SELECT * FROM events WHERE project = p.name ORDER BY id DESC LIMIT $3) e),
+           '[]'::jsonb
+       ) AS events
+FROM projects p
+LEFT JOIN status s ON s.project = p.name
+WHERE ($1::text[] IS NULL OR p.name = ANY($1::text[])) AND ($2::text IS NULL OR p.owner = $2)
+ORDER BY p.name;

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -38,6 +38,7 @@ from tether.api.models import (
     Project,
     ProjectView,
     Status,
+    WatchView,
     WriteResult,
 )
 from tether.api.queries import sql
@@ -93,6 +94,16 @@ def _status(row: asyncpg.Record | dict[str, Any]) -> Status:
 
 def _event(row: asyncpg.Record) -> Event:
     return Event.model_validate(dict(row))
+
+
+def _watch_view(row: asyncpg.Record) -> WatchView:
+    data = dict(row)
+    status, events = data.pop("status"), data.pop("events")
+    return WatchView(
+        project=_project(data),
+        status=_status(status) if status else None,
+        events=[Event.model_validate(e) for e in events],
+    )
 
 
 def _snapshot(row: asyncpg.Record) -> DesiredSnapshot:
@@ -470,6 +481,17 @@ class Store:
             await self._visible(conn, name, principal)
             return [_event(r) for r in await conn.fetch(sql("list_events"), name, after, limit)]
 
+    async def watch_views(
+        self, scope: str | None, names: Sequence[str] | None = None, *, events: int = 10
+    ) -> list[WatchView]:
+        """What watchers see of these projects (all when `names` is None) that the owner `scope`
+        may see (every owner's when None), with each project's latest `events`, by name."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                sql("watch_views"), list(names) if names is not None else None, scope, events
+            )
+        return [_watch_view(r) for r in rows]
+
     async def _visible(self, conn: Conn, name: str, principal: Principal) -> None:
         if await conn.fetchrow(sql("project"), name, principal.scope) is None:
             raise _not_found(name)
@@ -483,7 +505,7 @@ class Store:
 
     async def desired_all(self) -> list[DesiredSnapshot]:
         async with self._connection() as conn:
-            return [_snapshot(r) for r in await conn.fetch(sql("desired_all"))]
+            return [_snapshot(r) for r in await conn.fetch(sql("desired"), None)]
 
     async def deployment_of(self, name: str, version: int) -> Deployment | None:
         async with self._connection() as conn:
@@ -559,6 +581,28 @@ class Store:
         listener = Listener(conn)
         try:
             await conn.add_listener(channel, deliver)
+            yield listener
+        finally:
+            await conn.close(timeout=5)
+
+    @asynccontextmanager
+    async def listen_channels(
+        self, channels: Sequence[str], callback: Callable[[str, str], None]
+    ) -> AsyncIterator[Listener]:
+        """Like `listen`, for several channels on one dedicated connection; `callback` gets the
+        channel and the payload."""
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=5)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot listen on {', '.join(channels)}: {exc}") from exc
+
+        def deliver(_c: object, _pid: int, channel: str, payload: object) -> None:
+            callback(channel, str(payload))
+
+        listener = Listener(conn)
+        try:
+            for channel in channels:
+                await conn.add_listener(channel, deliver)
             yield listener
         finally:
             await conn.close(timeout=5)
