@@ -26,9 +26,9 @@ from tether.api.models import (
 )
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
-from tether.operator.docker import DockerDriver
+from tether.operator.docker import DockerDriver, Summary
 from tether.operator.service import Operator
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT
+from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT, Container
 
 pytestmark = pytest.mark.docker
 
@@ -499,3 +499,66 @@ async def test_a_ready_project_whose_endpoint_stops_answering_is_not_shown_ready
     shown = await wait_for(unready, "Ready to turn False")
     assert shown.status.phase == "Unhealthy"
     assert (await container.show())["State"]["Running"]
+
+
+class CountingDriver(DockerDriver):
+    """The real driver, counting the Docker calls a resync makes (a fake at our own boundary)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def list_all(self) -> list[Summary]:
+        self._count("list_all")
+        return await super().list_all()
+
+    async def observe(self, project: str) -> tuple[Container, ...]:
+        self._count("observe")
+        return await super().observe(project)
+
+
+async def test_a_resync_of_converged_projects_costs_one_list_and_no_inspect(
+    operator: Operator, settings: Settings, store: Store
+) -> None:
+    names = [f"p{i}" for i in range(5)]
+    for name in names:
+        await deploy(store, name)
+    for name in names:
+        await wait_for(lambda name=name: ready(store, name), f"{name} Ready")
+    counting = CountingDriver(settings.docker_url, settings.installation_id)
+    quiet = Operator(settings, store, counting)
+    try:
+        assert await quiet.resync() == 0  # nothing to do: every project is at rest
+    finally:
+        await quiet.prober.close()
+        await counting.close()
+    assert counting.calls == {"list_all": 1}
+
+
+async def test_docker_calls_in_flight_never_exceed_the_cap(settings: Settings) -> None:
+    driver = DockerDriver(settings.docker_url, settings.installation_id, concurrency=3)
+    in_flight = peak = 0
+    release = asyncio.Event()
+
+    async def call() -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await release.wait()
+        in_flight -= 1
+
+    try:
+        calls = [asyncio.create_task(driver._call("test", call)) for _ in range(10)]
+        await wait_for(lambda: _true_when(in_flight == 3), "three calls in flight")
+        release.set()
+        await asyncio.gather(*calls)
+    finally:
+        await driver.close()
+    assert peak == 3
+
+
+async def _true_when(condition: bool) -> bool:
+    return condition
