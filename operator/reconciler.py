@@ -25,6 +25,7 @@ from tether.api.models import (
 from tether.api.store import Store
 from tether.operator.docker import DockerFault, DockerRefused
 from tether.operator.health import Prober
+from tether.operator.metrics import CONVERGENCE_SECONDS
 from tether.operator.planner import (
     Action,
     Create,
@@ -423,6 +424,8 @@ class Reconciler:
         )
         events.extend(_transitions(previous, status, desired))
         await self._store.write_status(status, events, actor="operator")
+        if any(kind == EventKind.CONVERGED for kind, _, _ in events):
+            CONVERGENCE_SECONDS.observe((now - snapshot.project.updated_at).total_seconds())
         result = "converged" if converged else "stalled" if stalled else "waiting"
         bound.info(
             "pass",

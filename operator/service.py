@@ -12,6 +12,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -23,6 +24,7 @@ from tether.api.settings import Settings
 from tether.api.store import DESIRED_CHANNEL, Store
 from tether.operator.docker import DockerDriver, DockerFault, Summary
 from tether.operator.health import Prober
+from tether.operator.metrics import PASS_SECONDS, PASSES, PROJECTS, QUEUE_DEPTH, RETRIES
 from tether.operator.queue import WorkQueue
 from tether.operator.reconciler import Reconciler, build_desired
 from tether.operator.state import Desired
@@ -79,6 +81,7 @@ class Operator:
         self._stopping = False
         self._rng = random.Random()
         self.queue = WorkQueue()
+        QUEUE_DEPTH.set_function(lambda: len(self.queue))
         self.prober = Prober(settings.publish_address)
         self.reconciler = Reconciler(
             store,
@@ -155,13 +158,22 @@ class Operator:
         if not self.holds_lease():
             self.queue.add_after(name, 1.0)
             return
+        began = time.monotonic()
         try:
             outcome = await self.reconciler.reconcile(name)
         except (StoreUnavailable, DockerFault) as exc:
             # Could not even read the desired state or observe: the next attempt will.
             log.warning("pass", project=name, result="retrying", error=str(exc), next_delay_s=2.0)
+            _count("retrying", began, retry=True)
             self.queue.add_after(name, 2.0, backoff=True)
             return
+        except Exception:
+            # A bug in one project's pass must not stop the operator for every other project.
+            log.exception("pass", project=name, result="crashed", next_delay_s=10.0)
+            _count("crashed", began, retry=True)
+            self.queue.add_after(name, 10.0, backoff=True)
+            return
+        _count(outcome.result, began, retry=outcome.backoff)
         if outcome.result == "deleted":
             self.queue.forget(name)
         elif outcome.requeue_after is not None:
@@ -240,6 +252,10 @@ class Operator:
         Returns how many were queued."""
         snapshots = await self._store.desired_all()
         summaries = await self._docker.list_all()
+        phases = Counter(s.status.phase if s.status else "Pending" for s in snapshots)
+        PROJECTS.clear()
+        for phase, count in phases.items():
+            PROJECTS.labels(phase).set(count)
         by_project: dict[str, list[Summary]] = {}
         for summary in summaries:
             by_project.setdefault(summary.project, []).append(summary)
@@ -293,6 +309,13 @@ class Operator:
             if bad:
                 self.queue.add(snapshot.project.name)
         return sum(results)
+
+
+def _count(result: str, began: float, *, retry: bool) -> None:
+    PASSES.labels(result).inc()
+    PASS_SECONDS.observe(time.monotonic() - began)
+    if retry:
+        RETRIES.inc()
 
 
 async def serve_operator(settings: Settings, store: Store, stop: asyncio.Event) -> None:
