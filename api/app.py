@@ -6,17 +6,22 @@ answer is ever 409 because a project is already in the asked state.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tether.api.errors import TetherError, Unauthorized
+from tether.api import logs as project_logs
+from tether.api import sse, watch
+from tether.api.errors import LogsUnavailable, TetherError, Unauthorized
+from tether.api.logs import LogSource
 from tether.api.models import (
     PROJECT_NAME_PATTERN,
     Deployment,
@@ -160,8 +165,27 @@ async def _principal(
 Caller = Annotated[Principal, Depends(_principal)]
 
 
-def create_app(store: Store, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
-    """Build the API around a connected store. The caller owns the store's lifetime."""
+STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {sse.MEDIA_TYPE: {}}, "description": "Server-sent events."}
+}
+
+
+def _events_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(chunks, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+def create_app(
+    store: Store,
+    *,
+    max_body_bytes: int = 1024 * 1024,
+    log_source: LogSource | None = None,
+    keepalive_s: float = 15.0,
+) -> FastAPI:
+    """Build the API around a connected store. The caller owns the store's lifetime, and calls
+    `app.state.watches.shutdown()` when stopping, which ends the open watch streams.
+
+    `log_source` reads container output (the operator's Docker driver); without one the logs
+    route answers 503. Streams send a keep-alive comment after `keepalive_s` of silence."""
 
     app = FastAPI(
         title="tether",
@@ -205,6 +229,8 @@ def create_app(store: Store, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
         )
 
     app.state.store = store
+    hub = watch.WatchHub(store)
+    app.state.watches = hub
     v1 = APIRouter(prefix="/v1")
 
     @v1.post("/projects", response_model=WriteResult, status_code=201)
@@ -296,6 +322,61 @@ def create_app(store: Store, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[Event]:
         return await store.events(name, caller, after=after, limit=limit)
+
+    @v1.get(
+        "/projects/{name}/watch",
+        response_class=StreamingResponse,
+        responses=STREAM_RESPONSES,
+        summary="Watch one project (server-sent events)",
+    )
+    async def watch_project(name: NamePath, caller: Caller) -> StreamingResponse:
+        """`view` events (the project, its status and latest events) at once and on every
+        change; `deleted` when the project is gone, which ends the stream; `error` when the
+        server cannot go on (reconnect); `: keep-alive` comments while nothing changes."""
+        hub.check_open()
+        await store.get_project(name, caller)  # 404 (or 503) before the stream starts
+        return _events_stream(watch.stream(hub, store, caller, name, keepalive_s=keepalive_s))
+
+    @v1.get(
+        "/watch",
+        response_class=StreamingResponse,
+        responses=STREAM_RESPONSES,
+        summary="Watch every project you can see (server-sent events)",
+    )
+    async def watch_all(caller: Caller) -> StreamingResponse:
+        """Like the one-project watch, for every project the token sees: `view` events,
+        `deleted` for a project that is gone, and `synced` once every project has been sent."""
+        hub.check_open()
+        return _events_stream(watch.stream(hub, store, caller, None, keepalive_s=keepalive_s))
+
+    @v1.get(
+        "/projects/{name}/logs",
+        response_class=StreamingResponse,
+        responses=STREAM_RESPONSES,
+        summary="The project's container output (server-sent events)",
+    )
+    async def logs(
+        name: NamePath,
+        caller: Caller,
+        follow: Annotated[
+            bool, Query(description="Keep streaming, across container replacements.")
+        ] = False,
+        tail: Annotated[
+            int | None, Query(ge=0, description="At most this many lines from the end.")
+        ] = None,
+        since: Annotated[datetime | None, Query(description="Only lines from then on.")] = None,
+    ) -> StreamingResponse:
+        """`container` when a container's output starts (each new one when following), `log`
+        per line (`stream` is stdout or stderr), `error` when Docker fails."""
+        await store.get_project(name, caller)
+        if log_source is None:
+            raise LogsUnavailable(
+                "this API server cannot read container output: it was started without Docker "
+                "access",
+                hint="run the API with `tether api` or `tether up`, which read TETHER_DOCKER_URL",
+            )
+        chunks = project_logs.stream(log_source, name, follow=follow, tail=tail, since=since)
+        return _events_stream(sse.with_keepalive(chunks, keepalive_s))
 
     app.include_router(v1)
 

@@ -58,3 +58,10 @@ class StoreUnavailable(TetherError):
 
     status_code = 503
     error = "database_unavailable"
+
+
+class LogsUnavailable(TetherError):
+    """The container output cannot be read: this API has no Docker access, or Docker failed."""
+
+    status_code = 503
+    error = "logs_unavailable"

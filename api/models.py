@@ -289,3 +289,36 @@ class DesiredSnapshot(BaseModel):
     target: Deployment | None
     running: Deployment | None
     status: Status | None
+
+
+class WatchView(BaseModel):
+    """A project as a watcher sees it, sent at once and again on every change: the desired state,
+    what the operator last observed, and the latest events (oldest first)."""
+
+    project: Project
+    status: Status | None
+    events: list[Event]
+
+
+LogStream = Literal["stdout", "stderr"]
+
+
+class LogAttach(BaseModel):
+    """A log stream starts reading one of the project's containers: the first one, and the next
+    one each time a follow moves on (a restart, a new deployment)."""
+
+    container: str
+    name: str
+    version: int
+    state: str
+    started_at: datetime | None = None
+
+
+class LogLine(BaseModel):
+    """One line a project's container wrote, without its line break."""
+
+    container: str
+    version: int
+    stream: LogStream
+    time: datetime
+    text: str

@@ -550,9 +550,12 @@ class Store:
             await conn.execute(sql("notify_status"), status.project)
 
     async def finish_deletion(self, name: str, generation: int) -> bool:
-        """Delete a project the operator has cleaned up, unless its desired state moved on."""
-        async with self._connection() as conn:
+        """Delete a project the operator has cleaned up, unless its desired state moved on;
+        watchers are told (on the status channel), as after any pass."""
+        async with self._transaction() as conn:
             deleted = await conn.fetchval(sql("delete_project"), name, generation)
+            if deleted is not None:
+                await conn.execute(sql("notify_status"), name)
         return deleted is not None
 
     async def take_lease(self, holder: str, ttl_s: float) -> bool:
@@ -587,12 +590,18 @@ class Store:
 
     @asynccontextmanager
     async def listen_channels(
-        self, channels: Sequence[str], callback: Callable[[str, str], None]
+        self,
+        channels: Sequence[str],
+        callback: Callable[[str, str], None],
+        *,
+        application_name: str = "tether-listen",
     ) -> AsyncIterator[Listener]:
-        """Like `listen`, for several channels on one dedicated connection; `callback` gets the
-        channel and the payload."""
+        """Like `listen`, for several channels on one dedicated connection (named in
+        pg_stat_activity); `callback` gets the channel and the payload."""
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=5)
+            conn = await asyncpg.connect(
+                self._dsn, timeout=5, server_settings={"application_name": application_name}
+            )
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"cannot listen on {', '.join(channels)}: {exc}") from exc
 

@@ -91,20 +91,8 @@ class ApiClient:
             response = self._http.request(
                 method, "/v1" + path, json=body, params=params, headers=headers
             )
-        except httpx.ConnectError as exc:
-            raise CliError(
-                f"cannot connect to the tether API at {self.url} ({_reason(exc)}); {START_SERVER}"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise CliError(
-                f"the tether API at {self.url} did not answer within {self.timeout_s:g} s; check "
-                "that the server is healthy (raise TETHER_TIMEOUT for a slow link) and retry"
-            ) from exc
         except httpx.TransportError as exc:
-            raise CliError(
-                f"the connection to the tether API at {self.url} failed ({_reason(exc)}); retry, "
-                "and check the server's log if it persists"
-            ) from exc
+            raise transport_problem(self.url, self.timeout_s, exc) from exc
         if response.is_success:
             try:
                 return response.json()
@@ -113,39 +101,56 @@ class ApiClient:
                     f"the server at {self.url} did not answer with JSON: is TETHER_URL the "
                     "tether API?"
                 ) from exc
-        raise self._failure(response)
+        raise api_failure(self.url, response)
 
-    def _failure(self, response: httpx.Response) -> ApiError:
-        status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("message"), str):
-            body = {"error": f"http_{status}", "message": ""}
-        error: str = str(body.get("error"))
-        message: str = body["message"]
-        hint = body.get("hint") if isinstance(body.get("hint"), str) else None
-        if status == 401:
-            text = (
-                f"the tether API at {self.url} refused the token ({message or 'unauthorized'}); "
-                f"run `tether login --url {self.url} --token TOKEN` with a valid token (an admin "
-                "creates one with `tether token create --owner NAME`)"
-            )
-        elif status == 503 and error in ("database_unavailable", "http_503"):
-            text = _join(
-                f"the tether API at {self.url} answered 503: "
-                + (message or "its database is unreachable; nothing was changed"),
-                hint or "retry shortly; if it persists, check that Postgres is running",
-            )
-        elif message:
-            text = _join(message, hint)
-        else:
-            snippet = " ".join(response.text.split())[:200]
-            text = f"the server at {self.url} answered HTTP {status}" + (
-                f": {snippet}" if snippet else ""
-            )
-        return ApiError(text, status=status, error=error)
+
+def transport_problem(url: str, timeout_s: float, exc: httpx.TransportError) -> CliError:
+    """What to say when no answer came from the API at `url`."""
+    if isinstance(exc, httpx.ConnectError):
+        return CliError(
+            f"cannot connect to the tether API at {url} ({_reason(exc)}); {START_SERVER}"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return CliError(
+            f"the tether API at {url} did not answer within {timeout_s:g} s; check that the "
+            "server is healthy (raise TETHER_TIMEOUT for a slow link) and retry"
+        )
+    return CliError(
+        f"the connection to the tether API at {url} failed ({_reason(exc)}); retry, and check "
+        "the server's log if it persists"
+    )
+
+
+def api_failure(url: str, response: httpx.Response) -> ApiError:
+    """The API's error answer (its body already read) as one line."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        body = {"error": f"http_{status}", "message": ""}
+    error: str = str(body.get("error"))
+    message: str = body["message"]
+    hint = body.get("hint") if isinstance(body.get("hint"), str) else None
+    if status == 401:
+        text = (
+            f"the tether API at {url} refused the token ({message or 'unauthorized'}); "
+            f"run `tether login --url {url} --token TOKEN` with a valid token (an admin "
+            "creates one with `tether token create --owner NAME`)"
+        )
+    elif status == 503 and error in ("database_unavailable", "http_503"):
+        text = _join(
+            f"the tether API at {url} answered 503: "
+            + (message or "its database is unreachable; nothing was changed"),
+            hint or "retry shortly; if it persists, check that Postgres is running",
+        )
+    elif message:
+        text = _join(message, hint)
+    else:
+        snippet = " ".join(response.text.split())[:200]
+        text = f"the server at {url} answered HTTP {status}" + (f": {snippet}" if snippet else "")
+    return ApiError(text, status=status, error=error)
 
 
 def _reason(exc: httpx.TransportError) -> str:

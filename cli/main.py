@@ -8,24 +8,28 @@ configuration value.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 import typer
 
 from tether.api.models import PROJECT_NAME_PATTERN, Deployment, Event, ProjectView, WriteResult
-from tether.cli import config, render
+from tether.cli import config, follow, render
+from tether.cli import watch as watching
 from tether.cli.client import ApiClient, ApiError
 from tether.cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
 from tether.cli.render import Output, print_json, say
 
 EVENTS_PAGE = 1000
 RECENT_EVENTS = 5
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class Runtime:
 
     def client(self) -> ApiClient:
         return ApiClient(config.load(self.env))
+
+    def config(self) -> config.ClientConfig:
+        return config.load(self.env)
 
 
 def _runtime(ctx: typer.Context) -> Runtime:
@@ -70,6 +77,25 @@ IfMatch = Annotated[
         metavar="GEN",
         min=0,
         help="Only if the project is still at this generation (else refused, nothing changed).",
+    ),
+]
+
+
+Wait = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="Then watch the project until it is as asked: exit 0 when it is, 1 when it stalls "
+        "or its rollout fails, 2 after --timeout (see `tether watch`).",
+    ),
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="S",
+        min=0,
+        help="Stop waiting after S seconds and exit 2 (default: wait as long as it takes).",
     ),
 ]
 
@@ -122,8 +148,13 @@ app.add_typer(projects_app, name="projects")
 app.add_typer(token_app, name="token")
 
 
-# Desired-state writes: each prints the server's message (or its JSON answer). `--wait` will hook
-# into `_write`, after the answer, once watching exists.
+# Desired-state writes: each prints the server's message (or its JSON answer); with `--wait` it
+# then watches the project until the operator has acted on the write (the same waiter as `watch`).
+
+
+def _check_wait(wait: bool, timeout: float | None) -> None:
+    if timeout is not None and not wait:
+        raise typer.BadParameter("--timeout goes with --wait", param_hint="'--timeout'")
 
 
 def _write(
@@ -131,46 +162,113 @@ def _write(
     name: str,
     output: Output,
     send: Callable[[ApiClient], Any],
+    *,
+    wait: bool = False,
+    timeout: float | None = None,
+    deleting: bool = False,
 ) -> None:
+    _check_wait(wait, timeout)
     with _runtime(ctx).client() as api:
         answer = send(api)
     if output is Output.JSON:
-        print_json(answer)
-        return
-    result = WriteResult.model_validate(answer)
-    say(f"{name}: {result.message}")
+        if wait:  # JSON lines: the answer, then the watch's views and result
+            sys.stdout.write(json.dumps({"type": "write", **answer}) + "\n")
+        else:
+            print_json(answer)
+    else:
+        result = WriteResult.model_validate(answer)
+        say(f"{name}: {result.message}")
+    if wait:
+        _wait(ctx, name, output, timeout, deleting=deleting)
+
+
+def _wait(
+    ctx: typer.Context, name: str, output: Output, timeout: float | None, *, deleting: bool = False
+) -> None:
+    watching.run(
+        _runtime(ctx).config(), name, output=output, timeout_s=timeout, expect_deletion=deleting
+    )
 
 
 @app.command()
 def start(
-    ctx: typer.Context, name: Name, if_match: IfMatch = None, output: OutputOpt = Output.TABLE
+    ctx: typer.Context,
+    name: Name,
+    if_match: IfMatch = None,
+    wait: Wait = False,
+    timeout: Timeout = None,
+    output: OutputOpt = Output.TABLE,
 ) -> None:
     """Want the project running (a no-op, and success, if it already is)."""
-    _write(ctx, name, output, lambda api: api.post(f"/projects/{name}/start", if_match=if_match))
+    _write(
+        ctx,
+        name,
+        output,
+        lambda api: api.post(f"/projects/{name}/start", if_match=if_match),
+        wait=wait,
+        timeout=timeout,
+    )
 
 
 @app.command()
 def stop(
-    ctx: typer.Context, name: Name, if_match: IfMatch = None, output: OutputOpt = Output.TABLE
+    ctx: typer.Context,
+    name: Name,
+    if_match: IfMatch = None,
+    wait: Wait = False,
+    timeout: Timeout = None,
+    output: OutputOpt = Output.TABLE,
 ) -> None:
     """Want the project stopped (a no-op, and success, if it already is)."""
-    _write(ctx, name, output, lambda api: api.post(f"/projects/{name}/stop", if_match=if_match))
+    _write(
+        ctx,
+        name,
+        output,
+        lambda api: api.post(f"/projects/{name}/stop", if_match=if_match),
+        wait=wait,
+        timeout=timeout,
+    )
 
 
 @app.command()
 def restart(
-    ctx: typer.Context, name: Name, if_match: IfMatch = None, output: OutputOpt = Output.TABLE
+    ctx: typer.Context,
+    name: Name,
+    if_match: IfMatch = None,
+    wait: Wait = False,
+    timeout: Timeout = None,
+    output: OutputOpt = Output.TABLE,
 ) -> None:
     """Replace the project's container with a fresh one (and want it running)."""
-    _write(ctx, name, output, lambda api: api.post(f"/projects/{name}/restart", if_match=if_match))
+    _write(
+        ctx,
+        name,
+        output,
+        lambda api: api.post(f"/projects/{name}/restart", if_match=if_match),
+        wait=wait,
+        timeout=timeout,
+    )
 
 
 @app.command()
 def destroy(
-    ctx: typer.Context, name: Name, if_match: IfMatch = None, output: OutputOpt = Output.TABLE
+    ctx: typer.Context,
+    name: Name,
+    if_match: IfMatch = None,
+    wait: Wait = False,
+    timeout: Timeout = None,
+    output: OutputOpt = Output.TABLE,
 ) -> None:
     """Delete the project: its containers are removed, then the project is gone."""
-    _write(ctx, name, output, lambda api: api.delete(f"/projects/{name}", if_match=if_match))
+    _write(
+        ctx,
+        name,
+        output,
+        lambda api: api.delete(f"/projects/{name}", if_match=if_match),
+        wait=wait,
+        timeout=timeout,
+        deleting=True,
+    )
 
 
 def _version(value: str | None) -> int | None:
@@ -197,6 +295,8 @@ def rollback(
         ),
     ] = None,
     if_match: IfMatch = None,
+    wait: Wait = False,
+    timeout: Timeout = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Target an earlier deployment."""
@@ -207,6 +307,8 @@ def rollback(
         name,
         output,
         lambda api: api.post(f"/projects/{name}/rollback", body, if_match=if_match),
+        wait=wait,
+        timeout=timeout,
     )
 
 
@@ -258,9 +360,12 @@ def deploy(
         typer.Option("--no-start", help="Register the deployment without wanting it running."),
     ] = False,
     if_match: IfMatch = None,
+    wait: Wait = False,
+    timeout: Timeout = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Create a new deployment of the project and target it (creating the project if needed)."""
+    _check_wait(wait, timeout)
     spec: dict[str, Any] = {"image": image, "env": _env_pairs(env or [])}
     if port is not None:
         spec["port"] = port
@@ -290,18 +395,24 @@ def deploy(
             created = True
             answer = api.post(f"/projects/{name}/deployments", spec, params=params)
     if output is Output.JSON:
-        print_json({**answer, "project_created": created})
-        return
-    if created:
-        say(f"{name}: project created")
-    result = WriteResult.model_validate(answer)
-    shown = Deployment.model_validate(answer["deployment"])
-    say(
-        f"{name}: {result.message} ({shown.image}); desired {result.project.desired_state}, "
-        f"generation {result.project.generation}"
-    )
-    if result.project.desired_state == "running":
-        say(f"follow it with `tether status {name}`")
+        if wait:
+            line = {"type": "write", **answer, "project_created": created}
+            sys.stdout.write(json.dumps(line) + "\n")
+        else:
+            print_json({**answer, "project_created": created})
+    else:
+        if created:
+            say(f"{name}: project created")
+        result = WriteResult.model_validate(answer)
+        shown = Deployment.model_validate(answer["deployment"])
+        say(
+            f"{name}: {result.message} ({shown.image}); desired {result.project.desired_state}, "
+            f"generation {result.project.generation}"
+        )
+        if not wait and result.project.desired_state == "running":
+            say(f"see it converge with `tether watch {name}`")
+    if wait:
+        _wait(ctx, name, output, timeout)
 
 
 @projects_app.command("create")
@@ -390,15 +501,126 @@ def events(
     tail: Annotated[
         int | None, typer.Option("--tail", metavar="N", min=1, help="Only the last N events.")
     ] = None,
+    follow_: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Then print each new event as it happens, until Ctrl-C (one per line; "
+            "JSON lines with -o json).",
+        ),
+    ] = False,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """The project's history: desired changes, actions, refusals, health, convergence."""
+    if follow_:
+        follow.run_follow_events(
+            _runtime(ctx).config(), name, after=after, tail=tail, output=output
+        )
+        return
     with _runtime(ctx).client() as api:
         found = _events(api, name, after=after, tail=tail)
     if output is Output.JSON:
         print_json(found)
         return
     render.events_table([Event.model_validate(e) for e in found], name)
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="One project (default: every project you can see).", callback=_check_name
+        ),
+    ] = None,
+    timeout: Timeout = None,
+    output: Annotated[
+        Output,
+        typer.Option(
+            "--output",
+            "-o",
+            help="table: a live view on a terminal, else one line per change; json: JSON lines.",
+            case_sensitive=False,
+        ),
+    ] = Output.TABLE,
+) -> None:
+    """Watch projects converge, live, until they are as desired.
+
+    Exit codes, like `kubectl rollout status`: 0 when the operator has acted on the current
+    generation and the project is Ready (or stopped, as desired); 1 when it is Stalled or the
+    rollout of its deployment failed; 2 after --timeout. Without NAME: every project, exit 0
+    when all of them are as desired, 1 if any is not.
+    """
+    watching.run(_runtime(ctx).config(), name, output=output, timeout_s=timeout)
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    text = value.strip()
+    match = _DURATION.fullmatch(text)
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is neither a duration (30s, 10m, 2h, 1d) nor a time (2024-05-01T12:00:00Z)",
+            param_hint="'--since'",
+        ) from None
+    return when if when.tzinfo is not None else when.astimezone()
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    name: Name,
+    follow_: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep printing new output, across restarts and new deployments, until Ctrl-C.",
+        ),
+    ] = False,
+    tail: Annotated[
+        int | None,
+        typer.Option("--tail", metavar="N", min=0, help="Only the last N lines of output."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="T",
+            help="Only output from then on: a duration ago (30s, 10m, 2h) or a time "
+            "(2024-05-01T12:00:00Z).",
+        ),
+    ] = None,
+    output: Annotated[
+        Output,
+        typer.Option(
+            "--output",
+            "-o",
+            help="table: the output as it was written; json: one JSON object per line.",
+            case_sensitive=False,
+        ),
+    ] = Output.TABLE,
+) -> None:
+    """The output of the project's container (stdout to stdout, stderr to stderr)."""
+    follow.run_logs(
+        _runtime(ctx).config(),
+        name,
+        follow=follow_,
+        tail=tail,
+        since=_since(since),
+        output=output,
+    )
 
 
 @app.command()
@@ -538,9 +760,15 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     except CliError as exc:
         _fail(exc.message)
         return exc.exit_code
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            _fail("interrupted")
+            return EXIT_INTERRUPTED
         _fail("aborted")
         return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if not isinstance(exc, _CommandLineError):
             raise

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -83,6 +83,11 @@ def _table(*columns: str) -> Table:
     return table
 
 
+def table(*columns: str) -> Table:
+    """An empty table in the CLI's style, with these column headers."""
+    return _table(*columns)
+
+
 def desired(project: Project) -> str:
     return "deleting" if project.deletion_requested else str(project.desired_state)
 
@@ -149,6 +154,10 @@ def status_table(views: Sequence[ProjectView]) -> None:
     if not views:
         say("no projects yet: create one with `tether deploy NAME --image IMAGE`")
         return
+    show(status_rows(views))
+
+
+def status_rows(views: Sequence[ProjectView]) -> Table:
     table = _table("name", "desired", "phase", "ready", "deployment", "age", "message")
     for view in views:
         p, s = view.project, view.status
@@ -161,7 +170,7 @@ def status_table(views: Sequence[ProjectView]) -> None:
             age(p.created_at),
             Text(status_message(p, s)),
         )
-    show(table)
+    return table
 
 
 def _conditions(conditions: Sequence[Condition]) -> Table:
@@ -172,6 +181,11 @@ def _conditions(conditions: Sequence[Condition]) -> Table:
 
 
 def status_detail(view: ProjectView, events: Sequence[Event]) -> None:
+    show(detail(view, events))
+
+
+def detail(view: ProjectView, events: Sequence[Event]) -> Group:
+    """One project: desired and observed side by side, conditions, and the latest events."""
     p, s = view.project, view.status
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -194,7 +208,7 @@ def status_detail(view: ProjectView, events: Sequence[Event]) -> None:
             ("running", f"v{s.running_version}" if s.running_version is not None else NONE),
             ("endpoint", s.endpoint or f"host port {p.host_port} (not published)"),
             ("container", s.container_id[:12] if s.container_id else NONE),
-            ("attempts", _attempts(s)),
+            ("attempts", attempts(s)),
             ("crashes", _crashes(s)),
         ]
         if s.last_error:
@@ -206,17 +220,15 @@ def status_detail(view: ProjectView, events: Sequence[Event]) -> None:
         rows.append(("message", message))
     for key, value in rows:
         grid.add_row(key, Text(value))
-    show(grid)
+    parts: list[RenderableType] = [grid]
     if s is not None and s.conditions:
-        say("")
-        show(_conditions(s.conditions))
+        parts += [Text(""), _conditions(s.conditions)]
     if events:
-        say("")
-        say("recent events")
-        show(_events(events))
+        parts += [Text(""), Text("recent events"), _events(events)]
+    return Group(*parts)
 
 
-def _attempts(s: Status) -> str:
+def attempts(s: Status) -> str:
     if not s.attempts:
         return "0"
     text = str(s.attempts)

@@ -259,12 +259,22 @@ async def serve(
 ) -> None:
     """Serve the API (on `sock`) and/or the operator until a stop is requested or one fails."""
     from tether.api.app import create_app
+    from tether.operator.docker import DockerDriver
 
     parts: dict[asyncio.Task[None], str] = {}
+    # The API reads container output (`tether logs`) through a Docker driver of its own.
+    log_source = (
+        DockerDriver(
+            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+        )
+        if sock is not None
+        else None
+    )
     if sock is not None:
+        app = create_app(store, max_body_bytes=settings.max_body_bytes, log_source=log_source)
         server = _ApiServer(
             uvicorn.Config(
-                create_app(store, max_body_bytes=settings.max_body_bytes),
+                app,
                 host=settings.api_host,
                 port=settings.api_port,
                 lifespan="off",
@@ -274,6 +284,7 @@ async def serve(
         )
 
         def stop_api(first: bool) -> None:
+            app.state.watches.shutdown()  # open watch streams end: their clients reconnect
             server.should_exit = True
             server.force_exit = not first
 
@@ -284,12 +295,16 @@ async def serve(
 
         parts[asyncio.create_task(serve_operator(settings, store, stopper.event))] = "operator"
     watch = asyncio.create_task(stopper.event.wait())
-    await asyncio.wait([*parts, watch], return_when=asyncio.FIRST_COMPLETED)
-    signalled = stopper.event.is_set()
-    ended = [name for task, name in parts.items() if task.done()]
-    if not signalled:
-        stopper.request()  # one part ended on its own: stop the others too
-    await asyncio.wait([*parts, watch])
+    try:
+        await asyncio.wait([*parts, watch], return_when=asyncio.FIRST_COMPLETED)
+        signalled = stopper.event.is_set()
+        ended = [name for task, name in parts.items() if task.done()]
+        if not signalled:
+            stopper.request()  # one part ended on its own: stop the others too
+        await asyncio.wait([*parts, watch])
+    finally:
+        if log_source is not None:
+            await log_source.close()
     for task, name in parts.items():
         exc = task.exception()
         if exc is None:

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -32,6 +33,8 @@ from tether.operator.state import Desired
 log = structlog.get_logger("tether.operator")
 RECONNECT_DELAY_S = (0.5, 10.0)
 PROBE_CONCURRENCY = 32
+RETRY_UNREAD_S = 2.0  # a pass that could not read Postgres or Docker
+RETRY_CRASHED_S = 10.0  # a pass that failed on a bug
 
 
 def at_rest(desired: Desired, snapshot: DesiredSnapshot, containers: list[Summary]) -> bool:
@@ -163,15 +166,18 @@ class Operator:
             outcome = await self.reconciler.reconcile(name)
         except (StoreUnavailable, DockerFault) as exc:
             # Could not even read the desired state or observe: the next attempt will.
-            log.warning("pass", project=name, result="retrying", error=str(exc), next_delay_s=2.0)
+            status = exc.status if isinstance(exc, DockerFault) else None
+            _log_unfinished(
+                log.warning, name, "retrying", began, RETRY_UNREAD_S, status, error=str(exc)
+            )
             _count("retrying", began, retry=True)
-            self.queue.add_after(name, 2.0, backoff=True)
+            self.queue.add_after(name, RETRY_UNREAD_S, backoff=True)
             return
         except Exception:
             # A bug in one project's pass must not stop the operator for every other project.
-            log.exception("pass", project=name, result="crashed", next_delay_s=10.0)
+            _log_unfinished(log.exception, name, "crashed", began, RETRY_CRASHED_S, None)
             _count("crashed", began, retry=True)
-            self.queue.add_after(name, 10.0, backoff=True)
+            self.queue.add_after(name, RETRY_CRASHED_S, backoff=True)
             return
         _count(outcome.result, began, retry=outcome.backoff)
         if outcome.result == "deleted":
@@ -309,6 +315,34 @@ class Operator:
             if bad:
                 self.queue.add(snapshot.project.name)
         return sum(results)
+
+
+def _log_unfinished(
+    emit: Callable[..., Any],
+    project: str,
+    result: str,
+    began: float,
+    next_delay_s: float,
+    docker_status: int | None,
+    **extra: str,
+) -> None:
+    """The outcome line of a pass that ended before it could read the project: the same fields as
+    every other pass line (docs/logs.md), with what it did not learn left empty."""
+    emit(
+        "pass",
+        project=project,
+        pass_id=uuid.uuid4().hex[:12],
+        generation=None,
+        observed=None,
+        desired=None,
+        action=[],
+        result=result,
+        docker_status=docker_status,
+        attempt=None,
+        next_delay_s=next_delay_s,
+        duration_ms=round((time.monotonic() - began) * 1000),
+        **extra,
+    )
 
 
 def _count(result: str, began: float, *, retry: bool) -> None:

@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 
 from tether.api.models import (
     ConditionType,
@@ -562,3 +563,22 @@ async def test_docker_calls_in_flight_never_exceed_the_cap(settings: Settings) -
 
 async def _true_when(condition: bool) -> bool:
     return condition
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_move_during_a_deploy(operator: Operator, store: Store) -> None:
+    before = {
+        "passes": sample("tether_passes_total", result="converged"),
+        "converged": sample("tether_convergence_seconds_count"),
+        "creates": sample("tether_docker_calls_total", operation="create", status="ok"),
+    }
+    await deploy(store, "shop")
+    await wait_for(lambda: ready(store, "shop"), "shop Ready")
+    assert sample("tether_passes_total", result="converged") > before["passes"]
+    assert sample("tether_convergence_seconds_count") > before["converged"]
+    assert sample("tether_docker_calls_total", operation="create", status="ok") == (
+        before["creates"] + 1
+    )
