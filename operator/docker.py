@@ -307,7 +307,7 @@ class DockerDriver:
     async def remove(self, container_id: str) -> None:
         await self._act("remove", lambda: self._docker.containers.container(container_id).delete())
 
-    async def events(self) -> AsyncIterator[str]:
+    async def events(self) -> AsyncGenerator[str, None]:
         """Names of projects whose containers changed, until the stream ends.
 
         The stream ends silently when Docker goes away and drops events for slow readers: the

@@ -33,6 +33,7 @@ from tether.operator.state import Desired
 log = structlog.get_logger("tether.operator")
 RECONNECT_DELAY_S = (0.5, 10.0)
 PROBE_CONCURRENCY = 32
+EVENTS_SILENCE_S = 300.0
 RETRY_UNREAD_S = 2.0  # a pass that could not read Postgres or Docker
 RETRY_CRASHED_S = 10.0  # a pass that failed on a bug
 
@@ -82,6 +83,7 @@ class Operator:
         self._lease_until = 0.0
         self._lease_gained = asyncio.Event()
         self._stopping = False
+        self._alive = {"notify_listener": False, "docker_events": False}
         self._rng = random.Random()
         self.queue = WorkQueue()
         QUEUE_DEPTH.set_function(lambda: len(self.queue))
@@ -215,8 +217,12 @@ class Operator:
             DESIRED_CHANNEL, lambda name: self.queue.add(name, urgent=True)
         ) as listener:
             log.info("listening for desired-state changes")
-            await self._resync_quietly()  # changes made while not listening were not notified
-            await listener.wait_closed()
+            self._alive["notify_listener"] = True
+            try:
+                await self._resync_quietly()  # changes made while not listening were lost
+                await listener.wait_closed()
+            finally:
+                self._alive["notify_listener"] = False
         log.warning("notify listener connection lost")
 
     async def _follow_docker_events(self) -> None:
@@ -224,9 +230,35 @@ class Operator:
 
     async def _follow_docker_events_once(self) -> None:
         await self._resync_quietly()  # events sent while not following are lost
-        async for project in self._docker.events():
-            self.queue.add(project)
-        log.warning("docker events stream ended")
+        events = self._docker.events()
+        self._alive["docker_events"] = True
+        try:
+            while True:
+                try:
+                    # A stream can die without ending: one silent for long is replaced, and the
+                    # resync that follows covers anything it may have missed.
+                    async with asyncio.timeout(EVENTS_SILENCE_S):
+                        project = await anext(events)
+                except StopAsyncIteration:
+                    log.warning("docker events stream ended")
+                    return
+                except TimeoutError:
+                    log.info("docker events stream silent: reconnecting", silent_s=EVENTS_SILENCE_S)
+                    return
+                self.queue.add(project)
+        finally:
+            self._alive["docker_events"] = False
+            await events.aclose()
+
+    async def readiness(self) -> dict[str, bool]:
+        """What `/readyz` reports: Docker answers, and both triggers are connected. A standby
+        operator (not `active`) is ready too: it takes over when the active one dies."""
+        try:
+            await self._docker.ping()
+            docker = True
+        except DockerFault:
+            docker = False
+        return {"docker": docker, **self._alive, "active": self.holds_lease()}
 
     async def _reconnecting(self, once: Callable[[], Awaitable[None]], what: str) -> None:
         delay = RECONNECT_DELAY_S[0]

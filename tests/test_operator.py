@@ -582,3 +582,17 @@ async def test_metrics_move_during_a_deploy(operator: Operator, store: Store) ->
     assert sample("tether_docker_calls_total", operation="create", status="ok") == (
         before["creates"] + 1
     )
+
+
+async def test_readiness_reports_docker_and_both_triggers(operator: Operator) -> None:
+    async def ready_now() -> dict[str, bool] | None:
+        report = await operator.readiness()
+        return report if all(report.values()) else None
+
+    report = await wait_for(ready_now, "docker, notify listener and events stream up")
+    assert report == {
+        "docker": True,
+        "notify_listener": True,
+        "docker_events": True,
+        "active": True,
+    }
