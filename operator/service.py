@@ -384,12 +384,20 @@ def _count(result: str, began: float, *, retry: bool) -> None:
         RETRIES.inc()
 
 
-async def serve_operator(settings: Settings, store: Store, stop: asyncio.Event) -> None:
-    """Run the operator until `stop` is set: what `tether operator` and `tether up` run."""
+async def serve_operator(
+    settings: Settings,
+    store: Store,
+    stop: asyncio.Event,
+    on_start: Callable[[Operator], None] | None = None,
+) -> None:
+    """Run the operator until `stop` is set: what `tether operator` and `tether up` run.
+    `on_start` receives the operator before it runs (for its readiness, in health endpoints)."""
     docker = DockerDriver(
         settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
     )
     operator = Operator(settings, store, docker)
+    if on_start is not None:
+        on_start(operator)
     try:
         await operator.run(stop)
     finally:
