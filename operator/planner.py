@@ -16,6 +16,7 @@ CRASH_DELAY_FIRST_S = 1.0
 CRASH_DELAY_CAP_S = 300.0
 CRASH_RESET_AFTER = timedelta(minutes=10)
 TRANSITION_RECHECK_S = 1.0
+HEALTH_RECHECK_MIN_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,12 @@ def crash_delay(crash_count: int) -> float:
     if crash_count <= 1:
         return 0.0
     return min(CRASH_DELAY_FIRST_S * 2.0 ** min(crash_count - 2, 16), CRASH_DELAY_CAP_S)
+
+
+def first_probe_delay(waited_s: float, interval_s: float) -> float:
+    """When to probe a starting endpoint again: soon at first (most answer within a second),
+    backing off to the health check's interval."""
+    return min(interval_s, max(HEALTH_RECHECK_MIN_S, waited_s / 4))
 
 
 def effective_want(desired: Desired, memory: Memory) -> Want | None:
@@ -372,7 +379,7 @@ def _plan_health(
             "HealthCheckPending",
             f"v{want.version} is running, waiting for its endpoint ({waited:.0f}/{deadline} s)",
             memory,
-            requeue_after=interval,
+            requeue_after=first_probe_delay(waited, interval),
             container=keep,
         )
     fallback = desired.fallback

@@ -295,8 +295,18 @@ def test_running_target_not_yet_healthy_within_its_deadline_waits() -> None:
 
 def test_without_a_health_check_the_recheck_interval_is_one_second() -> None:
     target = want(2, health=False)
-    running = ctr("a", "running", started=T0 - s(1))
+    running = ctr("a", "running", started=T0 - s(10))
     assert decide(desired(target), running).requeue_after == 1.0
+
+
+@pytest.mark.parametrize(
+    ("waited", "expected"), [(0.0, 0.05), (0.1, 0.05), (1.0, 0.25), (4.0, 1.0), (30.0, 2.0)]
+)
+def test_a_starting_endpoint_is_probed_soon_then_at_the_checks_interval(
+    waited: float, expected: float
+) -> None:
+    running = ctr("a", "running", started=T0 - s(waited))
+    assert decide(desired(V2, V1), running).requeue_after == pytest.approx(expected)
 
 
 def test_past_the_deadline_with_a_fallback_the_rollout_fails() -> None:
