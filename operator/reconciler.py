@@ -370,7 +370,7 @@ class Reconciler:
             previous,
             now,
         )
-        overdue = not converged and now - reconciling.last_transition_time > timedelta(
+        overdue = not converged and now - _reconciling_since(reconciling, snapshot) > timedelta(
             seconds=progress_deadline
         )
         stalled = decision.stalled or overdue
@@ -457,7 +457,7 @@ class Reconciler:
         reconciling = _condition(
             ConditionType.RECONCILING, True, reason, message, desired.generation, previous, now
         )
-        overdue = now - reconciling.last_transition_time > timedelta(
+        overdue = now - _reconciling_since(reconciling, snapshot) > timedelta(
             seconds=_progress_deadline(snapshot)
         )
         stalled = terminal or overdue
@@ -540,6 +540,12 @@ class Reconciler:
             duration_ms=_ms(started),
         )
         return Outcome("deleted")
+
+
+def _reconciling_since(reconciling: Condition, snapshot: DesiredSnapshot) -> datetime:
+    """Since when this desire has been worked on: a new desired change gets its own progress
+    deadline, even while Reconciling stays True across it."""
+    return max(reconciling.last_transition_time, snapshot.project.updated_at)
 
 
 def _progress_deadline(snapshot: DesiredSnapshot) -> int:

@@ -5,16 +5,23 @@ Environment:
 - TETHER_POSTGRES_IMAGE: the Postgres image testcontainers starts (default postgres:15).
 - TETHER_TEST_DATABASE_URL: use this server instead of starting a container (its user must be
   allowed to create databases).
+
+The fault-injecting Docker proxy (tests/faultproxy.py) is importable as `faultproxy` from every test
+module, and `docker_proxy` gives each test one of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -28,6 +35,10 @@ os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 os.environ.setdefault("TC_HOST", "127.0.0.1")
 # Ryuk's image cannot be pulled without a registry; fixtures stop their containers themselves.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+# tests/ holds helper modules shared by test modules (which cannot import each other here).
+sys.path.insert(0, str(Path(__file__).parent))
+
+from faultproxy import FaultProxy, unix_socket_of
 
 from tether.api.app import create_app
 from tether.api.migrator import migrate
@@ -194,3 +205,19 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     yield
     leaked = [t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not t.done()]
     assert not leaked, f"tasks left running: {leaked}"
+
+
+@pytest.fixture
+async def docker_proxy() -> AsyncIterator[FaultProxy]:
+    """A fault-injecting proxy in front of the real Docker engine, on a unix socket of its own;
+    point a Docker URL at `docker_proxy.url`."""
+    upstream = unix_socket_of(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    # A short path: unix socket paths are limited to about 100 bytes, pytest's tmp_path is long.
+    directory = tempfile.mkdtemp(prefix="tether-proxy-", dir="/tmp")
+    proxy = FaultProxy(os.path.join(directory, "docker.sock"), upstream)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+        shutil.rmtree(directory, ignore_errors=True)
