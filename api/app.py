@@ -6,23 +6,34 @@ answer is ever 409 because a project is already in the asked state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.api import logs as project_logs
-from tether.api import sse, watch
-from tether.api.errors import LogsUnavailable, TetherError, Unauthorized
+from tether.api import migrator, probes, sse, watch
+from tether.api.errors import (
+    LogsUnavailable,
+    RateLimited,
+    StoreUnavailable,
+    TetherError,
+    Unauthorized,
+)
 from tether.api.logs import LogSource
+from tether.api.metrics import RequestMetrics
 from tether.api.models import (
+    MAX_BIGINT,
+    MAX_INT,
     PROJECT_NAME_PATTERN,
     Deployment,
     DeploymentSpec,
@@ -34,8 +45,10 @@ from tether.api.models import (
     Status,
     WriteResult,
 )
+from tether.api.ratelimit import FailureLimiter
 from tether.api.store import Store
 
+log = structlog.get_logger("tether.api")
 NamePath = Annotated[str, Path(pattern=PROJECT_NAME_PATTERN, description="The project name.")]
 
 
@@ -48,16 +61,27 @@ class ErrorBody(BaseModel):
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    to_version: int | None = Field(default=None, ge=1, description="Default: the previous one.")
+    to_version: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description="Default: the previous one."
+    )
 
 
 class DeployResult(WriteResult):
     deployment: Deployment
 
 
-def _error(status: int, error: str, message: str, hint: str | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    error: str,
+    message: str,
+    hint: str | None = None,
+    *,
+    retry_after_s: int | None = None,
+) -> JSONResponse:
     body = ErrorBody(error=error, message=message, hint=hint).model_dump(exclude_none=True)
-    headers = {"Retry-After": "2"} if status == 503 else None
+    if retry_after_s is None and status == 503:
+        retry_after_s = 2
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -135,25 +159,62 @@ def _if_match(value: str | None) -> int | None:
     return int(text)
 
 
+# What `_if_match` takes: a generation, optionally quoted as an ETag, weak or not.
+IF_MATCH_PATTERN = r'^[ \t]*(W/)?"*[0-9]+"*[ \t]*$'
 IfMatch = Annotated[
     str | None,
+    # Documented as what it takes; checked by `_if_match`, which says what is wrong (400).
+    WithJsonSchema({"type": "string", "pattern": IF_MATCH_PATTERN, "examples": ['"3"']}),
     Header(alias="If-Match", description="Refuse the write (412) unless at this generation."),
 ]
 
 
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="An API token (`tether token create --owner NAME`) in `Authorization: Bearer "
+    "<token>`, and nowhere else.",
+)
+
+
 async def _principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    """The caller, from `Authorization: Bearer <token>`: the only place a token is read from (a
+    token in the query string or a cookie ends up in logs, histories and caches; it is ignored).
+
+    A client address with too many failed authentications is refused (429) before its token is
+    looked at (`tether.api.ratelimit`); successful ones are never limited."""
+    limiter: FailureLimiter | None = request.app.state.auth_limiter
+    address = request.client.host if request.client else "unknown"
+    if limiter is not None:
+        wait = limiter.retry_after(address)
+        if wait is not None:
+            raise RateLimited(
+                f"too many failed authentications from {address}; try again in {wait} s",
+                hint="check the token: `tether login`, or TETHER_TOKEN",
+                retry_after_s=wait,
+            )
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise Unauthorized(
             "missing API token",
-            hint="send 'Authorization: Bearer <token>'; create one with "
-            "`tether token create --owner NAME`",
+            hint="send 'Authorization: Bearer <token>' (tokens are read from that header only); "
+            "create one with `tether token create --owner NAME`",
         )
     store: Store = request.app.state.store
-    found = await store.authenticate(token.strip())
+    found = await store.authenticate(token)
     if found is None:
+        if limiter is not None:
+            limiter.failed(address)
+            if limiter.retry_after(address) is not None:
+                log.warning(
+                    "failed authentications: client refused for a while",
+                    client=address,
+                    burst=limiter.burst,
+                    window_s=limiter.window_s,
+                )
         raise Unauthorized(
             "the API token is not valid", hint="create a new one with `tether token create`"
         )
@@ -165,8 +226,36 @@ async def _principal(
 Caller = Annotated[Principal, Depends(_principal)]
 
 
+ERROR_MEANINGS = {
+    400: "The request cannot be carried out as it is (see `error`).",
+    401: "No valid token in the Authorization header.",
+    404: "No such project or deployment (or one the token may not see).",
+    409: "The project name belongs to another owner.",
+    412: "If-Match names another generation: nothing was changed.",
+    413: "The request body is too large.",
+    422: "The request is not valid.",
+    429: "Too many failed authentications from this address: see Retry-After.",
+    503: "A dependency (the database, Docker) is unavailable, or the server is stopping.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    """The error answers a /v1 route can give: those of every route (no valid token, too many
+    failures, a body over the limit, a validation error, the database down) and `codes`."""
+    every = (401, 413, 422, 429, 503)
+    return {
+        code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]}
+        for code in sorted({*every, *codes})
+    }
+
+
+WRITE_ERRORS = errors(400, 404, 412)
+READ_ERRORS = errors(404)
+
+
 STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": {sse.MEDIA_TYPE: {}}, "description": "Server-sent events."}
+    200: {"content": {sse.MEDIA_TYPE: {}}, "description": "Server-sent events."},
+    **errors(404),
 }
 
 
@@ -180,31 +269,32 @@ def create_app(
     max_body_bytes: int = 1024 * 1024,
     log_source: LogSource | None = None,
     keepalive_s: float = 15.0,
+    auth_limiter: FailureLimiter | None = None,
+    readiness: Sequence[probes.ReadinessCheck] = (),
 ) -> FastAPI:
     """Build the API around a connected store. The caller owns the store's lifetime, and calls
     `app.state.watches.shutdown()` when stopping, which ends the open watch streams.
 
     `log_source` reads container output (the operator's Docker driver); without one the logs
-    route answers 503. Streams send a keep-alive comment after `keepalive_s` of silence."""
+    route answers 503. Streams send a keep-alive comment after `keepalive_s` of silence.
+    `auth_limiter` limits failed authentications per client address (the servers always pass
+    one; without it, nothing is limited). `/readyz` checks the database and its migrations, and
+    whatever else `readiness` checks (the operator's, when it runs in the same process)."""
 
     app = FastAPI(
         title="tether",
         version="1",
         description="Desired state of Docker-hosted projects.",
-        responses={
-            401: {"model": ErrorBody},
-            404: {"model": ErrorBody},
-            412: {"model": ErrorBody},
-            413: {"model": ErrorBody},
-            422: {"model": ErrorBody},
-            503: {"model": ErrorBody},
-        },
     )
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(RequestMetrics, routes=lambda: app.router.routes)
 
     @app.exception_handler(TetherError)
     async def tether_error(_request: Request, exc: TetherError) -> JSONResponse:
-        return _error(exc.status_code, exc.error, exc.message, exc.hint)
+        retry_after_s = exc.retry_after_s if isinstance(exc, RateLimited) else None
+        return _error(
+            exc.status_code, exc.error, exc.message, exc.hint, retry_after_s=retry_after_s
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -229,11 +319,20 @@ def create_app(
         )
 
     app.state.store = store
+    app.state.auth_limiter = auth_limiter
     hub = watch.WatchHub(store)
     app.state.watches = hub
     v1 = APIRouter(prefix="/v1")
 
-    @v1.post("/projects", response_model=WriteResult, status_code=201)
+    @v1.post(
+        "/projects",
+        response_model=WriteResult,
+        status_code=201,
+        responses={
+            200: {"model": WriteResult, "description": "It existed already: nothing changed."},
+            **errors(400, 409),
+        },
+    )
     async def create_project(
         body: ProjectCreate, caller: Caller, response: Response
     ) -> WriteResult:
@@ -242,21 +341,28 @@ def create_app(
             response.status_code = 200
         return result
 
-    @v1.get("/projects", response_model=list[ProjectView])
+    @v1.get("/projects", response_model=list[ProjectView], responses=errors())
     async def list_projects(caller: Caller) -> list[ProjectView]:
         return await store.list_projects(caller)
 
-    @v1.get("/projects/{name}", response_model=ProjectView)
+    @v1.get("/projects/{name}", response_model=ProjectView, responses=READ_ERRORS)
     async def get_project(name: NamePath, caller: Caller, response: Response) -> ProjectView:
         view = await store.get_project(name, caller)
         response.headers["ETag"] = f'"{view.project.generation}"'
         return view
 
-    @v1.delete("/projects/{name}", response_model=WriteResult, status_code=202)
+    @v1.delete(
+        "/projects/{name}", response_model=WriteResult, status_code=202, responses=WRITE_ERRORS
+    )
     async def destroy(name: NamePath, caller: Caller, if_match: IfMatch = None) -> WriteResult:
         return await store.destroy(name, caller, if_match=_if_match(if_match))
 
-    @v1.post("/projects/{name}/deployments", response_model=DeployResult, status_code=201)
+    @v1.post(
+        "/projects/{name}/deployments",
+        response_model=DeployResult,
+        status_code=201,
+        responses=WRITE_ERRORS,
+    )
     async def deploy(
         name: NamePath,
         spec: DeploymentSpec,
@@ -267,35 +373,39 @@ def create_app(
         result, deployment = await store.deploy(
             name, spec, caller, start=start, if_match=_if_match(if_match)
         )
-        return DeployResult(**result.model_dump(), deployment=deployment)
+        return DeployResult(**result.model_dump(), deployment=deployment.masked())
 
-    @v1.get("/projects/{name}/deployments", response_model=list[Deployment])
+    @v1.get("/projects/{name}/deployments", response_model=list[Deployment], responses=READ_ERRORS)
     async def deployments(name: NamePath, caller: Caller) -> list[Deployment]:
-        return await store.deployments(name, caller)
+        return [d.masked() for d in await store.deployments(name, caller)]
 
-    @v1.get("/projects/{name}/deployments/{version}", response_model=Deployment)
+    @v1.get(
+        "/projects/{name}/deployments/{version}",
+        response_model=Deployment,
+        responses=READ_ERRORS,
+    )
     async def deployment(
-        name: NamePath, version: Annotated[int, Path(ge=1)], caller: Caller
+        name: NamePath, version: Annotated[int, Path(ge=1, le=MAX_INT)], caller: Caller
     ) -> Deployment:
-        return await store.deployment(name, version, caller)
+        return (await store.deployment(name, version, caller)).masked()
 
-    @v1.post("/projects/{name}/start", response_model=WriteResult)
+    @v1.post("/projects/{name}/start", response_model=WriteResult, responses=WRITE_ERRORS)
     async def start(name: NamePath, caller: Caller, if_match: IfMatch = None) -> WriteResult:
         return await store.set_desired_state(
             name, DesiredState.RUNNING, caller, if_match=_if_match(if_match)
         )
 
-    @v1.post("/projects/{name}/stop", response_model=WriteResult)
+    @v1.post("/projects/{name}/stop", response_model=WriteResult, responses=WRITE_ERRORS)
     async def stop(name: NamePath, caller: Caller, if_match: IfMatch = None) -> WriteResult:
         return await store.set_desired_state(
             name, DesiredState.STOPPED, caller, if_match=_if_match(if_match)
         )
 
-    @v1.post("/projects/{name}/restart", response_model=WriteResult)
+    @v1.post("/projects/{name}/restart", response_model=WriteResult, responses=WRITE_ERRORS)
     async def restart(name: NamePath, caller: Caller, if_match: IfMatch = None) -> WriteResult:
         return await store.restart(name, caller, if_match=_if_match(if_match))
 
-    @v1.post("/projects/{name}/rollback", response_model=WriteResult)
+    @v1.post("/projects/{name}/rollback", response_model=WriteResult, responses=WRITE_ERRORS)
     async def rollback(
         name: NamePath,
         caller: Caller,
@@ -309,16 +419,18 @@ def create_app(
             if_match=_if_match(if_match),
         )
 
-    @v1.get("/projects/{name}/status", response_model=Status)
+    @v1.get("/projects/{name}/status", response_model=Status, responses=READ_ERRORS)
     async def status(name: NamePath, caller: Caller) -> Status:
         view = await store.get_project(name, caller)
         return view.status or Status(project=name, phase="Pending")
 
-    @v1.get("/projects/{name}/events", response_model=list[Event])
+    @v1.get("/projects/{name}/events", response_model=list[Event], responses=READ_ERRORS)
     async def events(
         name: NamePath,
         caller: Caller,
-        after: Annotated[int, Query(ge=0, description="Only events with a larger id.")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_BIGINT, description="Only events with a larger id.")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[Event]:
         return await store.events(name, caller, after=after, limit=limit)
@@ -380,13 +492,57 @@ def create_app(
 
     app.include_router(v1)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    migrations_current = False  # once current, they stay so for the life of this process
 
-    @app.get("/readyz")
-    async def readyz() -> dict[str, str]:
-        await store.ping()
-        return {"status": "ready"}
+    async def database(checks: probes.Checks) -> None:
+        nonlocal migrations_current
+        try:
+            await probes.bounded(store.ping())
+        except (StoreUnavailable, TimeoutError) as exc:
+            cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+            checks.failed("database", f"unreachable ({type(cause).__name__})")
+            checks.failed("migrations", "not checked: the database is unreachable")
+            return
+        checks.passed("database")
+        if not migrations_current:
+            try:
+                missing = await probes.bounded(migrator.pending(store.dsn))
+            except Exception as exc:  # any failure to read them: not ready, and say why
+                checks.failed("migrations", f"cannot read them ({type(exc).__name__})")
+                return
+            if missing:
+                names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+                checks.failed("migrations", f"{names} pending: run `tether migrate`")
+                return
+            migrations_current = True
+        checks.passed("migrations")
+
+    checks = [database, *readiness]
+
+    @app.get("/healthz", response_model=probes.Health, tags=["health"])
+    async def healthz() -> probes.Health:
+        """The API process answers (nothing it depends on is checked)."""
+        return probes.Health()
+
+    @app.get(
+        "/readyz",
+        response_class=JSONResponse,
+        responses=probes.READINESS_RESPONSES,
+        tags=["health"],
+    )
+    async def readyz() -> JSONResponse:
+        """Ready to serve: the database answers and its migrations are current (and, under
+        `tether up`, the operator's Docker connection and triggers are alive)."""
+        return probes.readiness_response(await probes.evaluate(checks))
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses=probes.METRICS_RESPONSES,
+        tags=["health"],
+    )
+    async def metrics() -> Response:
+        """This process's Prometheus metrics (under `tether up`, the operator's too)."""
+        return probes.metrics_response()
 
     return app

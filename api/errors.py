@@ -21,6 +21,17 @@ class Unauthorized(TetherError):
     error = "unauthorized"
 
 
+class RateLimited(TetherError):
+    """Too many failed authentications from one client address: try again after a while."""
+
+    status_code = 429
+    error = "too_many_failed_authentications"
+
+    def __init__(self, message: str, hint: str | None = None, *, retry_after_s: int) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s
+
+
 class NotFound(TetherError):
     status_code = 404
     error = "not_found"

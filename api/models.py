@@ -20,13 +20,18 @@ IMAGE_PATTERN = re.compile(
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[\w][\w.-]{0,127})?"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # a tag: ASCII only (Python's \w is not)
     r"(?:@sha256:[a-f0-9]{64})?$"
 )
 MAX_IMAGE_LENGTH = 255
 MAX_ENV_VARS = 200
 MAX_ENV_VALUE_BYTES = 32 * 1024
 MAX_COMMAND_ARGS = 256
+# The largest values of Postgres' integer and bigint columns: numbers that go into a query are
+# bounded by them (a larger one is a 422, never a failed query).
+MAX_INT = 2**31 - 1
+MAX_BIGINT = 2**63 - 1
+SECRET_MASK = "••••"  # what the API shows of a secret env value, whatever its length
 
 
 def _check_image(value: str) -> str:
@@ -62,7 +67,18 @@ ProjectName = Annotated[
     ),
 ]
 OwnerName = Annotated[str, Field(pattern=PROJECT_NAME_PATTERN, examples=["alice"])]
-ImageRef = Annotated[str, AfterValidator(_check_image), Field(examples=["nginx:1.25"])]
+ImageRef = Annotated[
+    str,
+    AfterValidator(_check_image),  # its message says what is wrong; the schema says the same
+    Field(
+        examples=["nginx:1.25"],
+        json_schema_extra={
+            "pattern": IMAGE_PATTERN.pattern,
+            "minLength": 1,
+            "maxLength": MAX_IMAGE_LENGTH,
+        },
+    ),
+]
 # Strict: JSON `true` or "80" is not a port (lax validation would take them as 1 and 80).
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
@@ -112,6 +128,13 @@ class DeploymentSpec(BaseModel):
     image: ImageRef
     command: list[str] | None = Field(default=None, max_length=MAX_COMMAND_ARGS)
     env: dict[str, str] = Field(default_factory=dict)
+    secret_env: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_ENV_VARS,
+        description="Keys of `env` whose values are secret: stored as given and passed to the "
+        f"container, but never shown: every answer of the API shows them as {SECRET_MASK!r}.",
+        examples=[["API_KEY"]],
+    )
     port: Port | None = Field(
         default=None, description="The container port published on the project's endpoint."
     )
@@ -161,6 +184,17 @@ class DeploymentSpec(BaseModel):
         return command
 
     @model_validator(mode="after")
+    def _secrets_are_env_keys(self) -> DeploymentSpec:
+        unknown = [key for key in self.secret_env if key not in self.env]
+        if unknown:
+            raise ValueError(
+                f"secret_env names {', '.join(map(repr, unknown))}, not in env: list only keys "
+                "of env"
+            )
+        self.secret_env = list(dict.fromkeys(self.secret_env))  # each once, in the given order
+        return self
+
+    @model_validator(mode="after")
     def _health_needs_port(self) -> DeploymentSpec:
         if self.health is not None and self.port is None:
             raise ValueError("a health check probes the project's endpoint: set port as well")
@@ -172,6 +206,15 @@ class Deployment(DeploymentSpec):
     version: int
     created_by: str
     created_at: datetime
+
+    def masked(self) -> Deployment:
+        """This deployment as the API shows it: the values of secret env keys masked. The
+        operator, which passes `env` to the container, reads deployments unmasked."""
+        if not self.secret_env:
+            return self
+        secret = set(self.secret_env)
+        env = {key: SECRET_MASK if key in secret else value for key, value in self.env.items()}
+        return self.model_copy(update={"env": env})
 
 
 class ProjectCreate(BaseModel):

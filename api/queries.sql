@@ -4,7 +4,7 @@
 INSERT INTO tokens (owner, hash, admin) VALUES ($1, $2, $3) RETURNING id;
 
 -- name: token_by_hash
-SELECT owner, admin FROM tokens WHERE hash = $1;
+SELECT owner, admin, hash FROM tokens WHERE hash = $1;
 
 -- name: lock_port_allocation
 -- Held until the creating transaction ends, so that concurrent creations never pick the same port.
@@ -52,9 +52,9 @@ SELECT coalesce(max(version), 0) + 1 FROM deployments WHERE project = $1;
 -- name: insert_deployment
 INSERT INTO deployments (
     project, version, image, command, env, port, health, ready_deadline_s, stop_grace_s,
-    memory_mb, cpus, created_by
+    memory_mb, cpus, created_by, secret_env
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING *;
 
 -- name: deployment

@@ -1,19 +1,26 @@
 """Server-side configuration, from `TETHER_*` environment variables.
 
-An invalid value stops the process at start with a message naming the variable and the expected
-form (see `tether.cli` for how it is shown).
+Every field is one variable (`TETHER_` + the field name in capitals) and one row of the README's
+configuration table. Each field's `expected` form says, in words, what a valid value looks like: an
+invalid or empty value stops the process at start with a message naming the variable and that form
+(see `tether.cli.server.load_settings` for how it is shown).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tether.api.models import IMAGE_PATTERN
 from tether.api.store import PortRange
+
+PREFIX = "TETHER_"
 
 
 def _docker_url_default() -> str:
@@ -23,64 +30,185 @@ def _docker_url_default() -> str:
 def _check_port_range(value: str) -> str:
     match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", value)
     if not match or not 1024 <= int(match[1]) <= int(match[2]) <= 65535:
-        raise ValueError("expected FIRST-LAST, 1024 <= FIRST <= LAST <= 65535, e.g. 20000-29999")
+        raise ValueError("not a port range")
     return value
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore")
+def _check_dsn(value: str) -> str:
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("not a postgresql:// URL")
+    return value
 
-    database_url: str = Field(
-        default="postgresql://tether:tether@127.0.0.1:5433/tether",
+
+def _check_ip(value: str) -> str:
+    ipaddress.ip_address(value)  # a ValueError names the value
+    return value
+
+
+def _check_host(value: str) -> str:
+    if not value or any(c.isspace() for c in value) or "/" in value:
+        raise ValueError("not a host name or IP address")
+    return value
+
+
+def _check_docker_url(value: str) -> str:
+    if not re.fullmatch(r"(unix://\S+|(tcp|http|https)://[^\s/]+/?)", value):
+        raise ValueError("not a Docker Engine URL")
+    return value
+
+
+def _check_image(value: str) -> str:
+    if not IMAGE_PATTERN.fullmatch(value):
+        raise ValueError("not an image reference")
+    return value
+
+
+def setting(default: Any = ..., *, expected: str, description: str, **kwargs: Any) -> Any:
+    """A field of `Settings`: its README description, and the `expected` form an error shows."""
+    if "default_factory" not in kwargs:
+        kwargs["default"] = default
+    return Field(description=description, json_schema_extra={"expected": expected}, **kwargs)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+
+    database_url: Annotated[str, AfterValidator(_check_dsn)] = setting(
+        "postgresql://tether:tether@127.0.0.1:5433/tether",
+        expected="a postgresql:// URL, e.g. postgresql://user:password@host:5432/database",
         description="Postgres DSN of the desired-state store.",
     )
-    api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
-    api_port: int = Field(default=8321, ge=1, le=65535, description="Port of the HTTP API.")
-    max_body_bytes: int = Field(
-        default=1024 * 1024, ge=1024, description="Larger request bodies are refused with 413."
+    api_host: Annotated[str, AfterValidator(_check_host)] = setting(
+        "127.0.0.1",
+        expected="a host name or IP address to listen on, e.g. 127.0.0.1 or 0.0.0.0",
+        description="Address the HTTP API listens on.",
     )
-    port_range: Annotated[str, AfterValidator(_check_port_range)] = Field(
-        default="20000-29999", description="Host ports allocated to project endpoints."
+    api_port: int = setting(
+        8321,
+        ge=1,
+        le=65535,
+        expected="a TCP port, a whole number from 1 to 65535",
+        description="Port of the HTTP API.",
     )
-    publish_address: str = Field(
-        default="127.0.0.1", description="Host address project endpoints are published on."
+    operator_host: Annotated[str, AfterValidator(_check_host)] = setting(
+        "127.0.0.1",
+        expected="a host name or IP address to listen on, e.g. 127.0.0.1",
+        description="Address `tether operator` serves /healthz, /readyz and /metrics on.",
     )
-    docker_url: str = Field(
+    operator_port: int = setting(
+        8322,
+        ge=0,
+        le=65535,
+        expected="a TCP port, a whole number from 1 to 65535, or 0 for any free port",
+        description="Port of the operator's health and metrics endpoint (0: any free port, "
+        "logged at start: for several operators on one host).",
+    )
+    max_body_bytes: int = setting(
+        1024 * 1024,
+        ge=1024,
+        expected="a number of bytes, a whole number of at least 1024",
+        description="Larger request bodies are refused with 413.",
+    )
+    port_range: Annotated[str, AfterValidator(_check_port_range)] = setting(
+        "20000-29999",
+        expected="FIRST-LAST, 1024 <= FIRST <= LAST <= 65535, e.g. 20000-29999",
+        description="Host ports allocated to project endpoints.",
+    )
+    publish_address: Annotated[str, AfterValidator(_check_ip)] = setting(
+        "127.0.0.1",
+        expected="an IP address of this host, e.g. 127.0.0.1 or 0.0.0.0",
+        description="Host address project endpoints are published on.",
+    )
+    docker_url: Annotated[str, AfterValidator(_check_docker_url)] = setting(
         default_factory=_docker_url_default,
+        expected="a Docker Engine URL, e.g. unix:///var/run/docker.sock or tcp://127.0.0.1:2375",
         description="Docker Engine URL (else DOCKER_HOST, else the default socket).",
     )
-    installation_id: str = Field(
-        default="default",
+    installation_id: str = setting(
+        "default",
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        expected="a lowercase letter or digit, then up to 62 of a-z, 0-9 or '-', e.g. blue",
         description="Labels this installation's containers; others are ignored.",
     )
-    postgres_image: str = Field(
-        default="postgres:15", description="Image `tether up` runs Postgres from."
+    postgres_image: Annotated[str, AfterValidator(_check_image)] = setting(
+        "postgres:15",
+        max_length=255,
+        expected="a Docker image reference, e.g. postgres:15",
+        description="Image `tether up` runs Postgres from.",
     )
-    workers: int = Field(default=8, ge=1, le=256, description="Projects reconciled at once.")
-    docker_concurrency: int = Field(
-        default=16, ge=1, le=512, description="Docker API calls in flight at once."
+    workers: int = setting(
+        8,
+        ge=1,
+        le=256,
+        expected="a whole number from 1 to 256",
+        description="Projects reconciled at once.",
     )
-    resync_interval_s: float = Field(
-        default=30.0, gt=0, description="Full resync period (jittered by ±10 %)."
+    docker_concurrency: int = setting(
+        16,
+        ge=1,
+        le=512,
+        expected="a whole number from 1 to 512",
+        description="Docker API calls in flight at once.",
     )
-    lease_ttl_s: float = Field(
-        default=15.0,
+    resync_interval_s: float = setting(
+        30.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 86400, e.g. 30",
+        description="Full resync period (jittered by ±10 %).",
+    )
+    lease_ttl_s: float = setting(
+        15.0,
         ge=1,
         le=300,
+        allow_inf_nan=False,
+        expected="a number of seconds from 1 to 300, e.g. 15",
         description="Operator lease: a standby takes over this long after the active one dies.",
     )
-    log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
-    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
-
-    @field_validator("database_url")
-    @classmethod
-    def _check_dsn(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("expected a postgresql:// URL, e.g. postgresql://user:pw@host:5432/db")
-        return value
+    auth_failures: int = setting(
+        10,
+        ge=1,
+        le=100000,
+        expected="a whole number from 1 to 100000",
+        description="Failed authentications a client address may make at once (a burst) before "
+        "it is refused with 429.",
+    )
+    auth_failure_window_s: float = setting(
+        60.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 86400, e.g. 60",
+        description="An address regains its whole burst of failures over this long.",
+    )
+    log_format: str = setting(
+        "auto",
+        pattern=r"^(auto|json|console)$",
+        expected="auto, json or console",
+        description="`json`, `console`, or `auto` (console on a TTY, else JSON).",
+    )
+    log_level: str = setting(
+        "info",
+        pattern=r"^(debug|info|warning|error)$",
+        expected="debug, info, warning or error",
+        description="`debug`, `info`, `warning` or `error`.",
+    )
 
     @property
     def ports(self) -> PortRange:
         first, last = self.port_range.split("-")
         return PortRange(int(first), int(last))
+
+
+def variable(field: str) -> str:
+    """The environment variable of a `Settings` field."""
+    return PREFIX + field.upper()
+
+
+def expected_form(field: str) -> str:
+    """In words, what a valid value of a `Settings` field looks like."""
+    info: FieldInfo = Settings.model_fields[field]
+    extra = info.json_schema_extra
+    assert isinstance(extra, dict), field  # every field is declared with `setting()`
+    return str(extra["expected"])

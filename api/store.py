@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -133,6 +134,10 @@ class Store:
         )
         return cls(pool, dsn, ports)
 
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
     async def close(self) -> None:
         await self._pool.close()
 
@@ -166,9 +171,19 @@ class Store:
         return token
 
     async def authenticate(self, token: str) -> Principal | None:
+        """The principal of a token, or None. Tokens are stored only as SHA-256 hashes.
+
+        The lookup is by hash, through the unique index: how long it takes can depend on how
+        much of the *hash* matches a stored one, which tells nothing about the token (finding a
+        token with a chosen hash prefix means inverting SHA-256). The hash found is compared
+        again in constant time, so that no comparison on the way to an answer ever depends on
+        the secret itself."""
+        digest = hash_token(token)
         async with self._connection() as conn:
-            row = await conn.fetchrow(sql("token_by_hash"), hash_token(token))
-        return Principal(owner=row["owner"], admin=row["admin"]) if row else None
+            row = await conn.fetchrow(sql("token_by_hash"), digest)
+        if row is None or not hmac.compare_digest(row["hash"], digest):
+            return None
+        return Principal(owner=row["owner"], admin=row["admin"])
 
     # Projects
 
@@ -257,6 +272,7 @@ class Store:
                 spec.memory_mb,
                 spec.cpus,
                 principal.owner,
+                spec.secret_env,
             )
             assert row is not None  # INSERT ... RETURNING
             deployment = _deployment(row)

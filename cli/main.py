@@ -324,6 +324,29 @@ def _env_pairs(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
+def _secret_pairs(items: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """`--secret-env KEY=VALUE`, or `--secret-env KEY` for the value of this shell's KEY (which
+    keeps the value out of the command line, the shell's history and `ps`)."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise typer.BadParameter(
+                "expected KEY=VALUE, or KEY to take the value of the variable KEY of this shell",
+                param_hint="'--secret-env'",
+            )
+        if not sep:
+            if key not in environ:
+                raise typer.BadParameter(
+                    f"{key} is not set in this shell: give --secret-env {key}=VALUE, or export "
+                    f"{key} first",
+                    param_hint="'--secret-env'",
+                )
+            value = environ[key]
+        env[key] = value
+    return env
+
+
 @app.command()
 def deploy(
     ctx: typer.Context,
@@ -332,6 +355,16 @@ def deploy(
     env: Annotated[
         list[str] | None,
         typer.Option("--env", "-e", metavar="KEY=VALUE", help="Environment variable (repeat)."),
+    ] = None,
+    secret_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret-env",
+            "-s",
+            metavar="KEY[=VALUE]",
+            help="Secret environment variable (repeat): passed to the container, never shown. "
+            "KEY alone takes the value of this shell's variable KEY.",
+        ),
     ] = None,
     port: Annotated[
         int | None,
@@ -366,7 +399,16 @@ def deploy(
 ) -> None:
     """Create a new deployment of the project and target it (creating the project if needed)."""
     _check_wait(wait, timeout)
-    spec: dict[str, Any] = {"image": image, "env": _env_pairs(env or [])}
+    secrets = _secret_pairs(secret_env or [], _runtime(ctx).env)
+    both = sorted(set(secrets) & set(_env_pairs(env or [])))
+    if both:
+        raise typer.BadParameter(
+            f"{', '.join(both)} given both as --env and as --secret-env: give each once",
+            param_hint="'--secret-env'",
+        )
+    spec: dict[str, Any] = {"image": image, "env": {**_env_pairs(env or []), **secrets}}
+    if secrets:
+        spec["secret_env"] = list(secrets)
     if port is not None:
         spec["port"] = port
     if health_path is not None and health_tcp:

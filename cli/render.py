@@ -267,7 +267,7 @@ def deployments_table(deployments: Sequence[Deployment], project: Project) -> No
             d.image,
             str(d.port) if d.port else NONE,
             _health(d.health),
-            ", ".join(sorted(d.env)) or NONE,
+            ", ".join(f"{k} (secret)" if k in d.secret_env else k for k in sorted(d.env)) or NONE,
             d.created_by,
             age(d.created_at),
             mark,

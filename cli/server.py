@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import os
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -28,10 +29,14 @@ from tether.cli.errors import EXIT_USAGE, CliError
 from tether.cli.render import say
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from tether.api.migrator import Migration
+    from tether.api.probes import Checks
     from tether.api.settings import Settings
     from tether.api.store import Store
     from tether.operator.docker import PostgresServer
+    from tether.operator.service import Operator
 
 log = structlog.get_logger("tether.cli")
 T = TypeVar("T")
@@ -52,14 +57,16 @@ def load_settings(
     log_level: str | None = None,
 ) -> Settings:
     """Settings from the `TETHER_*` variables of `env` (not of `os.environ`, so that `run()` is a
-    function of its arguments); `--log-format` and `--log-level` override theirs."""
-    from tether.api.settings import Settings
+    function of its arguments); `--log-format` and `--log-level` override theirs.
+
+    An invalid or empty variable is a usage error (exit 2) that names the variable, the value and
+    the expected form; a variable that is not a setting but looks like one (a typo) is warned
+    about, since it would otherwise be ignored without a trace."""
+    from tether.api.settings import Settings, variable
 
     given = {key.upper(): value for key, value in env.items()}
     values = {
-        field: given[f"TETHER_{field.upper()}"]
-        for field in Settings.model_fields
-        if f"TETHER_{field.upper()}" in given
+        field: given[variable(field)] for field in Settings.model_fields if variable(field) in given
     }
     if "docker_url" not in values and given.get("DOCKER_HOST"):
         values["docker_url"] = given["DOCKER_HOST"]
@@ -67,6 +74,8 @@ def load_settings(
         values["log_format"] = log_format
     if log_level is not None:
         values["log_level"] = log_level
+    for name in _lookalikes(given):
+        sys.stderr.write(f"warning: {name}\n")
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
@@ -80,25 +89,65 @@ def configure_logs(settings: Settings) -> None:
     configure(settings.log_format, settings.log_level)
 
 
+# TETHER_* variables read by something other than the servers' settings: the CLI's, and those of
+# compose.yaml, the Dockerfile and the tests.
+NOT_SETTINGS = frozenset(
+    {
+        "TETHER_URL",
+        "TETHER_TOKEN",
+        "TETHER_TIMEOUT",
+        "TETHER_CONFIG",
+        "TETHER_IMAGE",
+        "TETHER_BASE_IMAGE",
+        "TETHER_WHEELS",
+        "TETHER_DB_PASSWORD",
+        "TETHER_DB_PORT",
+        "TETHER_TEST_DATABASE_URL",
+    }
+)
+
+
+def _lookalikes(given: Mapping[str, str]) -> list[str]:
+    """Warnings for TETHER_* variables that are no setting but close to one."""
+    from tether.api.settings import Settings, variable
+
+    known = [variable(field) for field in Settings.model_fields]
+    found = []
+    for name in sorted(given):
+        if not name.startswith("TETHER_") or name in known or name in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            found.append(f"{name} is not a setting and is ignored; did you mean {close[0]}?")
+    return found
+
+
 def _settings_problem(exc: ValidationError, values: Mapping[str, str]) -> str:
+    from tether.api.settings import expected_form, variable
+
     problems = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
-        variable = f"TETHER_{field.upper()}"
-        got = f"={values[field]!r}" if field in values else ""
-        expected = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{variable}{got} is invalid: {expected}")
+        if field not in values:  # cannot happen with defaults for all: say what pydantic says
+            problems.append(f"{variable(field)} is invalid: {error['msg']}")
+            continue
+        value = redact(values[field]) if field == "database_url" else values[field]
+        what = "is empty" if not value.strip() else "is invalid"
+        problems.append(f"{variable(field)}={value!r} {what}; expected {expected_form(field)}")
     return "; ".join(problems)
 
 
 def client_url(settings: Settings) -> str:
     """The URL a client on this machine reaches the API at."""
-    host = settings.api_host
+    return _http_url(settings.api_host, settings.api_port)
+
+
+def _http_url(host: str, port: int) -> str:
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.api_port}"
+    return f"http://{host}:{port}"
 
 
 # Failures of the systems the servers depend on, as one line each
@@ -237,7 +286,9 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(
+    host: str, port: int, variables: str = "TETHER_API_HOST / TETHER_API_PORT"
+) -> socket.socket:
     """Listen before anything else starts, so that a taken port fails fast and clearly."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -245,8 +296,74 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         raise CliError(
             f"cannot listen on {host}:{port} ({_reason(exc)}); stop whatever uses it, or set "
-            "TETHER_API_HOST / TETHER_API_PORT"
+            f"{variables}"
         ) from exc
+
+
+def bind_operator_endpoint(settings: Settings) -> socket.socket:
+    return bind(
+        settings.operator_host,
+        settings.operator_port,
+        "TETHER_OPERATOR_HOST / TETHER_OPERATOR_PORT",
+    )
+
+
+class OperatorReadiness:
+    """The operator's readiness checks (`tether.api.probes`): its Docker connection, its NOTIFY
+    listener and its Docker events stream. A standby operator is ready too (it takes over when
+    the active one dies): whether it is the active one is reported, not required.
+
+    The operator is handed over by `serve_operator` once created (`started`)."""
+
+    REQUIRED: ClassVar[dict[str, str]] = {
+        "docker": "Docker does not answer",
+        "notify_listener": "not listening for desired-state changes (reconnecting to Postgres)",
+        "docker_events": "not following Docker's events (reconnecting)",
+    }
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self._operator: Operator | None = None
+
+    def started(self, operator: Operator) -> None:
+        self._operator = operator
+
+    async def __call__(self, checks: Checks) -> None:
+        from tether.api import probes
+
+        if self._operator is None:
+            for name in self.REQUIRED:
+                checks.failed(self.prefix + name, "the operator has not started yet")
+            return
+        try:
+            report = await probes.bounded(self._operator.readiness())
+        except TimeoutError:
+            report = {}
+            why = f"the operator's checks did not answer within {probes.CHECK_TIMEOUT_S:g} s"
+        except Exception as exc:  # a readiness probe reports failures, it does not raise them
+            report = {}
+            why = f"the operator's checks failed ({type(exc).__name__}: {_reason(exc)})"
+        for name, problem in self.REQUIRED.items():
+            if name not in report:
+                checks.failed(self.prefix + name, why)
+            elif report[name]:
+                checks.passed(self.prefix + name)
+            else:
+                checks.failed(self.prefix + name, problem)
+        if "active" in report:
+            checks.note(self.prefix + "active", report["active"])
+
+
+def _uvicorn(app: ASGIApp, settings: Settings, *, access_log: bool = True) -> _ApiServer:
+    return _ApiServer(
+        uvicorn.Config(
+            app,
+            lifespan="off",
+            log_level=settings.log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=API_GRACE_S,
+        )
+    )
 
 
 async def serve(
@@ -256,12 +373,20 @@ async def serve(
     *,
     sock: socket.socket | None,
     with_operator: bool,
+    operator_sock: socket.socket | None = None,
 ) -> None:
-    """Serve the API (on `sock`) and/or the operator until a stop is requested or one fails."""
+    """Serve the API (on `sock`) and/or the operator until a stop is requested or one fails.
+
+    The operator's health and metrics endpoint is served on `operator_sock` (`tether operator`);
+    with the API in the same process (`tether up`), the API's `/readyz` includes the operator's
+    checks, and its `/metrics` the operator's metrics (one registry per process)."""
     from tether.api.app import create_app
+    from tether.api.probes import create_probe_app
+    from tether.api.ratelimit import FailureLimiter
     from tether.operator.docker import DockerDriver
 
     parts: dict[asyncio.Task[None], str] = {}
+    operator_checks = OperatorReadiness("operator." if sock is not None else "")
     # The API reads container output (`tether logs`) through a Docker driver of its own.
     log_source = (
         DockerDriver(
@@ -270,30 +395,34 @@ async def serve(
         if sock is not None
         else None
     )
-    if sock is not None:
-        app = create_app(store, max_body_bytes=settings.max_body_bytes, log_source=log_source)
-        server = _ApiServer(
-            uvicorn.Config(
-                app,
-                host=settings.api_host,
-                port=settings.api_port,
-                lifespan="off",
-                log_level=settings.log_level,
-                timeout_graceful_shutdown=API_GRACE_S,
-            )
-        )
 
-        def stop_api(first: bool) -> None:
-            app.state.watches.shutdown()  # open watch streams end: their clients reconnect
+    def run(server: _ApiServer, listening: socket.socket, name: str) -> None:
+        def stop_server(first: bool) -> None:
             server.should_exit = True
             server.force_exit = not first
 
-        stopper.on_stop(stop_api)
-        parts[asyncio.create_task(server.serve(sockets=[sock]))] = "API"
+        stopper.on_stop(stop_server)
+        parts[asyncio.create_task(server.serve(sockets=[listening]))] = name
+
+    if sock is not None:
+        app = create_app(
+            store,
+            max_body_bytes=settings.max_body_bytes,
+            log_source=log_source,
+            auth_limiter=FailureLimiter(settings.auth_failures, settings.auth_failure_window_s),
+            readiness=[operator_checks] if with_operator else [],
+        )
+        # Open watch streams end at a stop: their clients reconnect.
+        stopper.on_stop(lambda _first: app.state.watches.shutdown())
+        run(_uvicorn(app, settings), sock, "API")
+    if operator_sock is not None:
+        probes = create_probe_app([operator_checks])
+        run(_uvicorn(probes, settings, access_log=False), operator_sock, "operator's endpoint")
     if with_operator:
         from tether.operator.service import serve_operator
 
-        parts[asyncio.create_task(serve_operator(settings, store, stopper.event))] = "operator"
+        operating = serve_operator(settings, store, stopper.event, on_start=operator_checks.started)
+        parts[asyncio.create_task(operating)] = "operator"
     watch = asyncio.create_task(stopper.event.wait())
     try:
         await asyncio.wait([*parts, watch], return_when=asyncio.FIRST_COMPLETED)
@@ -399,17 +528,23 @@ async def _api(settings: Settings, sock: socket.socket) -> None:
 
 
 def operator(settings: Settings) -> None:
-    asyncio.run(_operator(settings))
+    sock = bind_operator_endpoint(settings)
+    try:
+        asyncio.run(_operator(settings, sock))
+    finally:
+        sock.close()
 
 
-async def _operator(settings: Settings) -> None:
+async def _operator(settings: Settings, sock: socket.socket) -> None:
     from tether.api.store import Store
 
     stopper = Stopper()
     with stopper.installed():
         store = await Store.connect(settings.database_url, settings.ports)
         try:
-            await serve(settings, store, stopper, sock=None, with_operator=True)
+            host, port = sock.getsockname()[:2]
+            say(f"tether operator: health and metrics on {_http_url(host, port)}")
+            await serve(settings, store, stopper, sock=None, with_operator=True, operator_sock=sock)
         finally:
             await store.close()
 

@@ -32,6 +32,8 @@ CREATE TABLE deployments (
     image            text NOT NULL CHECK (length(image) BETWEEN 1 AND 255),
     command          text[],
     env              jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(env) = 'object'),
+    -- Keys of env whose values are secret: passed to the container, masked in every API answer.
+    secret_env       text[] NOT NULL DEFAULT '{}',
     port             integer CHECK (port BETWEEN 1 AND 65535),
     health           jsonb CHECK (health IS NULL OR health->>'type' IN ('http', 'tcp')),
     ready_deadline_s integer NOT NULL DEFAULT 120 CHECK (ready_deadline_s BETWEEN 1 AND 3600),
@@ -41,7 +43,8 @@ CREATE TABLE deployments (
     created_by       text NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project, version),
-    CHECK (health IS NULL OR port IS NOT NULL)
+    CHECK (health IS NULL OR port IS NOT NULL),
+    CONSTRAINT deployments_secret_env_in_env CHECK (env ?& secret_env)
 );
 
 -- One target deployment per project, and it must be one of the project's own.

@@ -34,6 +34,7 @@ log = structlog.get_logger("tether.operator")
 RECONNECT_DELAY_S = (0.5, 10.0)
 PROBE_CONCURRENCY = 32
 EVENTS_SILENCE_S = 300.0
+READINESS_PING_S = 3.0
 RETRY_UNREAD_S = 2.0  # a pass that could not read Postgres or Docker
 RETRY_CRASHED_S = 10.0  # a pass that failed on a bug
 
@@ -254,9 +255,10 @@ class Operator:
         """What `/readyz` reports: Docker answers, and both triggers are connected. A standby
         operator (not `active`) is ready too: it takes over when the active one dies."""
         try:
-            await self._docker.ping()
+            async with asyncio.timeout(READINESS_PING_S):
+                await self._docker.ping()
             docker = True
-        except DockerFault:
+        except (DockerFault, TimeoutError):
             docker = False
         return {"docker": docker, **self._alive, "active": self.holds_lease()}
 

@@ -25,7 +25,8 @@ TRANSITIONAL = frozenset({"removing", "restarting"})
 
 def spec_hash(deployment: Deployment, host_port: int, publish_address: str) -> str:
     """Identifies everything a container is created from, so a changed spec is never adopted."""
-    spec = deployment.model_dump(mode="json", exclude={"created_by", "created_at"})
+    # Marking a key secret changes nothing a container is created from.
+    spec = deployment.model_dump(mode="json", exclude={"created_by", "created_at", "secret_env"})
     spec["endpoint"] = [publish_address, host_port]
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     return digest[:16]

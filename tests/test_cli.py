@@ -490,9 +490,9 @@ async def test_migrate_without_a_database_says_how_to_get_one(nobody: Cli) -> No
     ("variable", "value", "fragment"),
     [
         ("TETHER_DATABASE_URL", "mysql://db", "postgresql://"),
-        ("TETHER_API_PORT", "http", "valid integer"),
+        ("TETHER_API_PORT", "http", "a whole number from 1 to 65535"),
         ("TETHER_PORT_RANGE", "1-2", "FIRST-LAST"),
-        ("TETHER_LOG_LEVEL", "loud", "debug|info|warning|error"),
+        ("TETHER_LOG_LEVEL", "loud", "debug, info, warning or error"),
     ],
 )
 async def test_invalid_settings_name_the_variable(

@@ -80,6 +80,7 @@ async def spawn(
         "TETHER_PORT_RANGE": f"{port_range.first}-{port_range.last}",
         "TETHER_LEASE_TTL_S": "3",
         "TETHER_LOG_FORMAT": "json",
+        "TETHER_OPERATOR_PORT": "0",  # several operators at once: each its own endpoint
     }
 
     async def start() -> asyncio.subprocess.Process:
