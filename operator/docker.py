@@ -307,16 +307,23 @@ class DockerDriver:
     async def remove(self, container_id: str) -> None:
         await self._act("remove", lambda: self._docker.containers.container(container_id).delete())
 
-    async def events(self) -> AsyncGenerator[str, None]:
-        """Names of projects whose containers changed, until the stream ends.
+    async def events(self, since: float | None = None) -> AsyncGenerator[str, None]:
+        """Names of projects whose containers changed, until the stream ends; with `since` (a Unix
+        time), Docker first replays what happened from then on.
 
         The stream ends silently when Docker goes away and drops events for slow readers: the
         caller reconnects and resyncs.
         """
+        params: dict[str, Any] = {
+            "filters": {
+                "type": ["container"],
+                "label": [f"{LABEL_INSTALLATION}={self.installation}"],
+            }
+        }
+        if since is not None:
+            params["since"] = f"{since:.9f}"
         # aiodocker's events API carries no type annotations.
-        subscriber = self._docker.events.subscribe(  # type: ignore[no-untyped-call]
-            filters={"type": ["container"], "label": [f"{LABEL_INSTALLATION}={self.installation}"]}
-        )
+        subscriber = self._docker.events.subscribe(**params)  # type: ignore[no-untyped-call]
         try:
             while True:
                 event = await subscriber.get()

@@ -230,8 +230,11 @@ class Operator:
         await self._reconnecting(self._follow_docker_events_once, "docker events")
 
     async def _follow_docker_events_once(self) -> None:
-        await self._resync_quietly()  # events sent while not following are lost
-        events = self._docker.events()
+        # Events sent while not following are lost: resync, and have Docker replay whatever
+        # happens from before that resync until the new subscription reaches it.
+        since = time.time()
+        await self._resync_quietly()
+        events = self._docker.events(since=since)
         self._alive["docker_events"] = True
         try:
             while True:

@@ -888,13 +888,6 @@ async def test_events_stream_cut_while_containers_are_killed_the_resync_repairs(
         await wait_for(lambda: open_streams(stack, 1), "the events stream back", within_s=20)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: after the events stream ends, the operator resyncs before its new subscription "
-    "reaches dockerd (operator/service.py _follow_docker_events_once): changes in between are "
-    "seen only at the next periodic resync",
-)
 async def test_a_kill_while_the_events_stream_reconnects_is_not_left_to_the_periodic_resync(
     make_stack: StackFactory,
 ) -> None:
