@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install provision up test lint typecheck-view
+.PHONY: install provision up test lint typecheck-view bench
 
 install: $(VENV)/.installed
 
@@ -34,3 +34,9 @@ lint: install typecheck-view
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	PYTHONPATH=.typecheck $(BIN)/lint-imports
+
+# Benchmarks against raw Docker, docker-compose and direct SQL (about 20 min): docs/benchmarks.md
+bench: install provision
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	bash bench/provision
+	$(BIN)/python bench/run.py

@@ -1,0 +1,178 @@
+"""Benchmarks of tether against raw Docker, docker-compose and direct SQL, in one run.
+
+    python bench/run.py            # everything (about 20 minutes); writes docs/benchmarks.md
+    python bench/run.py --quick    # smaller and shorter, for development (about 5 minutes)
+    python bench/run.py --only single,api
+    python bench/run.py --cleanup  # remove containers left by interrupted runs
+    python bench/run.py --render bench/out/<time>/results.json   # rewrite the report only
+
+By default the run starts a Docker engine of its own (`--docker private`: root, a bridge of its
+own, nothing shared with the test suites on the machine's engine); `--docker shared` uses
+$DOCKER_HOST's.
+
+Raw results, logs and profiles go to bench/out/<time>/. Needs the Docker engine, the images of
+scripts/provision, docker-compose, wrk and pgbench (bench/provision installs them).
+
+Run it as a script (not `python -m`): with the repository root on sys.path, its `operator/`
+folder would shadow the standard library's `operator` module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+# testcontainers believes it runs inside a container on these machines and would reach Postgres
+# through the bridge gateway; only loopback is allowed. Ryuk cannot be pulled without a registry.
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+os.environ.setdefault("TC_HOST", "127.0.0.1")
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+import aiodocker
+
+import report
+from harness import BENCH, BENCH_LABEL, REPO, Run, load_average, machine, remove_run_containers
+from private_docker import PrivateDocker, default_images
+from scenarios import api, bulk, growth, idle, single
+from tether.operator.state import LABEL_INSTALLATION
+
+# Bulk last: Docker Engine 20.10 can deadlock when many containers exit at once
+# (moby/moby#46661); if it does, every other item has been measured already.
+SCENARIOS = ("single", "idle", "growth", "api", "bulk")
+
+
+def say(message: str) -> None:
+    print(f"bench {time.strftime('%H:%M:%S')}: {message}", file=sys.stderr, flush=True)
+
+
+async def measure_all(run: Run, only: list[str], what_if: bool) -> dict[str, Any]:
+    quick = run.quick
+    docker = aiodocker.Docker()
+    run.docker = docker
+    results: dict[str, Any] = {"machine": machine(), "quick": quick, "run": run.id}
+    plans: dict[str, Callable[[], Awaitable[Any]]] = {
+        "single": lambda: single.measure(run, docker, iterations=6 if quick else 30),
+        "bulk": lambda: bulk.measure(
+            run,
+            docker,
+            sizes=(20,) if quick else (50, 200),
+            repeats=(1,) if quick else (2, 1),
+            what_if=what_if,
+        ),
+        "idle": lambda: idle.measure(
+            run,
+            docker,
+            projects=60 if quick else 500,
+            window_s=45 if quick else 300,
+            kills=6 if quick else 30,
+        ),
+        "growth": lambda: growth.measure(
+            run,
+            docker,
+            sizes=(100, 1000) if quick else (100, 1000, 10000),
+            repeats=3 if quick else 5,
+        ),
+        "api": lambda: api.measure(run, duration_s=5 if quick else 12, repeats=1 if quick else 2),
+    }
+    try:
+        await run.prepare_databases()
+        for name in SCENARIOS:
+            if name not in only:
+                continue
+            say(f"{name}: starting")
+            began = time.monotonic()
+            try:
+                results[name] = await plans[name]()
+            except Exception as exc:
+                say(f"{name}: failed: {exc!r}")
+                traceback.print_exc()
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            results[name]["elapsed_s"] = round(time.monotonic() - began, 1)
+            say(f"{name}: done in {results[name]['elapsed_s']} s")
+            run.write_json("results.json", results)
+    finally:
+        await docker.close()
+    results["load_at_end"] = load_average()
+    return results
+
+
+def cleanup_all() -> int:
+    """Containers of every bench run (interrupted ones included)."""
+    return remove_run_containers(
+        lambda labels: (
+            BENCH_LABEL in labels or labels.get(LABEL_INSTALLATION, "").startswith("bench-")
+        )
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--cleanup", action="store_true", help="remove leftovers and exit")
+    parser.add_argument(
+        "--render", metavar="RESULTS_JSON", help="rewrite the report from a run's results.json"
+    )
+    parser.add_argument(
+        "--docker",
+        choices=("private", "shared"),
+        default="private",
+        help="run on an engine of the run's own (default) or on $DOCKER_HOST's",
+    )
+    parser.add_argument(
+        "--what-if",
+        action="store_true",
+        help="bulk also measures two what-if operators (own events ignored; 16 workers)",
+    )
+    parser.add_argument(
+        "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report"
+    )
+    args = parser.parse_args(argv)
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        report.write(results, Path(args.render).parent, doc=args.doc)
+        say(f"wrote {args.doc} from {args.render}")
+        return 0
+    if args.cleanup:
+        say(f"removed {cleanup_all()} containers")
+        return 0
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    run = Run(quick=args.quick, out_root=BENCH / "out")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
+    say(f"run {run.id}: raw results in {run.out}")
+    began = time.monotonic()
+    engine = None
+    try:
+        if args.docker == "private":
+            engine = PrivateDocker(run.id, run.out / "dockerd.log")
+            say(f"starting a private Docker engine ({engine.url})")
+            engine.start(default_images())
+            os.environ["DOCKER_HOST"] = engine.url
+        run.start_postgres()
+        results = asyncio.run(measure_all(run, only, args.what_if))
+        results["elapsed_s"] = round(time.monotonic() - began, 1)
+        run.write_json("results.json", results)
+        report.write(results, run.out, doc=args.doc)
+        say(f"wrote {args.doc} in {results['elapsed_s']} s")
+    finally:
+        run.cleanup()
+        if engine is not None:
+            engine.stop()
+    failed = [name for name in only if "error" in results.get(name, {})]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,367 @@
+"""6. API writes: desired-state writes per second and their latency with 16 concurrent clients.
+
+- tether: `tether api` (uvicorn, its defaults) driven by wrk with 16 connections, each
+  alternating POST /v1/projects/NAME/stop and /start over 50 projects of its own, so every write
+  changes something (bench/writes.lua); one token of a (non-admin) owner.
+- pgbench: the same statements as one write of tether's (token lookup; then lock, update, event,
+  notify in one transaction), 16 clients, prepared statements (bench/writes.pgbench).
+- asyncpg: tether's own queries (by name, from queries.sql) replayed by 16 asyncpg connections
+  in this process, without HTTP, FastAPI or the store's pool.
+
+All three against the same Postgres, each on its own 800 projects, interleaved (the order rotates
+every repetition). No operator runs: a write's cost is its transaction and its HTTP request.
+Latency is per write (wrk's and pgbench's per-request logs; perf_counter for asyncpg).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import json
+import os
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from harness import (
+    API_ROLE,
+    BENCH,
+    CLIENT_ROLE,
+    PASSWORD,
+    PYTHON,
+    Run,
+    command,
+    free_port,
+    process_cpu_seconds,
+)
+from measures import percentile
+from profiling import record, summarize
+from tether.api.models import DesiredState
+from tether.api.queries import sql
+from tether.api.store import PortRange, hash_token
+from tether_side import OWNER, Tether, docker_url
+
+CLIENTS = 16
+PER_CLIENT = 50
+STORE_PORTS = PortRange(30000, 39999)  # stored per project, never published: no operator runs
+# What-if servers (bench/api_variant.py), measured interleaved with the shipped one.
+VARIANTS = {
+    "TCP_NODELAY": "nodelay",
+    "TCP_NODELAY + no pool reset + token cache": "nodelay,no-pool-reset,token-cache",
+}
+
+
+async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
+    scenario = "api"
+    database = await run.database(scenario)
+    tether = await Tether.open(database, STORE_PORTS, None, run.installation(scenario))
+    admin = await asyncpg.connect(database.dsn(CLIENT_ROLE))
+    apis: list[Api] = []
+    results: dict[str, Any] = {"clients": CLIENTS, "duration_s": duration_s, "repeats": repeats}
+    try:
+        token = await tether.store.create_token(OWNER.owner)
+        names = {
+            "tether": [f"a-{c}-{j}" for c in range(CLIENTS) for j in range(PER_CLIENT)],
+            "pgbench": [f"b{c * 1000 + j}" for c in range(CLIENTS) for j in range(PER_CLIENT)],
+            "asyncpg": [f"c-{c}-{j}" for c in range(CLIENTS) for j in range(PER_CLIENT)],
+        }
+        for group in names.values():
+            await tether.create(group, start=True)
+        await tether.close()
+        api = Api(run, database.dsn(API_ROLE))
+        variants = {
+            name: Api(run, database.dsn(API_ROLE), variant) for name, variant in VARIANTS.items()
+        }
+        apis = [api, *variants.values()]
+        for server in apis:
+            await server.start()
+
+        async def reset(system: str) -> None:
+            await admin.execute(
+                "UPDATE projects SET desired_state = 'running' WHERE name = ANY($1::text[])",
+                names[system],
+            )
+
+        async def writes(system: str) -> int:
+            return int(
+                await admin.fetchval(
+                    "SELECT count(*) FROM events WHERE kind = 'desired'"
+                    " AND reason IN ('Start', 'Stop') AND project = ANY($1::text[])",
+                    names[system],
+                )
+            )
+
+        systems: dict[str, Any] = {
+            "tether": lambda d: api.wrk(token, d),
+            "pgbench": lambda d: pgbench(run, database.name, hash_token(token), d),
+            "asyncpg": lambda d: replay(database.dsn(CLIENT_ROLE), hash_token(token), d),
+        }
+        servers = {"tether": api}
+        for name, server in variants.items():
+            systems[name] = lambda d, server=server: server.wrk(token, d)
+            servers[name] = server
+            names[name] = names["tether"]  # the same projects, reset before each run
+        for system, go in systems.items():  # warm-up: connections, pools, prepared statements
+            await reset(system)
+            await go(3.0)
+        runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+        order = list(systems)
+        for rep in range(repeats):
+            shift = rep % len(order)
+            for system in order[shift:] + order[:shift]:
+                await reset(system)
+                before = await writes(system)
+                server = servers.get(system)
+                cpu0 = process_cpu_seconds(server.pid) if server else 0.0
+                outcome = await systems[system](duration_s)
+                outcome["changed_writes"] = await writes(system) - before
+                if server is not None:
+                    outcome["api_cpu_pct_of_core"] = (
+                        100 * (process_cpu_seconds(server.pid) - cpu0) / outcome["seconds"]
+                    )
+                runs[system].append(outcome)
+                await asyncio.sleep(1.0)
+        results["runs"] = {s: runs[s] for s in ("tether", "pgbench", "asyncpg")}
+        results["variants"] = {s: runs[s] for s in variants}
+        await reset("tether")
+        profile_s = 5 if run.quick else 15
+        wrk_task = asyncio.create_task(api.wrk(token, profile_s + 2))
+        await asyncio.sleep(1.0)
+        raw = await record(api.pid, profile_s, run.out / "profile-api.txt")
+        results["profile_load"] = await wrk_task
+        results["profile"] = summarize(raw) if raw else {"error": "py-spy could not record"}
+    finally:
+        await admin.close()
+        for server in apis:
+            await server.stop()
+    return results
+
+
+class Api:
+    """`tether api` as a child process (its defaults: one uvicorn worker, info log level)."""
+
+    def __init__(self, run: Run, dsn: str, variant: str | None = None) -> None:
+        self._run = run
+        self._variant = variant
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+        env.update(
+            TETHER_DATABASE_URL=dsn,
+            TETHER_DOCKER_URL=docker_url(),
+            TETHER_API_HOST="127.0.0.1",
+            TETHER_API_PORT=str(self.port),
+            TETHER_PORT_RANGE=f"{STORE_PORTS.first}-{STORE_PORTS.last}",
+            TETHER_INSTALLATION_ID=run.installation("api"),
+            TETHER_LOG_FORMAT="json",
+            TETHER_OPERATOR_PORT=str(free_port()),
+        )
+        self._env = env
+        self.child: Any = None
+
+    @property
+    def pid(self) -> int:
+        return int(self.child.pid)
+
+    async def start(self) -> None:
+        if self._variant is None:
+            argv, log = [str(Path(PYTHON).parent / "tether"), "api"], "api.log"
+        else:
+            argv = [PYTHON, str(BENCH / "api_variant.py")]
+            log = f"api-{self._variant.replace(',', '+')}.log"
+            self._env["BENCH_VARIANT"] = self._variant
+        self.child = self._run.spawn(argv, env=self._env, log_name=log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await asyncio.to_thread(
+                    urllib.request.urlopen, f"http://127.0.0.1:{self.port}/readyz", timeout=2
+                )
+                return
+            except OSError:
+                if self.child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("`tether api` did not start; see api.log") from None
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.child is not None:
+            await self._run.stop_child(self.child)
+
+    async def wrk(self, token: str, duration_s: float) -> dict[str, Any]:
+        code, out = await command(
+            [
+                "wrk",
+                "-t",
+                str(CLIENTS),
+                "-c",
+                str(CLIENTS),
+                "-d",
+                f"{duration_s:.0f}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(BENCH / "writes.lua"),
+                f"http://127.0.0.1:{self.port}",
+                "--",
+                str(PER_CLIENT),
+                token,
+            ],
+            timeout_s=duration_s + 60,
+        )
+        text = out.decode()
+        line = next((ln for ln in text.splitlines() if ln.startswith("{")), None)
+        if code != 0 or line is None:
+            raise RuntimeError(f"wrk failed: {text[-500:]}")
+        data = json.loads(line)
+        seconds = data["duration_us"] / 1e6
+        return {
+            "seconds": seconds,
+            "writes": data["requests"],
+            "writes_per_s": data["requests"] / seconds,
+            "p50_ms": data["p50_us"] / 1000,
+            "p99_ms": data["p99_us"] / 1000,
+            "max_ms": data["max_us"] / 1000,
+            "errors": data["errors"] + data["non_2xx"],
+        }
+
+
+async def pgbench(run: Run, database: str, token_hash: str, duration_s: float) -> dict[str, Any]:
+    prefix = run.out / f"pgbench-{time.monotonic_ns()}"
+    env = dict(os.environ, PGPASSWORD=PASSWORD)
+    code, out = await command(
+        [
+            _pgbench(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(run.pg_port),
+            "-U",
+            CLIENT_ROLE,
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(CLIENTS),
+            "-j",
+            "2",
+            "-T",
+            f"{duration_s:.0f}",
+            "-f",
+            str(BENCH / "writes.pgbench"),
+            "-D",
+            "k=-1",
+            "-D",
+            f"per={PER_CLIENT}",
+            "-D",
+            f"hash={token_hash}",
+            "-D",
+            f"owner={OWNER.owner}",
+            "-l",
+            f"--log-prefix={prefix}",
+            database,
+        ],
+        env=env,
+        timeout_s=duration_s + 60,
+    )
+    text = out.decode()
+    logs = glob.glob(f"{prefix}.*")
+    latencies = await asyncio.to_thread(_transaction_latencies, logs)
+    if code != 0 or not latencies:
+        raise RuntimeError(f"pgbench failed: {text[-800:]}")
+    tps = next(
+        (float(ln.split("=")[1].split()[0]) for ln in text.splitlines() if ln.startswith("tps =")),
+        len(latencies) / duration_s,
+    )
+    failed = next((ln for ln in text.splitlines() if "failed" in ln or "aborted" in ln), "")
+    return {
+        "seconds": duration_s,
+        "writes": len(latencies),
+        "writes_per_s": tps,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "errors": failed,
+    }
+
+
+def _pgbench() -> str:
+    """pgbench on PATH, else the one of Debian's Postgres server package."""
+    found = shutil.which("pgbench") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))), None
+    )
+    if found is None:
+        raise RuntimeError("pgbench is missing: run bench/provision")
+    return found
+
+
+def _transaction_latencies(logs: list[str]) -> list[float]:
+    """Milliseconds per transaction from pgbench's logs (which are removed)."""
+    latencies = []
+    for path in logs:
+        with open(path) as log:
+            # client_id transaction_no time(us) script_no time_epoch time_us
+            latencies += [int(line.split()[2]) / 1000 for line in log if line.strip()]
+        os.unlink(path)
+    return latencies
+
+
+async def replay(dsn: str, token_hash: str, duration_s: float) -> dict[str, Any]:
+    """tether's queries for one write, on 16 connections, without HTTP."""
+    conns = await asyncio.gather(*(asyncpg.connect(dsn) for _ in range(CLIENTS)))
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + duration_s
+
+    async def client(c: int, conn: asyncpg.Connection) -> None:
+        k = 0
+        while time.perf_counter() < stop_at:
+            name = f"c-{c}-{k % PER_CLIENT}"
+            running = (k // PER_CLIENT) % 2 == 1
+            state, was = (
+                (DesiredState.RUNNING, "stopped") if running else (DesiredState.STOPPED, "running")
+            )
+            began = time.perf_counter()
+            principal = await conn.fetchrow(sql("token_by_hash"), token_hash)
+            async with conn.transaction():
+                row = await conn.fetchrow(sql("lock_project"), name, principal["owner"])
+                updated = await conn.fetchrow(
+                    sql("update_desired"),
+                    name,
+                    state,
+                    row["target_version"],
+                    row["restart_token"],
+                    False,
+                )
+                await conn.execute(
+                    sql("insert_event"),
+                    name,
+                    updated["generation"],
+                    "desired",
+                    "Start" if running else "Stop",
+                    f"desired {state} (was {was})",
+                    principal["owner"],
+                )
+                await conn.execute(sql("notify_desired"), name)
+            latencies.append((time.perf_counter() - began) * 1000)
+            k += 1
+
+    began = time.perf_counter()
+    try:
+        await asyncio.gather(*(client(c, conn) for c, conn in enumerate(conns)))
+    finally:
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await conn.close()
+    seconds = time.perf_counter() - began
+    return {
+        "seconds": seconds,
+        "writes": len(latencies),
+        "writes_per_s": len(latencies) / seconds,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "errors": 0,
+    }
