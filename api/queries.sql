@@ -74,11 +74,17 @@ INSERT INTO events (project, generation, kind, reason, message, actor)
 VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id;
 
+-- name: record_desired_change
+-- The event and the operator's wake-up in one round trip.
+WITH event AS (
+    INSERT INTO events (project, generation, kind, reason, message, actor)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING id
+)
+SELECT pg_notify('tether_desired', $1) FROM event;
+
 -- name: list_events
 SELECT * FROM events WHERE project = $1 AND id > $2 ORDER BY id LIMIT $3;
-
--- name: notify_desired
-SELECT pg_notify('tether_desired', $1);
 
 -- name: notify_status
 SELECT pg_notify('tether_status', $1);

@@ -79,6 +79,12 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(_conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Released connections skip asyncpg's reset query (4 statements each time): tether keeps no
+    session state on pooled connections (LISTEN has its own connections, advisory locks are
+    transaction-scoped). asyncpg still rolls back a transaction left open."""
+
+
 def _project(row: asyncpg.Record | dict[str, Any]) -> Project:
     data = dict(row)
     data["deletion_requested"] = data.pop("deletion_requested_at") is not None
@@ -130,7 +136,13 @@ class Store:
     ) -> Store:
         # min_size=0: the API starts, and answers 503, while Postgres is down.
         pool = await asyncpg.create_pool(
-            dsn, min_size=0, max_size=max_size, init=_init_connection, timeout=5, command_timeout=30
+            dsn,
+            min_size=0,
+            max_size=max_size,
+            init=_init_connection,
+            reset=_keep_session,
+            timeout=5,
+            command_timeout=30,
         )
         return cls(pool, dsn, ports)
 
@@ -468,9 +480,14 @@ class Store:
         actor: str,
     ) -> None:
         await conn.execute(
-            sql("insert_event"), project.name, project.generation, kind, reason, message, actor
+            sql("record_desired_change"),
+            project.name,
+            project.generation,
+            kind,
+            reason,
+            message,
+            actor,
         )
-        await conn.execute(sql("notify_desired"), project.name)
 
     # Reads
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import struct
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -44,6 +45,18 @@ T = TypeVar("T")
 CALL_TIMEOUT_S = 30.0
 _NEVER = "0001-01-01T00:00:00Z"
 LOG_REATTACH_DELAY_S = 0.5  # before reading a still-running container whose stream just ended
+# The Docker events each of tether's own actions causes. The pass that acted observes the outcome
+# itself, so they need not wake another pass (which halved the passes of a bulk start). Each is
+# expected once per action: a container that crashes right after tether stopped and started it
+# again says "die" once more, and that one is no echo.
+_ECHOES = {
+    "create": ("create",),
+    "start": ("start",),
+    "stop": ("kill", "kill", "die", "stop"),  # the second kill: SIGKILL when the grace runs out
+    "unpause": ("unpause",),
+    "remove": ("destroy",),
+}
+ECHO_WINDOW_S = 10.0  # how long after an action its events may still be on their way
 
 
 class DockerFault(Exception):
@@ -62,7 +75,7 @@ class DockerUnavailable(DockerFault):
 
 
 class DockerRefused(DockerFault):
-    """Docker refused an action about a container's state (304, 404, 409). Not believed: the
+    """Docker refused an action about a container's state (404, 409). Not believed: the
     container is inspected again and the next plan decides."""
 
 
@@ -122,12 +135,65 @@ def container_from_inspect(data: dict[str, Any]) -> Container:
     )
 
 
+class _Expected:
+    """One event an action of tether's is expected to cause, until a while after the action."""
+
+    def __init__(self) -> None:
+        self.until = math.inf  # while the action is in flight
+
+
+class _Echoes:
+    """The events tether's own actions are expected to cause, by container id (or, for a
+    create, by name: the id is known only once Docker answers) and action. Each expected event
+    is used up by the first event that matches it."""
+
+    def __init__(self) -> None:
+        self._expected: dict[tuple[str, str], list[_Expected]] = {}
+
+    @contextlib.contextmanager
+    def expecting(self, container: str, operation: str) -> Iterator[Callable[[], None]]:
+        """Expect the echoes of `operation` while it runs and for a while after; the function
+        yielded withdraws them (Docker refused: nothing happened)."""
+        now = time.monotonic()
+        self._expected = {
+            key: live for key, pending in self._expected.items() if (live := _live(pending, now))
+        }
+        mine = [_Expected() for _ in _ECHOES[operation]]
+        for action, expected in zip(_ECHOES[operation], mine, strict=True):
+            self._expected.setdefault((container, action), []).append(expected)
+
+        def withdraw() -> None:
+            for expected in mine:
+                expected.until = -math.inf
+
+        try:
+            yield withdraw
+        finally:
+            until = time.monotonic() + ECHO_WINDOW_S
+            for expected in mine:
+                expected.until = min(expected.until, until)
+
+    def is_echo(self, action: str, *containers: str) -> bool:
+        now = time.monotonic()
+        for container in containers:
+            pending = _live(self._expected.get((container, action), []), now)
+            if pending:
+                self._expected[(container, action)] = pending[1:]
+                return True
+        return False
+
+
+def _live(pending: list[_Expected], now: float) -> list[_Expected]:
+    return [expected for expected in pending if expected.until >= now]
+
+
 class DockerDriver:
     def __init__(self, url: str, installation: str, *, concurrency: int = 16) -> None:
         self._docker = aiodocker.Docker(url=url)
         self.url = url
         self.installation = installation
         self._calls = asyncio.Semaphore(concurrency)
+        self._echoes = _Echoes()
 
     async def close(self) -> None:
         await self._docker.close()
@@ -252,7 +318,10 @@ class DockerDriver:
             host_config["NanoCpus"] = int(spec.cpus * 1e9)
         name = want.container_name
         try:
-            await self._call("create", lambda: self._docker.containers.create(config, name=name))
+            with self._echoes.expecting(name, "create"):
+                await self._call(
+                    "create", lambda: self._docker.containers.create(config, name=name)
+                )
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 raise ImageNotFound(
@@ -280,36 +349,55 @@ class DockerDriver:
             ) from exc
 
     async def _act(
-        self, operation: str, call: Callable[[], Awaitable[Any]], deadline_s: float = CALL_TIMEOUT_S
+        self,
+        operation: str,
+        container_id: str,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        deadline_s: float = CALL_TIMEOUT_S,
     ) -> None:
-        try:
-            await self._call(operation, call, deadline_s=deadline_s)
-        except aiodocker.DockerError as exc:
-            if exc.status in (304, 404, 409):
-                raise DockerRefused(operation, exc.message, exc.status) from exc
-            raise DockerFault(operation, exc.message, exc.status) from exc
+        async def call() -> int:
+            # aiodocker's container methods drop the status, and 304 means Docker did nothing.
+            async with self._docker._query(
+                f"containers/{container_id}{path}", method=method, params=params, timeout=None
+            ) as response:
+                return response.status
+
+        with self._echoes.expecting(container_id, operation) as withdraw_echoes:
+            try:
+                status = await self._call(operation, call, deadline_s=deadline_s)
+            except aiodocker.DockerError as exc:
+                if exc.status in (404, 409):
+                    withdraw_echoes()
+                    raise DockerRefused(operation, exc.message, exc.status) from exc
+                raise DockerFault(operation, exc.message, exc.status) from exc
+            if status == 304:  # already started, or stopped: no event will come
+                withdraw_echoes()
 
     async def start(self, container_id: str) -> None:
-        await self._act("start", lambda: self._docker.containers.container(container_id).start())
+        await self._act("start", container_id, "POST", "/start")
 
     async def stop(self, container_id: str, grace_s: int) -> None:
         await self._act(
             "stop",
-            lambda: self._docker.containers.container(container_id).stop(t=grace_s),
+            container_id,
+            "POST",
+            "/stop",
+            params={"t": grace_s},
             deadline_s=CALL_TIMEOUT_S + grace_s,
         )
 
     async def unpause(self, container_id: str) -> None:
-        await self._act(
-            "unpause", lambda: self._docker.containers.container(container_id).unpause()
-        )
+        await self._act("unpause", container_id, "POST", "/unpause")
 
     async def remove(self, container_id: str) -> None:
-        await self._act("remove", lambda: self._docker.containers.container(container_id).delete())
+        await self._act("remove", container_id, "DELETE", "")
 
     async def events(self, since: float | None = None) -> AsyncGenerator[str, None]:
-        """Names of projects whose containers changed, until the stream ends; with `since` (a Unix
-        time), Docker first replays what happened from then on.
+        """Names of projects whose containers changed, save by this driver's own actions, until
+        the stream ends; with `since` (a Unix time), Docker first replays what happened from then
+        on.
 
         The stream ends silently when Docker goes away and drops events for slow readers: the
         caller reconnects and resyncs.
@@ -329,8 +417,15 @@ class DockerDriver:
                 event = await subscriber.get()
                 if event is None:
                     return
-                project = (event.get("Actor", {}).get("Attributes") or {}).get(LABEL_PROJECT)
-                if project:
+                actor = event.get("Actor") or {}
+                attributes = actor.get("Attributes") or {}
+                project = attributes.get(LABEL_PROJECT)
+                echo = self._echoes.is_echo(
+                    str(event.get("Action", "")),
+                    str(actor.get("ID", "")),
+                    attributes.get("name", ""),
+                )
+                if project and not echo:
                     yield project
         finally:
             # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.

@@ -190,7 +190,10 @@ def _best(candidates: list[Container], healthy: dict[str, bool] | None = None) -
 
 def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memory) -> Decision:
     containers = observed.containers
-    keep = _best([c for c in containers if want.matches(c)], observed.healthy)
+    keep = _best(
+        [c for c in containers if want.matches(c) and c.id not in memory.unstartable],
+        observed.healthy,
+    )
     others = [c for c in containers if c != keep]
     replacing = desired.target is not None and want is not desired.target
 
@@ -208,17 +211,9 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
                 container=keep,
             )
     if keep is None:
-        for stale in others:  # a dead or outdated container holding the name the new one needs
+        for stale in others:  # a container holding the name the new one needs
             if stale.name == want.container_name:
-                why = "Dead" if stale.state == "dead" else "Outdated"
-                return Decision(
-                    Remove(stale),
-                    "Replacing",
-                    False,
-                    why,
-                    f"removing {stale.name} ({why.lower()}): it holds the name",
-                    memory,
-                )
+                return _remove_stale(stale, want, memory)
         phase = "RollingBack" if replacing else "Creating"
         return Decision(
             Create(want), phase, False, phase, f"creating {want.container_name}", memory
@@ -238,6 +233,19 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
             return _fail_rollout(desired, want, keep, memory)
         return _plan_start(desired, keep, observed.now, memory)
     return _plan_health(desired, want, keep, others, observed, memory)
+
+
+def _remove_stale(stale: Container, want: Want, memory: Memory) -> Decision:
+    if stale.id in memory.unstartable:
+        why, message = (
+            "Unstartable",
+            f"removing {stale.name}: Docker fails every start of it; a fresh container of "
+            f"v{want.version} replaces it",
+        )
+    else:
+        why = "Dead" if stale.state == "dead" else "Outdated"
+        message = f"removing {stale.name} ({why.lower()}): it holds the name"
+    return Decision(Remove(stale), "Replacing", False, why, message, memory)
 
 
 def _rollout_overdue(

@@ -44,6 +44,9 @@ from tether.operator.state import Container, Desired, Memory, Observed, Want, sp
 
 log = structlog.get_logger("tether.reconciler")
 MAX_STEPS = 16
+# Passes whose start of the same container Docker answered with an error (each pass after the
+# driver's three tries) before that container is given up for a fresh one.
+FAILED_STARTS_BEFORE_REPLACING = 3
 DEFAULT_PROGRESS_DEADLINE_S = 120
 
 
@@ -195,6 +198,7 @@ class Reconciler:
         self._installation = installation
         self._holds_lease = holds_lease
         self._rng = rng or random.Random()
+        self._failed_starts: dict[str, int] = {}  # container id → passes whose start failed
 
     async def reconcile(self, name: str) -> Outcome:
         started = time.monotonic()
@@ -208,7 +212,7 @@ class Reconciler:
             previous is not None and previous.observed_generation == desired.generation
         )
         attempts_before = previous.attempts if previous is not None and same_generation else 0
-        memory = memory_of(snapshot)
+        memory = replace(memory_of(snapshot), unstartable=self._unstartable())
         events: list[tuple[EventKind, str, str]] = []
         actions: list[str] = []
         observed = ""
@@ -263,6 +267,9 @@ class Reconciler:
                 except DockerRefused as exc:
                     docker_status = exc.status
                     events.append((EventKind.REFUSED, exc.operation, str(exc)))
+                except DockerFault as exc:
+                    self._count_failed_start(action, exc)
+                    raise
             else:
                 raise NoProgress(f"no convergence after {MAX_STEPS} steps")
         except LostLease:
@@ -332,14 +339,30 @@ class Reconciler:
                 )
             case Start(container=c):
                 await self._docker.start(c.id)
+                self._failed_starts.pop(c.id, None)
             case Stop(container=c, grace_s=grace):
                 await self._docker.stop(c.id, grace)
             case Unpause(container=c):
                 await self._docker.unpause(c.id)
             case Remove(container=c):
                 await self._docker.remove(c.id)
+                self._failed_starts.pop(c.id, None)
             case _:
                 raise AssertionError(f"not a Docker action: {action}")
+
+    def _count_failed_start(self, action: Action, fault: DockerFault) -> None:
+        """A start Docker answered with an error (after the driver's own retries), as opposed
+        to a lost connection or a timeout, which say nothing about the container."""
+        if isinstance(action, Start) and fault.status is not None and fault.status < 600:
+            container = action.container.id
+            self._failed_starts[container] = self._failed_starts.get(container, 0) + 1
+
+    def _unstartable(self) -> frozenset[str]:
+        return frozenset(
+            container
+            for container, failures in self._failed_starts.items()
+            if failures >= FAILED_STARTS_BEFORE_REPLACING
+        )
 
     def _endpoint(self, snapshot: DesiredSnapshot) -> str | None:
         target = snapshot.target

@@ -89,6 +89,9 @@ class Memory:
     last_crash_at: datetime | None = None
     failed_version: int | None = None
     ready_container: str | None = None  # the container last seen Ready
+    # Containers Docker failed to start again and again (an engine restart can leave one so):
+    # disposable, so replaced by a fresh one. Kept by the operator process, not in status.
+    unstartable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

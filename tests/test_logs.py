@@ -198,7 +198,6 @@ async def operator(settings: Settings, store: Store, driver: DockerDriver) -> As
     yield
     stop.set()
     await task
-    await operator.prober.close()
 
 
 async def serve(app: FastAPI) -> AsyncIterator[str]:
@@ -456,15 +455,12 @@ async def test_the_log_doc_names_exactly_the_fields_a_pass_logs(
     healthy = DeploymentSpec(
         image=WORKLOAD, port=8080, health=HealthCheck(type="http", path="/healthz"), stop_grace_s=1
     )
-    try:
-        for name, spec in (("shop", healthy), ("nope", DeploymentSpec(image="tether-test/no:1"))):
-            await store.create_project(name, alice)
-            await store.deploy(name, spec, alice)
-        with structlog.testing.capture_logs() as logs:
-            for name in ("shop", "nope", "shop", "nope"):
-                await operator.reconciler.reconcile(name)
-    finally:
-        await operator.prober.close()
+    for name, spec in (("shop", healthy), ("nope", DeploymentSpec(image="tether-test/no:1"))):
+        await store.create_project(name, alice)
+        await store.deploy(name, spec, alice)
+    with structlog.testing.capture_logs() as logs:
+        for name in ("shop", "nope", "shop", "nope"):
+            await operator.reconciler.reconcile(name)
     passes = [line for line in logs if line["event"] == "pass"]
     assert len(passes) == 4
     assert [failed(line) for line in passes] == [False, True, False, True]

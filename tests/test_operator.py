@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiodocker
@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from tether.api.models import (
     ConditionType,
+    Deployment,
     DeploymentSpec,
     DesiredSnapshot,
     DesiredState,
@@ -29,7 +30,7 @@ from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
 from tether.operator.docker import DockerDriver, Summary
 from tether.operator.service import Operator
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT, Container
+from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT, Container, Want
 
 pytestmark = pytest.mark.docker
 
@@ -95,21 +96,20 @@ async def start_operator(
 ) -> AsyncIterator[OperatorFactory]:
     """Operators stopped before `docker_api` removes the test's containers (which a running
     operator would otherwise recreate)."""
-    running: list[tuple[asyncio.Event, asyncio.Task[None], Operator]] = []
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
     async def start(**kwargs: Any) -> Operator:
         operator = Operator(
             settings, store, driver, lease_ttl_s=kwargs.pop("lease_ttl_s", 3.0), **kwargs
         )
         stop = asyncio.Event()
-        running.append((stop, asyncio.create_task(operator.run(stop)), operator))
+        running.append((stop, asyncio.create_task(operator.run(stop))))
         return operator
 
     yield start
-    for stop, task, operator in running:
+    for stop, task in running:
         stop.set()
         await task
-        await operator.prober.close()
 
 
 @pytest.fixture
@@ -408,16 +408,12 @@ async def test_each_pass_logs_one_outcome_line_with_every_field_and_no_env_value
     secret = f"s3cret-{uuid.uuid4().hex}"
     operator = Operator(settings, store, driver)
     operator._lease_until = float("inf")  # run passes by hand: no lease task in this test
-    try:
-        await deploy(store, "shop", HEALTHY.model_copy(update={"env": {"TOKEN": secret}}))
-        await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
-        with structlog.testing.capture_logs() as logs:
-            outcomes = [
-                await operator.reconciler.reconcile(name)
-                for name in ("shop", "nope", "shop", "nope")
-            ]
-    finally:
-        await operator.prober.close()
+    await deploy(store, "shop", HEALTHY.model_copy(update={"env": {"TOKEN": secret}}))
+    await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
+    with structlog.testing.capture_logs() as logs:
+        outcomes = [
+            await operator.reconciler.reconcile(name) for name in ("shop", "nope", "shop", "nope")
+        ]
     passes = [line for line in logs if line["event"] == "pass"]
     assert len(passes) == len(outcomes) == 4
     for line in passes:
@@ -435,12 +431,9 @@ async def test_retry_timers_survive_an_operator_restart(
 ) -> None:
     operator = Operator(settings, store, driver)
     operator._lease_until = float("inf")
-    try:
-        await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
-        for _ in range(5):  # five failures in a row: the next attempt is ~8 s away
-            await operator.reconciler.reconcile("nope")
-    finally:
-        await operator.prober.close()
+    await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
+    for _ in range(5):  # five failures in a row: the next attempt is ~8 s away
+        await operator.reconciler.reconcile("nope")
     before = (await snapshot(store, "nope")).status
     assert before.attempts == 5
     assert before.next_attempt_at is not None
@@ -534,7 +527,6 @@ async def test_a_resync_of_converged_projects_costs_one_list_and_no_inspect(
     try:
         assert await quiet.resync() == 0  # nothing to do: every project is at rest
     finally:
-        await quiet.prober.close()
         await counting.close()
     assert counting.calls == {"list_all": 1}
 
@@ -559,6 +551,67 @@ async def test_docker_calls_in_flight_never_exceed_the_cap(settings: Settings) -
     finally:
         await driver.close()
     assert peak == 3
+
+
+def want_of(project: str, spec: DeploymentSpec) -> Want:
+    deployment = Deployment(
+        project=project,
+        version=1,
+        created_by="alice",
+        created_at=datetime.now(UTC),
+        **spec.model_dump(),
+    )
+    return Want(
+        deployment=deployment,
+        spec_hash=f"hash-{project}",
+        restart_token=0,
+        container_name=f"tether-{uuid.uuid4().hex[:8]}-{project}",
+    )
+
+
+async def test_docker_events_wake_the_operator_except_the_echoes_of_its_own_actions(
+    driver: DockerDriver, docker_api: aiodocker.Docker
+) -> None:
+    """The pass that acts observes the outcome itself: the events its own create, start, stop
+    and remove cause must not queue another pass. A crash right after its start must, even
+    after a stop that Docker found had nothing to do."""
+    seen: list[str] = []
+
+    async def listen() -> None:
+        async for project in driver.events(since=time.time()):
+            seen.append(project)
+
+    async def exited() -> bool:
+        return [c.state for c in await driver.observe("crash")] == ["exited"]
+
+    listener = asyncio.create_task(listen())
+    quiet = DeploymentSpec(image=WORKLOAD, stop_grace_s=1)
+    try:
+        for project, spec in (
+            ("own", quiet),
+            ("crash", DeploymentSpec(image=WORKLOAD, command=["sh", "-c", "exit 3"])),
+            ("outside", quiet),
+        ):
+            await driver.create(project, want_of(project, spec), host_port=0, publish_address="")
+        [own, crash, outside] = [
+            (await driver.observe(project))[0].id for project in ("own", "crash", "outside")
+        ]
+        await driver.start(own)
+        await driver.stop(own, grace_s=1)
+        await driver.remove(own)
+        for _ in range(2):
+            await driver.start(crash)  # exits at once: Docker says "die", tether did not stop it
+            await wait_for(exited, "crash exited")
+            await driver.stop(crash, grace_s=1)  # already stopped: Docker does nothing (304)
+        await docker_api.containers.container(outside).start()  # someone else's action
+        await wait_for(
+            lambda: _true_when(seen.count("crash") == 2 and "outside" in seen), "the events"
+        )
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    # Docker sends a container's events in order: "own"'s came before "outside"'s start.
+    assert sorted(seen) == ["crash", "crash", "outside"]
 
 
 async def _true_when(condition: bool) -> bool:

@@ -185,6 +185,15 @@ def test_exited_before_the_last_change_is_started_without_crash_bookkeeping() ->
     assert decision.memory == Memory()
 
 
+def test_a_container_docker_cannot_start_is_removed_then_created_afresh() -> None:
+    wedged = ctr("a", "exited", finished=T0 - s(1), started=CHANGED + s(1), exit_code=137)
+    memory = Memory(unstartable=frozenset({"a"}))
+    decision = decide(desired(), wedged, memory=memory)
+    assert decision.action == Remove(wedged)
+    assert (decision.phase, decision.reason) == ("Replacing", "Unstartable")
+    assert decide(desired(), memory=memory).action == Create(V2)
+
+
 def test_paused_target_is_unpaused() -> None:
     paused = ctr("a", "paused")
     decision = decide(desired(), paused)

@@ -57,6 +57,7 @@ from tether.api.store import PortRange, Store
 from tether.cli.main import run
 from tether.operator.docker import DockerDriver
 from tether.operator.planner import RETRY_CAP_S, RETRY_FIRST_S, RETRY_JITTER
+from tether.operator.reconciler import FAILED_STARTS_BEFORE_REPLACING
 from tether.operator.service import Operator
 from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_RESTART, LABEL_VERSION
 
@@ -81,10 +82,6 @@ def spec(**update: Any) -> dict[str, Any]:
 # Polling with a deadline: no fixed sleeps
 
 
-class Precondition(Exception):
-    """A scenario could not be set up: in an xfail test, not the failure it expects."""
-
-
 async def wait_for(
     check: Callable[[], Awaitable[Any]],
     what: str,
@@ -101,12 +98,6 @@ async def wait_for(
             return last
         await asyncio.sleep(0.05)
     raise failure(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
-
-
-async def set_up(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 45.0) -> Any:
-    """`wait_for` for a step that sets a scenario up: its failure is not the bug an xfail test
-    expects (those are marked `raises=AssertionError`)."""
-    return await wait_for(check, what, within_s, failure=Precondition)
 
 
 async def elapsed(since: float, seconds: float) -> bool:
@@ -352,7 +343,6 @@ async def running_stack(
                     stop.set()
                     for task in tasks:
                         await task
-                    await operator.prober.close()
                     watches = getattr(app.state, "watches", None)
                     if watches is not None:
                         watches.shutdown()
@@ -661,9 +651,9 @@ async def test_a_new_desire_after_a_stalled_one_gets_its_own_progress_deadline(
     generation with its own deadline; it must not be reported Stalled while it progresses."""
     slow = ["sh", "-c", "sleep 1; exec /bin/serve"]  # ready about a second after each start
     await stack.deploy("shop", command=slow, ready_deadline_s=3)
-    await set_up(lambda: stack.running_as_desired("shop"), "shop running")
+    await wait_for(lambda: stack.running_as_desired("shop"), "shop running")
     await stack.console.post("/v1/projects/shop/stop")
-    await set_up(lambda: stack.stopped_as_desired("shop"), "shop stopped")
+    await wait_for(lambda: stack.stopped_as_desired("shop"), "shop stopped")
     lie = stack.proxy.inject(START, already_running(), project="shop")
     await stack.cli.ok("start", "shop")
 
@@ -671,7 +661,7 @@ async def test_a_new_desire_after_a_stalled_one_gets_its_own_progress_deadline(
         snap = await stack.snapshot("shop")
         return snap if condition(snap, ConditionType.STALLED) == "True" else None
 
-    before = await set_up(stalled, "shop Stalled by the lies", within_s=30)
+    before = await wait_for(stalled, "shop Stalled by the lies", within_s=30)
     stack.proxy.clear(lie)
     stalled_statuses: list[tuple[int, str]] = []
     restarting = asyncio.create_task(stack.cli("restart", "shop", "--wait", "--timeout", "30"))
@@ -893,8 +883,8 @@ async def test_a_kill_while_the_events_stream_reconnects_is_not_left_to_the_peri
 ) -> None:
     async with make_stack(resync_interval_s=3600) as stack:
         await stack.deploy("shop")
-        snap = await set_up(lambda: stack.running_as_desired("shop"), "shop running")
-        await set_up(lambda: open_streams(stack, 1), "the operator following events")
+        snap = await wait_for(lambda: stack.running_as_desired("shop"), "shop running")
+        await wait_for(lambda: open_streams(stack, 1), "the operator following events")
         asked = len(stack.proxy.calls_to(EVENTS))
         # dockerd is slow to take the new subscription (as while it starts up)
         stack.proxy.inject(EVENTS, Delay(3.0), times=1)
@@ -903,7 +893,7 @@ async def test_a_kill_while_the_events_stream_reconnects_is_not_left_to_the_peri
         async def resubscribing() -> bool:
             return len(stack.proxy.calls_to(EVENTS)) > asked
 
-        await set_up(resubscribing, "the operator subscribing again", within_s=10)
+        await wait_for(resubscribing, "the operator subscribing again", within_s=10)
         await stack.docker.containers.container(snap.status.container_id).kill()
         await wait_for(lambda: stack.running_as_desired("shop"), "shop running again", within_s=10)
 
@@ -1380,12 +1370,6 @@ async def engine_restart_scenario(stack: Stack, engine: PrivateEngine) -> None:
     assert any(line["event"] == "docker events stream ended" for line in stack.logs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: a container Docker can no longer start (every start a 5xx) is retried forever, "
-    "never replaced (operator/planner.py _plan_running keeps it; 5xx counts as transient)",
-)
 async def test_a_container_the_engine_can_no_longer_start_is_replaced(stack: Stack) -> None:
     """After a dockerd restart, a container that was being started while the engine shut down
     can be left so that every start fails ('task ... already exists' (500), 'endpoint with name
@@ -1393,7 +1377,7 @@ async def test_a_container_the_engine_can_no_longer_start_is_replaced(stack: Sta
     container is disposable: a fresh one of the same deployment starts. Here the proxy gives
     that container's starts the engine's answer, forever."""
     await stack.deploy("shop")
-    first = await set_up(lambda: stack.running_as_desired("shop"), "shop running")
+    first = await wait_for(lambda: stack.running_as_desired("shop"), "shop running")
     wedged = first.status.container_id
     refusal = stack.proxy.inject(
         START,
@@ -1402,13 +1386,15 @@ async def test_a_container_the_engine_can_no_longer_start_is_replaced(stack: Sta
     )
     await stack.docker.containers.container(wedged).kill()
 
-    async def refused_twice() -> bool:
-        return refusal.hits >= 2
-
-    await set_up(refused_twice, "two starts of the wedged container refused")
-
     async def replaced() -> DesiredSnapshot | None:
         snap = await stack.running_as_desired("shop")
         return snap if snap and snap.status.container_id != wedged else None
 
-    await wait_for(replaced, "shop running in a fresh container", within_s=20)
+    await wait_for(replaced, "shop running in a fresh container", within_s=30)
+    assert [c["Id"] for c in await stack.containers("shop")] != [wedged]
+    assert len(await stack.containers("shop")) == 1
+    # Given up only after passes of failed starts, each the driver's three tries, not the first.
+    assert refusal.hits >= FAILED_STARTS_BEFORE_REPLACING * 3
+    given_up = [e for e in await stack.events("shop") if e.reason == "remove v1"]
+    assert len(given_up) == 1
+    assert "Docker fails every start of it" in given_up[0].message

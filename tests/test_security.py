@@ -432,20 +432,19 @@ RunOperator = Callable[[Settings, Store], Awaitable[Operator]]
 @pytest.fixture
 async def run_operator(docker_api: aiodocker.Docker) -> AsyncIterator[RunOperator]:
     """In-process operators, stopped before `docker_api` removes the containers."""
-    running: list[tuple[asyncio.Event, asyncio.Task[None], Operator, DockerDriver]] = []
+    running: list[tuple[asyncio.Event, asyncio.Task[None], DockerDriver]] = []
 
     async def start(settings: Settings, store: Store) -> Operator:
         driver = DockerDriver(settings.docker_url, settings.installation_id)
         operator = Operator(settings, store, driver, lease_ttl_s=3)
         stop = asyncio.Event()
-        running.append((stop, asyncio.create_task(operator.run(stop)), operator, driver))
+        running.append((stop, asyncio.create_task(operator.run(stop)), driver))
         return operator
 
     yield start
-    for stop, task, operator, driver in running:
+    for stop, task, driver in running:
         stop.set()
         await task
-        await operator.prober.close()
         await driver.close()
 
 

@@ -724,19 +724,18 @@ async def start_operator(
     settings: Settings, store: Store, docker_cleanup: None
 ) -> AsyncIterator[StartOperator]:
     """Starts the real operator (once), stopped and drained when the test ends."""
-    running: list[tuple[asyncio.Event, asyncio.Task[None], Operator, DockerDriver]] = []
+    running: list[tuple[asyncio.Event, asyncio.Task[None], DockerDriver]] = []
 
     async def start() -> None:
         driver = DockerDriver(settings.docker_url, settings.installation_id)
         operator = Operator(settings, store, driver, lease_ttl_s=3.0)
         stop = asyncio.Event()
-        running.append((stop, asyncio.create_task(operator.run(stop)), operator, driver))
+        running.append((stop, asyncio.create_task(operator.run(stop)), driver))
 
     yield start
-    for stop, task, operator, driver in running:
+    for stop, task, driver in running:
         stop.set()
         await task
-        await operator.prober.close()
         await driver.close()
 
 

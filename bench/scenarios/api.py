@@ -336,7 +336,7 @@ async def replay(dsn: str, token_hash: str, duration_s: float) -> dict[str, Any]
                     False,
                 )
                 await conn.execute(
-                    sql("insert_event"),
+                    sql("record_desired_change"),
                     name,
                     updated["generation"],
                     "desired",
@@ -344,7 +344,6 @@ async def replay(dsn: str, token_hash: str, duration_s: float) -> dict[str, Any]
                     f"desired {state} (was {was})",
                     principal["owner"],
                 )
-                await conn.execute(sql("notify_desired"), name)
             latencies.append((time.perf_counter() - began) * 1000)
             k += 1
 

@@ -7,7 +7,8 @@ each size, and the operator process stops. The resync is then called in this pro
 `Operator` built as `tether operator` builds it: its time (wall and CPU of this process), its
 Docker calls (counted at `DockerDriver._call`) and its statements (pg_stat_statements of its role),
 with `desired_all()` and `list_all()` timed on their own, and a pyinstrument profile of a resync
-at the largest size. The resync is also timed with Python's cyclic garbage collector paused.
+at the largest size. The collector's thresholds are tuned as `tether operator` tunes them, and
+the resync is also timed with Python's cyclic garbage collector paused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from measures import summary
 from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.operator.docker import DockerDriver
-from tether.operator.service import Operator
+from tether.operator.service import Operator, tune_garbage_collector
 from tether_side import OperatorProcess, Tether, docker_url
 
 RUNNING = 10
@@ -89,6 +90,7 @@ async def measure(
 
         driver._call = counted  # type: ignore[method-assign]
         operator = Operator(settings, store, driver)
+        tune_garbage_collector()  # as serve_operator does
         conn = await asyncpg.connect(database.dsn(CLIENT_ROLE))
         total = RUNNING + 1
         try:
@@ -151,8 +153,6 @@ async def measure(
             await conn.close()
     finally:
         await tether.close()
-        if operator is not None:
-            await operator.prober.close()
         if driver is not None:
             await driver.close()
         if store is not None:

@@ -4,8 +4,8 @@ Idle: nothing changes for a window; the operator's CPU time (/proc, user + syste
 Docker calls it makes (counted at `DockerDriver._call`), and the statements its Postgres role runs
 (pg_stat_statements). dockerd's CPU time over the same window is given for scale. Then py-spy
 samples the operator for a while (outside the measured window) to show where idle CPU goes, and
-the cost of one endpoint probe is measured in this process: tether's prober (httpx) against a
-bare asyncio HTTP/1.0 GET, over the same endpoints.
+the cost of one endpoint probe is measured in this process: tether's prober against the
+floor's bare asyncio HTTP/1.0 GET, over the same endpoints.
 
 Drift: a container SIGKILLed from outside, until it runs again (its new StartedAt), measured from
 before the kill; one kill per project (a second kill of the same project within 10 minutes is a
@@ -114,7 +114,7 @@ async def _profile(run: Run, operator: OperatorProcess, seconds: float) -> dict[
 
 
 async def _probe_cost(ports: list[int]) -> dict[str, Any]:
-    """CPU time per endpoint probe: tether's Prober (httpx) vs a bare asyncio GET."""
+    """CPU time per endpoint probe: tether's Prober vs the floor's bare asyncio GET."""
     check = HealthCheck(type="http", path="/healthz")
     prober = Prober("127.0.0.1")
     slots = asyncio.Semaphore(PROBE_CONCURRENCY)
@@ -128,19 +128,16 @@ async def _probe_cost(ports: list[int]) -> dict[str, Any]:
             return await probe(port)
 
     costs: dict[str, Any] = {}
-    try:
-        for _ in range(2):  # the first round warms up both
-            for name, one in (("httpx_prober", tether_probe), ("bare_asyncio", bare_probe)):
-                cpu0, wall0 = time.process_time(), time.monotonic()
-                answered = await asyncio.gather(*(one(p) for p in ports))
-                costs[name] = {
-                    "cpu_ms_per_probe": 1000 * (time.process_time() - cpu0) / len(ports),
-                    "wall_s": time.monotonic() - wall0,
-                    "healthy": sum(answered),
-                    "probes": len(ports),
-                }
-    finally:
-        await prober.close()
+    for _ in range(2):  # the first round warms up both
+        for name, one in (("tether_prober", tether_probe), ("bare_asyncio", bare_probe)):
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            answered = await asyncio.gather(*(one(p) for p in ports))
+            costs[name] = {
+                "cpu_ms_per_probe": 1000 * (time.process_time() - cpu0) / len(ports),
+                "wall_s": time.monotonic() - wall0,
+                "healthy": sum(answered),
+                "probes": len(ports),
+            }
     return costs
 
 

@@ -1,0 +1,101 @@
+"""The readiness probe against real sockets on loopback: what counts as an answering endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tether.api.models import HealthCheck
+from tether.operator.health import Prober
+
+HTTP = HealthCheck(type="http", path="/healthz", timeout_s=0.5)
+TCP = HealthCheck(type="tcp", timeout_s=0.5)
+
+
+class Canned:
+    """Serves canned answers on loopback ports, and records each request's first line."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self._servers: list[asyncio.Server] = []
+
+    async def serve(self, answer: bytes) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.requests.append(await reader.readline())
+            if answer:
+                writer.write(answer)
+                await writer.drain()
+            else:  # never answers: the probe must give up on its own
+                await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self._servers.append(server)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+
+
+@pytest.fixture
+async def canned() -> AsyncIterator[Canned]:
+    endpoints = Canned()
+    yield endpoints
+    await endpoints.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "healthy"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+        (b"HTTP/1.0 204 No Content\r\n\r\n", True),
+        (b"HTTP/1.1 302 Found\r\nLocation: /login\r\n\r\n", True),
+        (b"HTTP/1.1 404 Not Found\r\n\r\n", False),
+        (b"HTTP/1.1 500 Internal Server Error\r\n\r\n", False),
+        (b"HTTP/1.1 503\r\n\r\n", False),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", False),
+        (b"", False),  # accepts, never answers
+    ],
+)
+async def test_an_http_check_wants_a_2xx_or_3xx_answer(
+    canned: Canned, answer: bytes, healthy: bool
+) -> None:
+    port = await canned.serve(answer)
+    assert await Prober("127.0.0.1").healthy(HTTP, 8080, port) is healthy
+
+
+async def test_an_http_check_gets_its_path_percent_encoded_where_needed(canned: Canned) -> None:
+    port = await canned.serve(b"HTTP/1.1 200 OK\r\n\r\n")
+    check = HealthCheck(type="http", path="/health/é?full=1&x=%20")
+    assert await Prober("127.0.0.1").healthy(check, 8080, port)
+    assert canned.requests == [b"GET /health/%C3%A9?full=1&x=%20 HTTP/1.1\r\n"]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("check", [HTTP, TCP, None], ids=["http", "tcp", "default"])
+async def test_nothing_listening_is_not_healthy(check: HealthCheck | None) -> None:
+    assert not await Prober("127.0.0.1").healthy(check, 8080, closed_port())
+
+
+@pytest.mark.parametrize("check", [TCP, None], ids=["tcp", "default"])
+async def test_a_tcp_check_wants_the_port_to_accept(
+    canned: Canned, check: HealthCheck | None
+) -> None:
+    port = await canned.serve(b"")
+    assert await Prober("127.0.0.1").healthy(check, 8080, port)
+
+
+async def test_a_deployment_without_a_port_has_no_endpoint_to_probe() -> None:
+    assert await Prober("127.0.0.1").healthy(None, None, closed_port())
