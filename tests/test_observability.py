@@ -176,6 +176,17 @@ async def get(url: str, token: str | None = None) -> httpx.Response:
 # The API's /healthz and /readyz
 
 
+def test_served_connections_send_small_writes_at_once() -> None:
+    """uvicorn writes a response's head and body separately: under Nagle's algorithm the body
+    waits for the client's delayed ACK, ~40 ms on every request. Accepted connections inherit
+    TCP_NODELAY from the listening socket."""
+    with bind("127.0.0.1", 0) as listening, socket.socket() as client:
+        client.connect(listening.getsockname()[:2])
+        accepted, _ = listening.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
 async def test_api_is_alive_and_ready(start: Start) -> None:
     running = await start(operator=False)
     alive = await get(f"{running.api}/healthz")
