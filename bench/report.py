@@ -13,6 +13,8 @@ from measures import ratio, summary
 
 MET, MISSED = "**met**", "**missed**"
 COMMAND = "make bench"
+# bulk's what-if installation (`--what-if`): tether as shipped, one setting changed.
+WHAT_IF = {"tether_16_workers": "TETHER_WORKERS=16 (default 8)"}
 
 
 def _f(value: float | None, digits: int = 0) -> str:
@@ -97,8 +99,8 @@ def _head(d: Doc, results: dict[str, Any], out: Path) -> None:
         "",
         f"This report: run `{results['run']}` of {time.strftime('%Y-%m-%d')}"
         + (
-            " with `--what-if` (bulk also measures two what-if installations; plain "
-            f"`{COMMAND}` leaves them out and takes a few minutes less)"
+            " with `--what-if` (bulk also measures a what-if installation, TETHER_WORKERS=16; "
+            f"plain `{COMMAND}` leaves it out and takes a few minutes less)"
             if _has_what_if(results)
             else ""
         )
@@ -151,9 +153,7 @@ def _head(d: Doc, results: dict[str, Any], out: Path) -> None:
 
 def _has_what_if(results: dict[str, Any]) -> bool:
     bulk = results.get("bulk") or {}
-    return any(
-        key.startswith("tether_") for n in bulk.get("sizes", []) for key in bulk.get(str(n), {})
-    )
+    return any(key in WHAT_IF for n in bulk.get("sizes", []) for key in bulk.get(str(n), {}))
 
 
 def _summary(d: Doc, targets: list[tuple[str, str, str, str, bool]]) -> None:
@@ -389,16 +389,12 @@ def _bulk(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         rows,
     )
     _bulk_breakdown(d, data)
-    variants = {
-        "tether_ignoring_own_events": "operator ignoring the echoes of its own actions",
-        "tether_16_workers": "TETHER_WORKERS=16 (default 8)",
-    }
     rows = []
     for n in data["sizes"]:
         runs = data.get(str(n), {})
         if not (runs.get("floor") and runs.get("tether")):
             continue
-        for key, label in variants.items():
+        for key, label in WHAT_IF.items():
             if not runs.get(key):
                 continue
             for direction, measure in (("start", "ready_s"), ("stop", "converged_s")):
@@ -419,12 +415,12 @@ def _bulk(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
                 )
     if rows:
         d(
-            "What-if installations (not tether as shipped; bench/operator_process.py), measured in "
-            "the same rotation at the largest size:",
+            "What-if installation (`--what-if`): tether as shipped with one setting changed, "
+            "measured in the same rotation at the largest size:",
             "",
         )
         d.table(
-            ["N, direction: variant", "s", "/ floor", "/ tether as shipped", "calls per project"],
+            ["N, direction: setting", "s", "/ floor", "/ tether, defaults", "calls per project"],
             rows,
         )
     _plot_bulk(plot, plots / "bulk.png")
@@ -858,27 +854,6 @@ def _api(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         f"{_f(p99, 1)} ms ({ok_p}). The API process used {_f(cpu)} % of one core meanwhile.",
         "",
     )
-    variants = data.get("variants")
-    shipped = systems["tether"]["writes_per_s"]
-    if variants:
-        d(
-            "What-if runs (not tether as shipped: the same app with one change applied by "
-            "bench/api_variant.py), interleaved with the shipped API in the same way:",
-            "",
-        )
-        d.table(
-            ["API variant", "writes/s", "p50 ms", "p99 ms", "vs shipped"],
-            [
-                [
-                    name,
-                    _f(_mean([r["writes_per_s"] for r in rs])),
-                    _f(_mean([r["p50_ms"] for r in rs]), 1),
-                    _f(_mean([r["p99_ms"] for r in rs]), 1),
-                    f"{ratio(_mean([r['writes_per_s'] for r in rs]), shipped):.2f}×",
-                ]
-                for name, rs in variants.items()
-            ],
-        )
     _profile_section(d, data.get("profile"), "the API process under the same load")
 
 

@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--what-if",
         action="store_true",
-        help="bulk also measures two what-if operators (own events ignored; 16 workers)",
+        help="bulk also measures a what-if installation with TETHER_WORKERS=16 (default 8)",
     )
     parser.add_argument(
         "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report"

@@ -217,7 +217,6 @@ class OperatorProcess:
         installation: str,
         ports: PortRange,
         scenario: str,
-        variant: str | None = None,
         **settings: str,
     ) -> None:
         self._run = run
@@ -241,8 +240,6 @@ class OperatorProcess:
             BENCH_METRICS_PORT=str(self.metrics_port),
             **{f"TETHER_{k.upper()}": v for k, v in settings.items()},
         )
-        if variant:
-            env["BENCH_VARIANT"] = variant
         self._env = env
         self._log = f"operator-{scenario}.log"
         self.child: Any = None

@@ -49,11 +49,6 @@ from tether_side import OWNER, Tether, docker_url
 CLIENTS = 16
 PER_CLIENT = 50
 STORE_PORTS = PortRange(30000, 39999)  # stored per project, never published: no operator runs
-# What-if servers (bench/api_variant.py), measured interleaved with the shipped one.
-VARIANTS = {
-    "TCP_NODELAY": "nodelay",
-    "TCP_NODELAY + no pool reset + token cache": "nodelay,no-pool-reset,token-cache",
-}
 
 
 async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
@@ -61,7 +56,7 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
     database = await run.database(scenario)
     tether = await Tether.open(database, STORE_PORTS, None, run.installation(scenario))
     admin = await asyncpg.connect(database.dsn(CLIENT_ROLE))
-    apis: list[Api] = []
+    api = Api(run, database.dsn(API_ROLE))
     results: dict[str, Any] = {"clients": CLIENTS, "duration_s": duration_s, "repeats": repeats}
     try:
         token = await tether.store.create_token(OWNER.owner)
@@ -73,13 +68,7 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
         for group in names.values():
             await tether.create(group, start=True)
         await tether.close()
-        api = Api(run, database.dsn(API_ROLE))
-        variants = {
-            name: Api(run, database.dsn(API_ROLE), variant) for name, variant in VARIANTS.items()
-        }
-        apis = [api, *variants.values()]
-        for server in apis:
-            await server.start()
+        await api.start()
 
         async def reset(system: str) -> None:
             await admin.execute(
@@ -101,11 +90,6 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
             "pgbench": lambda d: pgbench(run, database.name, hash_token(token), d),
             "asyncpg": lambda d: replay(database.dsn(CLIENT_ROLE), hash_token(token), d),
         }
-        servers = {"tether": api}
-        for name, server in variants.items():
-            systems[name] = lambda d, server=server: server.wrk(token, d)
-            servers[name] = server
-            names[name] = names["tether"]  # the same projects, reset before each run
         for system, go in systems.items():  # warm-up: connections, pools, prepared statements
             await reset(system)
             await go(3.0)
@@ -116,18 +100,16 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
             for system in order[shift:] + order[:shift]:
                 await reset(system)
                 before = await writes(system)
-                server = servers.get(system)
-                cpu0 = process_cpu_seconds(server.pid) if server else 0.0
+                cpu0 = process_cpu_seconds(api.pid)
                 outcome = await systems[system](duration_s)
                 outcome["changed_writes"] = await writes(system) - before
-                if server is not None:
+                if system == "tether":
                     outcome["api_cpu_pct_of_core"] = (
-                        100 * (process_cpu_seconds(server.pid) - cpu0) / outcome["seconds"]
+                        100 * (process_cpu_seconds(api.pid) - cpu0) / outcome["seconds"]
                     )
                 runs[system].append(outcome)
                 await asyncio.sleep(1.0)
-        results["runs"] = {s: runs[s] for s in ("tether", "pgbench", "asyncpg")}
-        results["variants"] = {s: runs[s] for s in variants}
+        results["runs"] = runs
         await reset("tether")
         profile_s = 5 if run.quick else 15
         wrk_task = asyncio.create_task(api.wrk(token, profile_s + 2))
@@ -137,17 +119,15 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
         results["profile"] = summarize(raw) if raw else {"error": "py-spy could not record"}
     finally:
         await admin.close()
-        for server in apis:
-            await server.stop()
+        await api.stop()
     return results
 
 
 class Api:
     """`tether api` as a child process (its defaults: one uvicorn worker, info log level)."""
 
-    def __init__(self, run: Run, dsn: str, variant: str | None = None) -> None:
+    def __init__(self, run: Run, dsn: str) -> None:
         self._run = run
-        self._variant = variant
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         env.update(
@@ -168,13 +148,9 @@ class Api:
         return int(self.child.pid)
 
     async def start(self) -> None:
-        if self._variant is None:
-            argv, log = [str(Path(PYTHON).parent / "tether"), "api"], "api.log"
-        else:
-            argv = [PYTHON, str(BENCH / "api_variant.py")]
-            log = f"api-{self._variant.replace(',', '+')}.log"
-            self._env["BENCH_VARIANT"] = self._variant
-        self.child = self._run.spawn(argv, env=self._env, log_name=log)
+        self.child = self._run.spawn(
+            [str(Path(PYTHON).parent / "tether"), "api"], env=self._env, log_name="api.log"
+        )
         deadline = time.monotonic() + 30
         while True:
             try:

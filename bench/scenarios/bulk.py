@@ -12,9 +12,8 @@ that only one system's containers are ever running:
 
 "running" is the last container's StartedAt (resp. FinishedAt) from `docker inspect`.
 
-With `what_if`, at the largest N only, two more tether installations (not tether as shipped):
-one whose operator ignores the Docker events that echo its own actions
-(bench/operator_process.py, BENCH_VARIANT=ignore-own-events), one with TETHER_WORKERS=16.
+With `what_if`, at the largest N only, one more tether installation: tether as shipped with
+TETHER_WORKERS=16 (a setting; the default is 8).
 """
 
 from __future__ import annotations
@@ -47,15 +46,8 @@ PAUSE_S = 1.0
 class Installation:
     """One tether installation of N projects: its database, operator process and client."""
 
-    def __init__(
-        self,
-        run: Run,
-        scenario: str,
-        count: int,
-        variant: str | None = None,
-        **settings: str,
-    ) -> None:
-        self.run, self.scenario, self.variant, self.settings = run, scenario, variant, settings
+    def __init__(self, run: Run, scenario: str, count: int, **settings: str) -> None:
+        self.run, self.scenario, self.settings = run, scenario, settings
         self.names = [f"b{i:03d}" for i in range(count)]
         self.ports = run.ports(count + 4)
         self.operator: OperatorProcess | None = None
@@ -65,13 +57,7 @@ class Installation:
         database = await self.run.database(self.scenario)
         installation = self.run.installation(self.scenario)
         self.operator = OperatorProcess(
-            self.run,
-            database,
-            installation,
-            self.ports,
-            self.scenario,
-            self.variant,
-            **self.settings,
+            self.run, database, installation, self.ports, self.scenario, **self.settings
         )
         await self.operator.start()
         self.tether = await Tether.open(database, self.ports, docker, installation)
@@ -98,13 +84,8 @@ async def measure(
     scenario = "bulk"
     most = max(sizes)
     main = Installation(run, scenario, most)
-    variants = (
-        {
-            "tether_ignoring_own_events": Installation(
-                run, "bulkechoes", most, "ignore-own-events"
-            ),
-            "tether_16_workers": Installation(run, "bulkworkers", most, workers="16"),
-        }
+    what_ifs = (
+        {"tether_16_workers": Installation(run, "bulkworkers", most, workers="16")}
         if what_if
         else {}
     )
@@ -119,8 +100,8 @@ async def measure(
     }
     try:
         await main.open(docker)
-        for variant in variants.values():
-            await variant.open(docker)
+        for installation in what_ifs.values():
+            await installation.open(docker)
 
         async def create_floor(i: int) -> str:
             container = await docker.containers.create(
@@ -242,11 +223,11 @@ async def measure(
             "floor": floor_cycle,
             "compose": compose_cycle,
         }
-        for name, variant in variants.items():
-            cycles[name] = lambda n, variant=variant: tether_cycle(n, variant)
+        for name, installation in what_ifs.items():
+            cycles[name] = lambda n, installation=installation: tether_cycle(n, installation)
         for index, n in enumerate(sizes):
-            # The what-if installations take part at the largest size only.
-            order = [s for s in cycles if s not in variants or n == most]
+            # The what-if installation takes part at the largest size only.
+            order = [s for s in cycles if s not in what_ifs or n == most]
             per_system: dict[str, list[dict[str, Any]]] = {system: [] for system in order}
             results[str(n)] = per_system  # filled as it goes: a failure keeps what was measured
             for rep in range(repeats[index]):
@@ -265,8 +246,8 @@ async def measure(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(180):
                 await main.close()
-                for variant in variants.values():
-                    await variant.close()
+                for installation in what_ifs.values():
+                    await installation.close()
                 await compose.run("down", check=False)
                 await run.remove_containers(scenario)
     return results
