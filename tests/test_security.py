@@ -33,7 +33,7 @@ from tether.api.models import (
 )
 from tether.api.ratelimit import FailureLimiter
 from tether.api.settings import Settings
-from tether.api.store import PortRange, Store
+from tether.api.store import TOKEN_TRUSTED_S, PortRange, Store
 from tether.cli.main import run
 from tether.cli.server import Stopper, bind, serve
 from tether.operator.docker import DockerDriver
@@ -117,6 +117,23 @@ async def test_tokens_are_stored_only_as_their_sha256(store: Store, database_url
     assert await store.authenticate(token) == ALICE
     assert await store.authenticate(token + "x") is None
     assert await store.authenticate(hashlib.sha256(token.encode()).hexdigest()) is None
+
+
+async def test_a_deleted_token_stops_working_within_the_trust_period(
+    store: Store, database_url: str
+) -> None:
+    token = await store.create_token("alice")
+    assert await store.authenticate(token) == ALICE
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DELETE FROM tokens")
+    finally:
+        await conn.close()
+
+    async def refused() -> bool:
+        return await store.authenticate(token) is None
+
+    await wait_for(refused, "the deleted token refused", within_s=TOKEN_TRUSTED_S + 2)
 
 
 @pytest.mark.parametrize(
