@@ -132,10 +132,10 @@ class Operator:
             self._stopping = True
             for task in side:
                 task.cancel()
+            busy = [w for w in workers if not idle.get(w) and not w.done()]
             for worker in workers:
                 if idle.get(worker):
                     worker.cancel()
-            busy = [w for w in workers if not w.done()]
             if busy:
                 log.info("draining in-flight passes", passes=len(busy))
                 _, late = await asyncio.wait(busy, timeout=self._drain_grace_s)
