@@ -195,7 +195,14 @@ class Stack:
                 ]
             },
         )
-        return [await c.show() for c in listed]
+        shown = []
+        for container in listed:
+            try:
+                shown.append(await container.show())
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:  # removed since the list: not there any more
+                    raise
+        return shown
 
     async def events(self, name: str) -> list[Event]:
         answer = await self.console.get(f"/v1/projects/{name}/events", params={"limit": 1000})
@@ -1014,8 +1021,10 @@ async def test_storm_of_writes_under_random_faults_ends_as_last_desired(
         hit = [c for c in stack.proxy.calls if c.fault is not None]
         assert len(hit) >= 20, f"only {len(hit)} faulty answers in {stormed_s:.1f} s"
 
+        behind: dict[str, str] = {}
+
         async def all_as_desired() -> list[str] | None:
-            behind = []
+            behind.clear()
             for name in names:
                 snap = await stack.snapshot(name)
                 if snap.project.desired_state == "running":
@@ -1023,10 +1032,17 @@ async def test_storm_of_writes_under_random_faults_ends_as_last_desired(
                 else:
                     ok = await stack.stopped_as_desired(name)
                 if ok is None:
-                    behind.append(name)
+                    containers = [
+                        (c["Config"]["Labels"].get(LABEL_VERSION), c["State"]["Status"])
+                        for c in await stack.containers(name)
+                    ]
+                    behind[name] = f"{snap.project.desired_state}: {snap.status!r} {containers}"
             return None if behind else names
 
-        await wait_for(all_as_desired, "every project as last desired", within_s=120)
+        try:
+            await wait_for(all_as_desired, "every project as last desired", within_s=120)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; behind: {behind}") from None
 
         for name in names:
             mine = [w for w in writes if w.project == name]
