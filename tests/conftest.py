@@ -1,5 +1,6 @@
 """Shared fixtures: a real Postgres (testcontainers), one migrated template database per session
-cloned per test, a connected store, a real HTTP API server on loopback, and tokens.
+cloned per test, a connected store, operator settings, a real HTTP API server on loopback, and
+tokens.
 
 Environment:
 - TETHER_POSTGRES_IMAGE: the Postgres image testcontainers starts (default postgres:15).
@@ -7,7 +8,8 @@ Environment:
   allowed to create databases).
 
 The fault-injecting Docker proxy (tests/faultproxy.py) is importable as `faultproxy` from every test
-module, and `docker_proxy` gives each test one of its own.
+module, and `docker_proxy` gives each test one of its own; the helpers in tests/support.py are
+importable as `support`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
 # testcontainers believes it runs inside a container on these machines (there is a /.dockerenv)
 # and would then reach containers through the bridge gateway; only loopback is allowed here.
@@ -39,10 +40,12 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from faultproxy import FaultProxy, unix_socket_of
+from support import serving
 
 from tether.api.app import create_app
 from tether.api.migrator import migrate
 from tether.api.models import Principal
+from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
 
 TEMPLATE = "tether_template"
@@ -154,39 +157,28 @@ async def tokens(store: Store) -> Tokens:
     )
 
 
+@pytest.fixture
+def settings(database_url: str, port_range: PortRange) -> Settings:
+    """An installation of this test's own, for in-process operators."""
+    return Settings(
+        database_url=database_url,
+        installation_id=f"test-{uuid.uuid4().hex[:8]}",
+        port_range=f"{port_range.first}-{port_range.last}",
+        publish_address="127.0.0.1",
+        workers=4,
+    )
+
+
 ALICE = Principal(owner="alice")
 BOB = Principal(owner="bob")
 ADMIN = Principal(owner="root", admin=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def api_url(store: Store) -> AsyncIterator[str]:
     """A real uvicorn server for the API on a loopback port, for this test's database."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(store, max_body_bytes=64 * 1024),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serving(create_app(store, max_body_bytes=64 * 1024)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import pytest
-import uvicorn
+from support import serving
 
 from tether.api.app import create_app
 from tether.api.store import PortRange, Store
@@ -142,32 +142,14 @@ async def shared(postgres_url: str, template_url: str) -> AsyncIterator[Shared]:
     store = await Store.connect(
         urlsplit(postgres_url)._replace(path=f"/{database}").geturl(), PortRange(19000, 19999)
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(store, max_body_bytes=BODY_LIMIT),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        alice = await store.create_token("alice")
-        async with httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {alice}"}, timeout=10
-        ) as client:
-            yield Shared(url, alice, client)
+        async with serving(create_app(store, max_body_bytes=BODY_LIMIT)) as url:
+            alice = await store.create_token("alice")
+            async with httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {alice}"}, timeout=10
+            ) as client:
+                yield Shared(url, alice, client)
     finally:
-        server.should_exit = True
-        await task
         await store.close()
         await admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
         await admin.close()

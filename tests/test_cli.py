@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from support import free_port, serving
 
 from tether.api.app import create_app
 from tether.api.store import Store
@@ -70,13 +70,6 @@ class Cli:
         return result
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # Small, local files: read and written synchronously, also from async tests.
 
 
@@ -119,28 +112,12 @@ def admin(alice: Cli, tokens: Any) -> Cli:
     return alice.as_(TETHER_TOKEN=tokens.admin)
 
 
-async def serve(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-
-
 @pytest.fixture
 async def no_database_api_url() -> AsyncIterator[str]:
     """A real API whose Postgres is not there: every request needs it, so every answer is 503."""
     store = await Store.connect(f"postgresql://tether:tether@127.0.0.1:{free_port()}/tether")
     try:
-        async for url in serve(create_app(store)):
+        async with serving(create_app(store)) as url:
             yield url
     finally:
         await store.close()

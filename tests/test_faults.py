@@ -31,6 +31,7 @@ from faultproxy import (
     already_running,
     server_error,
 )
+from support import remove_containers, wait_for
 
 from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT
 
@@ -52,10 +53,7 @@ async def installation(direct: aiodocker.Docker) -> AsyncIterator[str]:
     """Labels this test's containers, which are removed afterwards."""
     installation = f"test-{uuid.uuid4().hex[:8]}"
     yield installation
-    for container in await direct.containers.list(
-        all=True, filters={"label": [f"{LABEL_INSTALLATION}={installation}"]}
-    ):
-        await container.delete(force=True)
+    await remove_containers(direct, installation)
 
 
 @pytest.fixture
@@ -206,7 +204,7 @@ async def test_delay_holds_the_call_and_the_engine_still_carries_it_out(
         async with asyncio.timeout(0.1):
             await container.start()
     assert await state(direct, container.id) == "created"
-    await wait_until(lambda: state_is(direct, container.id, "running"), "the late start")
+    await wait_for(lambda: state_is(direct, container.id, "running"), "the late start")
 
 
 async def test_drop_closes_the_connection_before_or_after_the_engine_acts(
@@ -257,7 +255,7 @@ async def test_events_are_relayed_as_they_happen_and_the_stream_can_be_cut(
         filters={"type": ["container"], "label": [f"{LABEL_INSTALLATION}={installation}"]}
     )
     try:
-        await wait_until(lambda: stream_count(docker_proxy, 1), "the events stream open")
+        await wait_for(lambda: stream_count(docker_proxy, 1), "the events stream open")
         container = await create(proxied, installation)
         async with asyncio.timeout(10):
             event = await subscriber.get()
@@ -325,11 +323,3 @@ async def stream_count(proxy: FaultProxy, count: int) -> bool:
 
 async def state_is(direct: aiodocker.Docker, container_id: str, expected: str) -> bool:
     return await state(direct, container_id) == expected
-
-
-async def wait_until(check: Any, what: str, within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from support import free_port
 
 from tether.api.models import HealthCheck
 from tether.operator.health import Prober
@@ -77,16 +77,9 @@ async def test_an_http_check_gets_its_path_percent_encoded_where_needed(canned: 
     assert canned.requests == [b"GET /health/%C3%A9?full=1&x=%20 HTTP/1.1\r\n"]
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("check", [HTTP, TCP, None], ids=["http", "tcp", "default"])
 async def test_nothing_listening_is_not_healthy(check: HealthCheck | None) -> None:
-    assert not await Prober("127.0.0.1").healthy(check, 8080, closed_port())
+    assert not await Prober("127.0.0.1").healthy(check, 8080, free_port())
 
 
 @pytest.mark.parametrize("check", [TCP, None], ids=["tcp", "default"])
@@ -98,4 +91,4 @@ async def test_a_tcp_check_wants_the_port_to_accept(
 
 
 async def test_a_deployment_without_a_port_has_no_endpoint_to_probe() -> None:
-    assert await Prober("127.0.0.1").healthy(None, None, closed_port())
+    assert await Prober("127.0.0.1").healthy(None, None, free_port())

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import sys
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,32 +19,18 @@ import aiodocker
 import httpx
 import pytest
 import structlog
-import uvicorn
-from fastapi import FastAPI
+from support import Operators, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
 from tether.api.models import DeploymentSpec, HealthCheck, Principal
 from tether.api.settings import Settings
-from tether.api.store import PortRange, Store
+from tether.api.store import Store
 from tether.cli.main import run
 from tether.operator.docker import DockerDriver
 from tether.operator.service import Operator
-from tether.operator.state import LABEL_INSTALLATION
 
 WORKLOAD = "tether-test/workload:latest"
 LOGS_DOC = Path(__file__).resolve().parent.parent / "docs" / "logs.md"
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 30.0) -> Any:
-    """Poll `check` until it returns something truthy, failing after `within_s` seconds."""
-    deadline = time.monotonic() + within_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(autouse=True)
@@ -165,59 +149,28 @@ Spawn = Callable[[list[str], Mapping[str, str]], Awaitable[Process]]
 
 
 @pytest.fixture
-def settings(database_url: str, port_range: PortRange) -> Settings:
-    return Settings(
-        database_url=database_url,
-        installation_id=f"test-{uuid.uuid4().hex[:8]}",
-        port_range=f"{port_range.first}-{port_range.last}",
-        publish_address="127.0.0.1",
-        workers=4,
-    )
-
-
-@pytest.fixture
 async def driver(settings: Settings) -> AsyncIterator[DockerDriver]:
     docker = DockerDriver(settings.docker_url, settings.installation_id)
     yield docker
     await docker.close()
     outside = aiodocker.Docker()
     try:
-        for container in await outside.containers.list(
-            all=True, filters={"label": [f"{LABEL_INSTALLATION}={settings.installation_id}"]}
-        ):
-            await container.delete(force=True)
+        await remove_containers(outside, settings.installation_id)
     finally:
         await outside.close()
 
 
 @pytest.fixture
 async def operator(settings: Settings, store: Store, driver: DockerDriver) -> AsyncIterator[None]:
-    operator = Operator(settings, store, driver, lease_ttl_s=3.0)
-    stop = asyncio.Event()
-    task = asyncio.create_task(operator.run(stop))
+    operators = Operators()
+    operators.start(settings, store, driver)
     yield
-    stop.set()
-    await task
-
-
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    [sock] = server.servers[0].sockets
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    await task
+    await operators.stop()
 
 
 @pytest.fixture
 async def logs_api(store: Store, driver: DockerDriver) -> AsyncIterator[str]:
-    async for url in serve(create_app(store, log_source=driver, keepalive_s=0.5)):
+    async with serving(create_app(store, log_source=driver, keepalive_s=0.5)) as url:
         yield url
 
 
@@ -287,7 +240,7 @@ async def test_when_docker_cannot_be_reached_logs_says_so(
     assert (await client.post("/v1/projects", json={"name": "shop"})).status_code == 201
     nowhere = DockerDriver(f"unix://{tmp_path}/no-docker.sock", "test")
     try:
-        async for url in serve(create_app(store, log_source=nowhere)):
+        async with serving(create_app(store, log_source=nowhere)) as url:
             cli = Cli(capsys, env_for(url, tokens.alice, tmp_path))
             failed = await cli("logs", "shop")
             assert failed.code == 1

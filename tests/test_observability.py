@@ -21,13 +21,13 @@ import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import free_port, remove_containers, wait_for
 
 from tether.api import probes
 from tether.api.migrator import available, migrate
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
 from tether.cli.server import OperatorReadiness, Stopper, bind, serve
-from tether.operator.state import LABEL_INSTALLATION
 
 TETHER = str(Path(sys.executable).parent / "tether")
 WORKLOAD = "tether-test/workload:latest"
@@ -39,24 +39,6 @@ SPEC = {
     "stop_grace_s": 2,
 }
 NO_DOCKER = "unix:///nonexistent/docker.sock"
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 45.0) -> Any:
-    deadline = time.monotonic() + within_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -159,10 +141,7 @@ async def start(
             sock.close()
     docker = aiodocker.Docker()
     try:
-        for container in await docker.containers.list(
-            all=True, filters={"label": [f"{LABEL_INSTALLATION}={installation}"]}
-        ):
-            await container.delete(force=True)
+        await remove_containers(docker, installation)
     finally:
         await docker.close()
 

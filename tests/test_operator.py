@@ -16,6 +16,7 @@ import httpx
 import pytest
 import structlog
 from prometheus_client import REGISTRY
+from support import Operators, elapsed, remove_containers, wait_for
 
 from tether.api.models import (
     ConditionType,
@@ -27,7 +28,7 @@ from tether.api.models import (
     Principal,
 )
 from tether.api.settings import Settings
-from tether.api.store import PortRange, Store
+from tether.api.store import Store
 from tether.operator.docker import DockerDriver, Summary
 from tether.operator.service import Operator
 from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT, Container, Want
@@ -45,38 +46,12 @@ HEALTHY = DeploymentSpec(
 )
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 45.0) -> Any:
-    """Poll `check` until it returns something truthy, failing after `within_s` seconds."""
-    deadline = time.monotonic() + within_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
-
-
-@pytest.fixture
-def settings(database_url: str, port_range: PortRange) -> Settings:
-    return Settings(
-        database_url=database_url,
-        installation_id=f"test-{uuid.uuid4().hex[:8]}",
-        port_range=f"{port_range.first}-{port_range.last}",
-        publish_address="127.0.0.1",
-        workers=4,
-    )
-
-
 @pytest.fixture
 async def docker_api(settings: Settings) -> AsyncIterator[aiodocker.Docker]:
     """Docker as an outside actor sees it; removes this test's containers afterwards."""
     docker = aiodocker.Docker()
     yield docker
-    for container in await docker.containers.list(
-        all=True, filters={"label": [f"{LABEL_INSTALLATION}={settings.installation_id}"]}
-    ):
-        await container.delete(force=True)
+    await remove_containers(docker, settings.installation_id)
     await docker.close()
 
 
@@ -96,20 +71,13 @@ async def start_operator(
 ) -> AsyncIterator[OperatorFactory]:
     """Operators stopped before `docker_api` removes the test's containers (which a running
     operator would otherwise recreate)."""
-    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+    operators = Operators()
 
     async def start(**kwargs: Any) -> Operator:
-        operator = Operator(
-            settings, store, driver, lease_ttl_s=kwargs.pop("lease_ttl_s", 3.0), **kwargs
-        )
-        stop = asyncio.Event()
-        running.append((stop, asyncio.create_task(operator.run(stop))))
-        return operator
+        return operators.start(settings, store, driver, **kwargs)
 
     yield start
-    for stop, task in running:
-        stop.set()
-        await task
+    await operators.stop()
 
 
 @pytest.fixture
@@ -315,13 +283,9 @@ async def test_missing_image_stalls_and_retries_on_the_backoff_schedule(
     assert stalled_condition.reason == "ImageNotFound"
     assert "tether-test/no-such-image:1" in (snap.status.last_error or "")
     # Backoff 0.5 s doubling (±20 %): within 4 s at most 4 attempts; a tight loop makes hundreds.
-    await wait_for(lambda: _later(began, 4.0), "4 s to pass")
+    await wait_for(lambda: elapsed(began, 4.0), "4 s to pass")
     attempts = (await snapshot(store, "shop")).status.attempts
     assert 2 <= attempts <= 4, attempts
-
-
-async def _later(began: float, seconds: float) -> bool:
-    return time.monotonic() - began >= seconds
 
 
 async def test_foreign_container_holding_the_name_is_left_alone(

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiodocker
 import pytest
+from support import remove_containers, wait_for
 
 from tether.api.models import ConditionType, DeploymentSpec, HealthCheck, Principal
 from tether.api.store import PortRange, Store
@@ -33,17 +34,6 @@ SPEC = DeploymentSpec(
 )
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 45) -> Any:
-    deadline = time.monotonic() + within_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
-
-
 @pytest.fixture
 def installation() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
@@ -53,10 +43,7 @@ def installation() -> str:
 async def docker_api(installation: str) -> AsyncIterator[aiodocker.Docker]:
     docker = aiodocker.Docker()
     yield docker
-    for container in await docker.containers.list(
-        all=True, filters={"label": [f"{LABEL_INSTALLATION}={installation}"]}
-    ):
-        await container.delete(force=True)
+    await remove_containers(docker, installation)
     await docker.close()
 
 

@@ -16,11 +16,10 @@ import os
 import random
 import re
 import shutil
-import socket
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ import aiodocker
 import httpx
 import pytest
 import structlog
-import uvicorn
 from faultproxy import (
     CALL_KINDS,
     EVENTS,
@@ -48,6 +46,7 @@ from faultproxy import (
     summary,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from support import elapsed, free_port, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
 from tether.api.migrator import migrate
@@ -77,31 +76,6 @@ def spec(**update: Any) -> dict[str, Any]:
         "ready_deadline_s": 30,
         **update,
     }
-
-
-# Polling with a deadline: no fixed sleeps
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[Any]],
-    what: str,
-    within_s: float = 45.0,
-    *,
-    failure: type[Exception] = AssertionError,
-) -> Any:
-    """Poll `check` until it returns something truthy, failing after `within_s` seconds."""
-    deadline = time.monotonic() + within_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise failure(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
-
-
-async def elapsed(since: float, seconds: float) -> bool:
-    return time.monotonic() - since >= seconds
 
 
 # People: the CLI in-process, and a second client (a web console) on the HTTP API
@@ -275,24 +249,6 @@ async def endpoint_answers(snap: DesiredSnapshot) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    [sock] = server.servers[0].sockets
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@contextlib.asynccontextmanager
 async def running_stack(
     *,
     database_url: str,
@@ -366,16 +322,6 @@ async def running_stack(
                 await remove_containers(docker, configured.installation_id)
         finally:
             await docker.close()
-
-
-async def remove_containers(docker: aiodocker.Docker, installation: str) -> None:
-    """Remove the installation's containers; fail, naming them, if the engine would not."""
-    left = await docker.containers.list(
-        all=True, filters={"label": [f"{LABEL_INSTALLATION}={installation}"]}
-    )
-    results = await asyncio.gather(*(c.delete(force=True) for c in left), return_exceptions=True)
-    failed = [(c.id[:12], r) for c, r in zip(left, results, strict=True) if r is not None]
-    assert not failed, f"the engine did not remove these containers: {failed}"
 
 
 StackFactory = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]
@@ -1077,10 +1023,7 @@ async def own_postgres() -> AsyncIterator[tuple[str, str]]:
     from testcontainers.community.postgres import PostgresContainer
 
     image = os.environ.get("TETHER_POSTGRES_IMAGE", "postgres:15")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    container = PostgresContainer(image, driver=None).with_bind_ports(5432, port)
+    container = PostgresContainer(image, driver=None).with_bind_ports(5432, free_port())
     await asyncio.to_thread(container.start)
     try:
         dsn = container.get_connection_url()

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 import structlog
-import uvicorn
+from support import Operators, serving, wait_for
 
 from tether.api.app import create_app
 from tether.api.migrator import migrate
@@ -36,7 +35,6 @@ from tether.api.settings import Settings
 from tether.api.store import TOKEN_TRUSTED_S, PortRange, Store
 from tether.cli.main import run
 from tether.cli.server import Stopper, bind, serve
-from tether.operator.docker import DockerDriver
 from tether.operator.service import Operator
 from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT
 
@@ -54,42 +52,13 @@ SPEC: dict[str, Any] = {
 }
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 45.0) -> Any:
-    deadline = time.monotonic() + within_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
-
-
-async def serve_app(app: Any) -> AsyncIterator[str]:
-    """A real uvicorn server on a loopback port (which trusts X-Forwarded-For from loopback, as
-    uvicorn does by default: how these tests come from other client addresses)."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.fixture
 async def limited_url(store: Store) -> AsyncIterator[str]:
-    """An API whose addresses may fail 3 authentications, then wait (a minute for all 3)."""
+    """An API whose addresses may fail 3 authentications, then wait (a minute for all 3). Its
+    server trusts X-Forwarded-For from loopback, as uvicorn does by default: how these tests come
+    from other client addresses."""
     app = create_app(store, auth_limiter=FailureLimiter(burst=3, window_s=60))
-    async for url in serve_app(app):
+    async with serving(app) as url:
         yield url
 
 
@@ -449,20 +418,13 @@ RunOperator = Callable[[Settings, Store], Awaitable[Operator]]
 @pytest.fixture
 async def run_operator(docker_api: aiodocker.Docker) -> AsyncIterator[RunOperator]:
     """In-process operators, stopped before `docker_api` removes the containers."""
-    running: list[tuple[asyncio.Event, asyncio.Task[None], DockerDriver]] = []
+    operators = Operators()
 
     async def start(settings: Settings, store: Store) -> Operator:
-        driver = DockerDriver(settings.docker_url, settings.installation_id)
-        operator = Operator(settings, store, driver, lease_ttl_s=3)
-        stop = asyncio.Event()
-        running.append((stop, asyncio.create_task(operator.run(stop)), driver))
-        return operator
+        return operators.start(settings, store)
 
     yield start
-    for stop, task, driver in running:
-        stop.set()
-        await task
-        await driver.close()
+    await operators.stop()
 
 
 async def ready(store: Store, name: str) -> bool:
@@ -497,14 +459,16 @@ async def test_a_secret_reaches_the_container_and_no_log(
     with structlog.testing.capture_logs() as logged:
         await run_operator(settings, store)
         app = create_app(store, auth_limiter=FailureLimiter(10, 60))
-        async for url in serve_app(app):
-            async with httpx.AsyncClient(base_url=url, headers=bearer(token), timeout=10) as http:
-                await http.post("/v1/projects", json={"name": "shop"})
-                deployed = await http.post("/v1/projects/shop/deployments", json=SPEC)
-                assert deployed.status_code == 201, deployed.text
-                await wait_for(lambda: ready(store, "shop"), "shop Ready")
-                watched = await read_stream(http, "/v1/projects/shop/watch", until="view")
-                events = await http.get("/v1/projects/shop/events")
+        async with (
+            serving(app) as url,
+            httpx.AsyncClient(base_url=url, headers=bearer(token), timeout=10) as http,
+        ):
+            await http.post("/v1/projects", json={"name": "shop"})
+            deployed = await http.post("/v1/projects/shop/deployments", json=SPEC)
+            assert deployed.status_code == 201, deployed.text
+            await wait_for(lambda: ready(store, "shop"), "shop Ready")
+            watched = await read_stream(http, "/v1/projects/shop/watch", until="view")
+            events = await http.get("/v1/projects/shop/events")
     assert "Running" in watched
     assert SECRET not in watched
     assert SECRET not in events.text

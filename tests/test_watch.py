@@ -16,7 +16,6 @@ import struct
 import sys
 import termios
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,8 +29,8 @@ import httpx
 import pyte
 import pytest
 import structlog
-import uvicorn
 from fastapi import FastAPI
+from support import Operators, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
 from tether.api.models import (
@@ -44,9 +43,6 @@ from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
 from tether.api.watch import LISTENER_NAME
 from tether.cli.main import run
-from tether.operator.docker import DockerDriver
-from tether.operator.service import Operator
-from tether.operator.state import LABEL_INSTALLATION
 
 WORKLOAD = "tether-test/workload:latest"
 ALICE = Principal(owner="alice")
@@ -57,19 +53,7 @@ SINCE = datetime(
 )  # the conditions' transition time, as the operator keeps it
 
 
-# Helpers: polling with a deadline, a CLI user, an API server of this file's own
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 30.0) -> Any:
-    """Poll `check` until it returns something truthy, failing after `within_s` seconds."""
-    deadline = time.monotonic() + within_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
+# Helpers: a CLI user, an API server of this file's own
 
 
 @pytest.fixture(autouse=True)
@@ -118,21 +102,6 @@ class Cli:
         return result
 
 
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    with_port = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(with_port)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    [sock] = server.servers[0].sockets
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    await task
-
-
 @dataclass(frozen=True)
 class Api:
     app: FastAPI
@@ -143,7 +112,7 @@ class Api:
 async def api(store: Store) -> AsyncIterator[Api]:
     """The API with a short keep-alive, so that tests can see it."""
     app = create_app(store, keepalive_s=KEEPALIVE_S)
-    async for url in serve(app):
+    async with serving(app) as url:
         yield Api(app, url)
 
 
@@ -693,25 +662,11 @@ async def _reconnected(proxy: Proxy, api: Api) -> bool:
 
 
 @pytest.fixture
-def settings(database_url: str, port_range: PortRange) -> Settings:
-    return Settings(
-        database_url=database_url,
-        installation_id=f"test-{uuid.uuid4().hex[:8]}",
-        port_range=f"{port_range.first}-{port_range.last}",
-        publish_address="127.0.0.1",
-        workers=4,
-    )
-
-
-@pytest.fixture
 async def docker_cleanup(settings: Settings) -> AsyncIterator[None]:
     yield
     docker = aiodocker.Docker()
     try:
-        for container in await docker.containers.list(
-            all=True, filters={"label": [f"{LABEL_INSTALLATION}={settings.installation_id}"]}
-        ):
-            await container.delete(force=True)
+        await remove_containers(docker, settings.installation_id)
     finally:
         await docker.close()
 
@@ -724,19 +679,13 @@ async def start_operator(
     settings: Settings, store: Store, docker_cleanup: None
 ) -> AsyncIterator[StartOperator]:
     """Starts the real operator (once), stopped and drained when the test ends."""
-    running: list[tuple[asyncio.Event, asyncio.Task[None], DockerDriver]] = []
+    operators = Operators()
 
     async def start() -> None:
-        driver = DockerDriver(settings.docker_url, settings.installation_id)
-        operator = Operator(settings, store, driver, lease_ttl_s=3.0)
-        stop = asyncio.Event()
-        running.append((stop, asyncio.create_task(operator.run(stop)), driver))
+        operators.start(settings, store)
 
     yield start
-    for stop, task, driver in running:
-        stop.set()
-        await task
-        await driver.close()
+    await operators.stop()
 
 
 @pytest.fixture
