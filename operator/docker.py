@@ -271,16 +271,17 @@ class DockerDriver:
             "list",
             lambda: self._docker.containers.list(all=True, filters=self._label_filter(project)),
         )
-        inspected = await asyncio.gather(*(self._inspect(c.id) for c in listed))
+        inspected = await asyncio.gather(*(self.inspect(c.id) for c in listed))
         return tuple(c for c in inspected if c is not None)
 
-    async def _inspect(self, container_id: str) -> Container | None:
+    async def inspect(self, container_id: str) -> Container | None:
+        """One container, freshly inspected; None if it is gone."""
         try:
             data = await self._call(
                 "inspect", lambda: self._docker.containers.container(container_id).show()
             )
         except aiodocker.DockerError as exc:
-            if exc.status == 404:  # removed between list and inspect
+            if exc.status == 404:  # removed meanwhile
                 return None
             raise DockerFault("inspect", exc.message, exc.status) from exc
         return container_from_inspect(data)
@@ -501,7 +502,7 @@ class DockerDriver:
         if not candidates:
             return None
         chosen = max(candidates, key=lambda r: (int(r.get("Created") or 0), str(r["Id"])))
-        return await self._inspect(chosen["Id"])
+        return await self.inspect(chosen["Id"])
 
     async def _next_log_container(self, project: str, previous: Container | None) -> Container:
         """Wait until one of the project's containers runs, and return it."""

@@ -54,6 +54,7 @@ class DockerPort(Protocol):
     """What a pass needs from Docker; `tether.operator.docker.DockerDriver` is the real one."""
 
     async def observe(self, project: str) -> tuple[Container, ...]: ...
+    async def inspect(self, container_id: str) -> Container | None: ...
     async def create(
         self, project: str, want: Want, *, host_port: int, publish_address: str
     ) -> None: ...
@@ -224,8 +225,10 @@ class Reconciler:
         }
         try:
             last_key: tuple[object, ...] | None = None
+            containers: tuple[Container, ...] | None = None
             for _ in range(MAX_STEPS):
-                containers = await self._docker.observe(name)
+                if containers is None:
+                    containers = await self._docker.observe(name)
                 observed = observed or describe(containers)
                 healthy = await self._probe(snapshot, desired, memory, containers)
                 decision = plan(desired, Observed(containers, _now(), healthy), memory)
@@ -264,9 +267,11 @@ class Reconciler:
                 try:
                     await self._act(snapshot, action)
                     events.append((EventKind.ACTION, _action_name(action), decision.message))
+                    containers = await self._look_again(action, containers)
                 except DockerRefused as exc:
                     docker_status = exc.status
                     events.append((EventKind.REFUSED, exc.operation, str(exc)))
+                    containers = None
                 except DockerFault as exc:
                     self._count_failed_start(action, exc)
                     raise
@@ -349,6 +354,19 @@ class Reconciler:
                 self._failed_starts.pop(c.id, None)
             case _:
                 raise AssertionError(f"not a Docker action: {action}")
+
+    async def _look_again(
+        self, action: Action, containers: tuple[Container, ...]
+    ) -> tuple[Container, ...] | None:
+        """What the next step decides on: after a start, stop or unpause, the acted-on container
+        inspected afresh, the others as they were a step ago (an event from anyone else queues
+        another pass). None, for a full look, after anything else: a create's container is new."""
+        match action:
+            case Start(container=acted) | Stop(container=acted) | Unpause(container=acted):
+                fresh = await self._docker.inspect(acted.id)
+                replaced = (fresh if c.id == acted.id else c for c in containers)
+                return tuple(c for c in replaced if c is not None)
+        return None
 
     def _count_failed_start(self, action: Action, fault: DockerFault) -> None:
         """A start Docker answered with an error (after the driver's own retries), as opposed
