@@ -82,10 +82,10 @@ def crash_delay(crash_count: int) -> float:
     return min(CRASH_DELAY_FIRST_S * 2.0 ** min(crash_count - 2, 16), CRASH_DELAY_CAP_S)
 
 
-def first_probe_delay(waited_s: float, interval_s: float) -> float:
-    """When to probe a starting endpoint again: soon at first (most answer within a second),
-    backing off to the health check's interval."""
-    return min(interval_s, max(HEALTH_RECHECK_MIN_S, waited_s / 4))
+def first_probe_delay(running_s: float, interval_s: float) -> float:
+    """When to probe a starting endpoint again, `running_s` after its container started: soon
+    at first (most answer within a second), backing off to the health check's interval."""
+    return min(interval_s, max(HEALTH_RECHECK_MIN_S, running_s / 4))
 
 
 def effective_want(desired: Desired, memory: Memory) -> Want | None:
@@ -380,6 +380,9 @@ def _plan_health(
     waited = (observed.now - _trying_since(desired, keep)).total_seconds()
     deadline = want.deployment.ready_deadline_s
     if waited < deadline:
+        # Paced from the start, not from the desire: in a bulk start, a project's container
+        # can start seconds after it was asked for, and is as quick to answer as any other.
+        running_for = (observed.now - (keep.started_at or observed.now)).total_seconds()
         return Decision(
             None,
             "Starting",
@@ -387,7 +390,7 @@ def _plan_health(
             "HealthCheckPending",
             f"v{want.version} is running, waiting for its endpoint ({waited:.0f}/{deadline} s)",
             memory,
-            requeue_after=first_probe_delay(waited, interval),
+            requeue_after=first_probe_delay(running_for, interval),
             container=keep,
         )
     fallback = desired.fallback

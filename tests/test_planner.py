@@ -18,6 +18,7 @@ from tether.api.models import Deployment, HealthCheck
 from tether.operator.planner import (
     CRASH_DELAY_CAP_S,
     CRASH_RESET_AFTER,
+    HEALTH_RECHECK_MIN_S,
     TRANSITION_RECHECK_S,
     Action,
     Create,
@@ -291,6 +292,14 @@ def test_running_healthy_target_is_ready_and_at_rest() -> None:
     assert (decision.ready, decision.stalled, decision.ready_version) == (True, False, 2)
     assert decision.container == running
     assert decision.phase == "Running"
+
+
+def test_a_container_just_started_is_probed_again_soon_however_old_the_desire() -> None:
+    # In a bulk start, a project's container can start seconds after its desired change.
+    running = ctr("a", "running", created=T0 - s(3600), started=T0 - s(0.1))
+    decision = decide(desired(changed_at=T0 - s(6)), running)
+    assert decision.reason == "HealthCheckPending"
+    assert decision.requeue_after == HEALTH_RECHECK_MIN_S
 
 
 def test_running_target_not_yet_healthy_within_its_deadline_waits() -> None:
