@@ -20,13 +20,15 @@ from tether.operator.docker import DockerDriver
 from tether.operator.service import Operator
 from tether.operator.state import LABEL_INSTALLATION
 
+POLL_S = 0.05  # how often a condition is looked at again
+
 
 async def wait_for(
     check: Callable[[], Awaitable[Any]],
     what: str,
     within_s: float = 45.0,
     *,
-    every_s: float = 0.05,
+    every_s: float = POLL_S,
 ) -> Any:
     """Poll `check` until it returns something truthy, and return that; fail after `within_s`."""
     deadline = time.monotonic() + within_s
@@ -36,6 +38,18 @@ async def wait_for(
         if last:
             return last
         await asyncio.sleep(every_s)
+    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
+
+
+def wait_until(check: Callable[[], Any], what: str, within_s: float = 45.0) -> Any:
+    """`wait_for` for synchronous code (a module-scoped fixture)."""
+    deadline = time.monotonic() + within_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(POLL_S)
     raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from support import free_port
+from support import free_port, wait_until
 
 from tether.api.app import create_app
 from tether.api.store import Store
@@ -113,16 +112,18 @@ def api_process(fuzz_database: tuple[str, str], tmp_path_factory: Any) -> Iterat
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+
+        def ready() -> bool:
             assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_until(ready, "tether api ready", within_s=20)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()}") from None
         yield url
     finally:
         process.terminate()
