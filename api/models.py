@@ -191,7 +191,9 @@ class DeploymentSpec(BaseModel):
                 f"secret_env names {', '.join(map(repr, unknown))}, not in env: list only keys "
                 "of env"
             )
-        self.secret_env = list(dict.fromkeys(self.secret_env))  # each once, in the given order
+        once = list(dict.fromkeys(self.secret_env))  # each once, in the given order
+        if once != self.secret_env:
+            self.secret_env = once
         return self
 
     @model_validator(mode="after")

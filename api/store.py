@@ -238,7 +238,6 @@ class Store:
                 await self._record(
                     conn,
                     project,
-                    EventKind.DESIRED,
                     "Created",
                     f"project created by {principal.owner}",
                     principal.owner,
@@ -484,23 +483,18 @@ class Store:
         )
         assert row is not None  # the row is locked by this transaction
         changed = _project(row)
-        await self._record(conn, changed, EventKind.DESIRED, reason, message, principal.owner)
+        await self._record(conn, changed, reason, message, principal.owner)
         return changed
 
     async def _record(
-        self,
-        conn: Conn,
-        project: Project,
-        kind: EventKind,
-        reason: str,
-        message: str,
-        actor: str,
+        self, conn: Conn, project: Project, reason: str, message: str, actor: str
     ) -> None:
+        """The desired change's event, and the operator's wake-up."""
         await conn.execute(
             sql("record_desired_change"),
             project.name,
             project.generation,
-            kind,
+            EventKind.DESIRED,
             reason,
             message,
             actor,

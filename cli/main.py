@@ -400,13 +400,14 @@ def deploy(
     """Create a new deployment of the project and target it (creating the project if needed)."""
     _check_wait(wait, timeout)
     secrets = _secret_pairs(secret_env or [], _runtime(ctx).env)
-    both = sorted(set(secrets) & set(_env_pairs(env or [])))
+    plain = _env_pairs(env or [])
+    both = sorted(set(secrets) & set(plain))
     if both:
         raise typer.BadParameter(
             f"{', '.join(both)} given both as --env and as --secret-env: give each once",
             param_hint="'--secret-env'",
         )
-    spec: dict[str, Any] = {"image": image, "env": {**_env_pairs(env or []), **secrets}}
+    spec: dict[str, Any] = {"image": image, "env": {**plain, **secrets}}
     if secrets:
         spec["secret_env"] = list(secrets)
     if port is not None:

@@ -533,6 +533,9 @@ async def _api(settings: Settings, sock: socket.socket) -> None:
 
 
 def operator(settings: Settings) -> None:
+    from tether.operator.service import tune_garbage_collector
+
+    tune_garbage_collector()
     sock = bind_operator_endpoint(settings)
     try:
         asyncio.run(_operator(settings, sock))
@@ -555,6 +558,9 @@ async def _operator(settings: Settings, sock: socket.socket) -> None:
 
 
 def up(settings: Settings, env: Mapping[str, str]) -> None:
+    from tether.operator.service import tune_garbage_collector
+
+    tune_garbage_collector()
     sock = bind(settings.api_host, settings.api_port)
     try:
         asyncio.run(_up(settings, env, sock))

@@ -344,28 +344,34 @@ class Reconciler:
                 )
             case Start(container=c):
                 await self._docker.start(c.id)
-                self._failed_starts.pop(c.id, None)
+                self._forget_failed_starts(c.id)
             case Stop(container=c, grace_s=grace):
                 await self._docker.stop(c.id, grace)
             case Unpause(container=c):
                 await self._docker.unpause(c.id)
             case Remove(container=c):
                 await self._docker.remove(c.id)
-                self._failed_starts.pop(c.id, None)
+                self._forget_failed_starts(c.id)
             case _:
                 raise AssertionError(f"not a Docker action: {action}")
 
     async def _look_again(
         self, action: Action, containers: tuple[Container, ...]
     ) -> tuple[Container, ...] | None:
-        """What the next step decides on: after a start, stop or unpause, the acted-on container
-        inspected afresh, the others as they were a step ago (an event from anyone else queues
-        another pass). None, for a full look, after anything else: a create's container is new."""
+        """What the next step decides on: the acted-on container inspected afresh (gone, after a
+        removal), the others as they were a step ago (an event from anyone else queues another
+        pass). None, for a full look, when there is nothing to look at again."""
         match action:
             case Start(container=acted) | Stop(container=acted) | Unpause(container=acted):
                 fresh = await self._docker.inspect(acted.id)
                 replaced = (fresh if c.id == acted.id else c for c in containers)
                 return tuple(c for c in replaced if c is not None)
+            case Remove(container=acted):
+                return tuple(c for c in containers if c.id != acted.id)
+            case Create(want=want):
+                # Docker takes a name where it takes an id: the new container's id is not known.
+                created = await self._docker.inspect(want.container_name)
+                return (*containers, created) if created is not None else None
         return None
 
     def _count_failed_start(self, action: Action, fault: DockerFault) -> None:
@@ -374,6 +380,10 @@ class Reconciler:
         if isinstance(action, Start) and fault.status is not None and fault.status < 600:
             container = action.container.id
             self._failed_starts[container] = self._failed_starts.get(container, 0) + 1
+
+    def _forget_failed_starts(self, container_id: str) -> None:
+        """It started, or it is gone."""
+        self._failed_starts.pop(container_id, None)
 
     def _unstartable(self) -> frozenset[str]:
         return frozenset(
@@ -565,6 +575,7 @@ class Reconciler:
                 if container.state in ("running", "paused", "restarting"):
                     await self._docker.stop(container.id, 10)
                 await self._docker.remove(container.id)
+                self._forget_failed_starts(container.id)
             except DockerRefused:
                 continue
             actions.append(f"remove v{container.version}")

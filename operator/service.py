@@ -391,7 +391,8 @@ def _count(result: str, began: float, *, retry: bool) -> None:
 
 
 def tune_garbage_collector() -> None:
-    """A resync turns every project's rows into objects at once. Under the default thresholds
+    """For a process that runs the operator (`tether operator`, `tether up`): a resync turns
+    every project's rows into objects at once. Under the default thresholds
     the collector runs full passes over that growing heap while it does, which made a resync at
     10 000 projects cost 40 % more per project than at 1 000 (docs/benchmarks.md, growth).
     Collecting young objects less often keeps it linear, at the cost of garbage cycles living a
@@ -407,7 +408,6 @@ async def serve_operator(
 ) -> None:
     """Run the operator until `stop` is set: what `tether operator` and `tether up` run.
     `on_start` receives the operator before it runs (for its readiness, in health endpoints)."""
-    tune_garbage_collector()
     docker = DockerDriver(
         settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
     )

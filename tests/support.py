@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from tether.api.settings import Settings
 from tether.api.store import Store
+from tether.cli.server import bind
 from tether.operator.docker import DockerDriver
 from tether.operator.service import Operator
 from tether.operator.state import LABEL_INSTALLATION
@@ -67,11 +68,11 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def serving(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
-    """`app` on a real uvicorn server on loopback (`port`, or one the kernel picks): its URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
+    """`app` on a real uvicorn server on loopback (`port`, or one the kernel picks): its URL.
+    Served from a socket made by `bind`, as `tether api` serves it."""
+    sock = bind("127.0.0.1", port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
 
     async def started() -> bool:
         if task.done():
@@ -82,11 +83,11 @@ async def serving(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
     try:
         # Polled more often than wait_for's default: most tests start a server of their own.
         await wait_for(started, "uvicorn to start", within_s=10, every_s=0.01)
-        [sock] = server.servers[0].sockets
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         await task
+        sock.close()
 
 
 async def remove_containers(docker: aiodocker.Docker, installation: str) -> None:
