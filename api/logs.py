@@ -21,7 +21,7 @@ log = structlog.get_logger("tether.api.logs")
 
 
 class LogSource(Protocol):
-    """Where container output comes from (`tether.operator.docker.DockerDriver`)."""
+    """Where container output comes from (`tether.operator.engine.docker.logs.ContainerLogs`)."""
 
     def logs(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -255,12 +255,32 @@ class Condition(BaseModel):
     observed_generation: int
 
 
+class Phase(StrEnum):
+    """Where a project is on its way to what is desired, for display; the conditions say whether
+    it got there."""
+
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    CREATING = "Creating"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    UNHEALTHY = "Unhealthy"
+    CRASH_LOOP = "CrashLoop"
+    REPLACING = "Replacing"
+    ROLLING_BACK = "RollingBack"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    DELETING = "Deleting"
+    RETRYING = "Retrying"
+    STALLED = "Stalled"
+
+
 class Status(BaseModel):
     """What the operator last observed and did. Written only by the operator."""
 
     project: ProjectName
     observed_generation: int = 0
-    phase: str = "Pending"
+    phase: Phase = Phase.PENDING
     conditions: list[Condition] = Field(default_factory=list)
     running_version: int | None = None
     container_id: str | None = None
@@ -287,6 +307,14 @@ class EventKind(StrEnum):
     HEALTH = "health"
     CONVERGED = "converged"
     GAVE_UP = "gave_up"
+
+
+class NewEvent(NamedTuple):
+    """An event a pass or a desired write records; the store gives it its id, actor and time."""
+
+    kind: EventKind
+    reason: str
+    message: str
 
 
 class Event(BaseModel):

@@ -36,6 +36,7 @@ from tether.api.models import (
     DesiredState,
     Event,
     EventKind,
+    NewEvent,
     Principal,
     Project,
     ProjectView,
@@ -556,9 +557,7 @@ class Store:
             row = await conn.fetchrow(sql("deployment"), name, version)
         return _deployment(row) if row else None
 
-    async def write_status(
-        self, status: Status, events: list[tuple[EventKind, str, str]], actor: str
-    ) -> None:
+    async def write_status(self, status: Status, events: Sequence[NewEvent], actor: str) -> None:
         """Write what a pass observed and did, its events, and tell watchers; never a desired
         change, so it triggers no pass."""
         async with self._transaction() as conn:

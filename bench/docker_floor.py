@@ -20,7 +20,7 @@ STOP_GRACE_S = 10  # tether's default stop_grace_s
 
 
 def container_config(host_port: int, labels: dict[str, str]) -> dict[str, Any]:
-    """What `tether.operator.docker.DockerDriver.create` asks Docker for, for the same spec."""
+    """What the engine driver (`DockerDriver.create`) asks Docker for, for the same spec."""
     port = f"{CONTAINER_PORT}/tcp"
     return {
         "Image": IMAGE,

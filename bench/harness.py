@@ -28,7 +28,7 @@ import asyncpg
 
 from tether.api.migrator import migrate
 from tether.api.store import PortRange
-from tether.operator.state import LABEL_INSTALLATION
+from tether.operator.labels import LABEL_INSTALLATION
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram, start_http_server
 
 from tether.cli.main import run
-from tether.operator.docker import DockerDriver
+from tether.operator.engine.docker.driver import DockerDriver
 
 CALLS = Counter("bench_docker_calls", "Calls through DockerDriver._call.", ["operation"])
 CALL_SECONDS = Histogram(

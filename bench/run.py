@@ -43,7 +43,7 @@ import report
 from harness import BENCH, BENCH_LABEL, REPO, Run, load_average, machine, remove_run_containers
 from private_docker import PrivateDocker, default_images
 from scenarios import api, bulk, growth, idle, single
-from tether.operator.state import LABEL_INSTALLATION
+from tether.operator.labels import LABEL_INSTALLATION
 
 # Bulk last: Docker Engine 20.10 can deadlock when many containers exit at once
 # (moby/moby#46661); if it does, every other item has been measured already.

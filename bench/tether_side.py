@@ -35,7 +35,7 @@ from harness import (
 )
 from tether.api.models import DeploymentSpec, DesiredState, HealthCheck, Principal
 from tether.api.store import PortRange, Store
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 
 OWNER = Principal(owner="bench")
 # What the README's tour deploys: the test workload, its port, an HTTP health check (defaults).

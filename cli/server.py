@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from tether.api.probes import Checks
     from tether.api.settings import Settings
     from tether.api.store import Store
-    from tether.operator.docker import PostgresServer
+    from tether.operator.engine.docker.postgres import PostgresServer
     from tether.operator.service import Operator
 
 log = structlog.get_logger("tether.cli")
@@ -388,14 +388,19 @@ async def serve(
     from tether.api.app import create_app
     from tether.api.probes import create_probe_app
     from tether.api.ratelimit import FailureLimiter
-    from tether.operator.docker import DockerDriver
+    from tether.operator.engine.docker.driver import DockerDriver
+    from tether.operator.engine.docker.logs import ContainerLogs
 
     parts: dict[asyncio.Task[None], str] = {}
     operator_checks = OperatorReadiness("operator." if sock is not None else "")
     # The API reads container output (`tether logs`) through a Docker driver of its own.
     log_source = (
-        DockerDriver(
-            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+        ContainerLogs(
+            DockerDriver(
+                settings.docker_url,
+                settings.installation_id,
+                concurrency=settings.docker_concurrency,
+            )
         )
         if sock is not None
         else None
@@ -424,7 +429,7 @@ async def serve(
         probes = create_probe_app([operator_checks])
         run(_uvicorn(probes, settings, access_log=False), operator_sock, "operator's endpoint")
     if with_operator:
-        from tether.operator.service import serve_operator
+        from tether.operator.serve import serve_operator
 
         operating = serve_operator(settings, store, stopper.event, on_start=operator_checks.started)
         parts[asyncio.create_task(operating)] = "operator"
@@ -533,7 +538,7 @@ async def _api(settings: Settings, sock: socket.socket) -> None:
 
 
 def operator(settings: Settings) -> None:
-    from tether.operator.service import tune_garbage_collector
+    from tether.operator.serve import tune_garbage_collector
 
     tune_garbage_collector()
     sock = bind_operator_endpoint(settings)
@@ -558,7 +563,7 @@ async def _operator(settings: Settings, sock: socket.socket) -> None:
 
 
 def up(settings: Settings, env: Mapping[str, str]) -> None:
-    from tether.operator.service import tune_garbage_collector
+    from tether.operator.serve import tune_garbage_collector
 
     tune_garbage_collector()
     sock = bind(settings.api_host, settings.api_port)
@@ -569,7 +574,7 @@ def up(settings: Settings, env: Mapping[str, str]) -> None:
 
 
 async def _up(settings: Settings, env: Mapping[str, str], sock: socket.socket) -> None:
-    from tether.operator.docker import PostgresServer
+    from tether.operator.engine.docker.postgres import PostgresServer
 
     postgres = PostgresServer(image=settings.postgres_image)
     # An explicit TETHER_DATABASE_URL means a Postgres of one's own: no container is managed.
@@ -683,7 +688,8 @@ async def _log_in(store: Store, settings: Settings, env: Mapping[str, str], *, f
 
 
 async def _ensure_postgres(docker_url: str, postgres: PostgresServer) -> None:
-    from tether.operator.docker import DockerFault, ensure_postgres
+    from tether.operator.engine.docker.faults import DockerFault
+    from tether.operator.engine.docker.postgres import ensure_postgres
 
     try:
         await ensure_postgres(docker_url, postgres)
@@ -700,7 +706,7 @@ async def _ensure_postgres(docker_url: str, postgres: PostgresServer) -> None:
 
 async def _stop_postgres(docker_url: str, postgres: PostgresServer) -> str | None:
     """Stop the Postgres container, keeping its volume; say what failed, if anything."""
-    from tether.operator.docker import stop_postgres
+    from tether.operator.engine.docker.postgres import stop_postgres
 
     try:
         await stop_postgres(docker_url, postgres)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import random
 import time
 import uuid
@@ -21,15 +20,16 @@ from typing import Any
 import structlog
 
 from tether.api.errors import StoreUnavailable
-from tether.api.models import ConditionType, DesiredSnapshot
+from tether.api.models import DesiredSnapshot
 from tether.api.settings import Settings
 from tether.api.store import DESIRED_CHANNEL, Store
-from tether.operator.docker import DockerDriver, DockerFault, Summary
+from tether.operator.desired import build_desired
 from tether.operator.health import Prober
 from tether.operator.metrics import PASS_SECONDS, PASSES, PROJECTS, QUEUE_DEPTH, RETRIES
 from tether.operator.queue import WorkQueue
-from tether.operator.reconciler import Reconciler, build_desired
-from tether.operator.state import Desired
+from tether.operator.reconciler import Reconciler
+from tether.operator.record import PassRecord, PassResult, log_pass
+from tether.operator.runtime import Runtime, RuntimeFault
 
 log = structlog.get_logger("tether.operator")
 RECONNECT_DELAY_S = (0.5, 10.0)
@@ -40,37 +40,12 @@ RETRY_UNREAD_S = 2.0  # a pass that could not read Postgres or Docker
 RETRY_CRASHED_S = 10.0  # a pass that failed on a bug
 
 
-def at_rest(desired: Desired, snapshot: DesiredSnapshot, containers: list[Summary]) -> bool:
-    """Whether a project is converged as far as one `docker ps` and its status can tell; a
-    project that may not be is given a full pass."""
-    status = snapshot.status
-    if status is None or status.observed_generation != desired.generation or desired.deleting:
-        return False
-    reconciling = status.condition(ConditionType.RECONCILING)
-    if reconciling is None or reconciling.status != "False":
-        return False
-    if not desired.running:
-        return not any(c.state in ("running", "paused", "restarting") for c in containers)
-    want = desired.target
-    if status.failed_version is not None and desired.fallback is not None:
-        want = desired.fallback
-    if want is None or len(containers) != 1:
-        return False
-    [only] = containers
-    return (
-        only.state == "running"
-        and only.version == want.version
-        and only.spec_hash == want.spec_hash
-        and (want.restart_token is None or only.restart_token == want.restart_token)
-    )
-
-
 class Operator:
     def __init__(
         self,
         settings: Settings,
         store: Store,
-        docker: DockerDriver,
+        runtime: Runtime[Any],
         *,
         lease_ttl_s: float | None = None,
         holder: str | None = None,
@@ -78,7 +53,7 @@ class Operator:
     ) -> None:
         self._settings = settings
         self._store = store
-        self._docker = docker
+        self._runtime = runtime
         self._lease_ttl_s = lease_ttl_s or settings.lease_ttl_s
         self.holder = holder or f"operator-{uuid.uuid4().hex[:8]}"
         self._drain_grace_s = drain_grace_s
@@ -92,8 +67,7 @@ class Operator:
         self.prober = Prober(settings.publish_address)
         self.reconciler = Reconciler(
             store,
-            docker,
-            self.prober,
+            runtime,
             publish_address=settings.publish_address,
             installation=settings.installation_id,
             holds_lease=self.holds_lease,
@@ -168,18 +142,27 @@ class Operator:
         began = time.monotonic()
         try:
             outcome = await self.reconciler.reconcile(name)
-        except (StoreUnavailable, DockerFault) as exc:
+        except (StoreUnavailable, RuntimeFault) as exc:
             # Could not even read the desired state or observe: the next attempt will.
-            status = exc.status if isinstance(exc, DockerFault) else None
-            _log_unfinished(
-                log.warning, name, "retrying", began, RETRY_UNREAD_S, status, error=str(exc)
+            unread = PassRecord(project=name, began=began)
+            unread.docker_status = exc.status if isinstance(exc, RuntimeFault) else None
+            log_pass(
+                unread,
+                "retrying",
+                attempt=None,
+                next_delay_s=RETRY_UNREAD_S,
+                error=str(exc),
+                level="warning",
             )
             _count("retrying", began, retry=True)
             self.queue.add_after(name, RETRY_UNREAD_S, backoff=True)
             return
         except Exception:
             # A bug in one project's pass must not stop the operator for every other project.
-            _log_unfinished(log.exception, name, "crashed", began, RETRY_CRASHED_S, None)
+            crashed = PassRecord(project=name, began=began)
+            log_pass(
+                crashed, "crashed", attempt=None, next_delay_s=RETRY_CRASHED_S, level="exception"
+            )
             _count("crashed", began, retry=True)
             self.queue.add_after(name, RETRY_CRASHED_S, backoff=True)
             return
@@ -235,7 +218,7 @@ class Operator:
         # happens from before that resync until the new subscription reaches it.
         since = time.time()
         await self._resync_quietly()
-        events = self._docker.events(since=since)
+        events = self._runtime.changes(since)
         self._alive["docker_events"] = True
         try:
             while True:
@@ -260,9 +243,9 @@ class Operator:
         operator (not `active`) is ready too: it takes over when the active one dies."""
         try:
             async with asyncio.timeout(READINESS_PING_S):
-                await self._docker.ping()
+                await self._runtime.ping()
             docker = True
-        except (DockerFault, TimeoutError):
+        except (RuntimeFault, TimeoutError):
             docker = False
         return {"docker": docker, **self._alive, "active": self.holds_lease()}
 
@@ -272,7 +255,7 @@ class Operator:
             began = time.monotonic()
             try:
                 await once()
-            except (StoreUnavailable, DockerFault, OSError) as exc:
+            except (StoreUnavailable, RuntimeFault, OSError) as exc:
                 log.warning(f"{what} failed", error=str(exc))
             if time.monotonic() - began > 30:
                 delay = RECONNECT_DELAY_S[0]
@@ -288,21 +271,19 @@ class Operator:
     async def _resync_quietly(self) -> None:
         try:
             await self.resync()
-        except (StoreUnavailable, DockerFault) as exc:
+        except (StoreUnavailable, RuntimeFault) as exc:
             log.warning("resync failed", error=str(exc))
 
     async def resync(self) -> int:
         """One query and one container list; queue every project that may not be converged.
         Returns how many were queued."""
         snapshots = await self._store.desired_all()
-        summaries = await self._docker.list_all()
+        survey = await self._runtime.survey()
         phases = Counter(s.status.phase if s.status else "Pending" for s in snapshots)
         PROJECTS.clear()
         for phase, count in phases.items():
             PROJECTS.labels(phase).set(count)
-        by_project: dict[str, list[Summary]] = {}
-        for summary in summaries:
-            by_project.setdefault(summary.project, []).append(summary)
+        orphans = set(survey.projects())
         queued = 0
         now = datetime.now(UTC)
         settled: list[DesiredSnapshot] = []
@@ -311,7 +292,8 @@ class Operator:
             desired = build_desired(
                 snapshot, self._settings.publish_address, self._settings.installation_id
             )
-            if at_rest(desired, snapshot, by_project.pop(name, [])):
+            orphans.discard(name)
+            if survey.at_rest(desired, snapshot):
                 if desired.running:
                     settled.append(snapshot)
                 continue
@@ -327,7 +309,7 @@ class Operator:
             else:
                 self.queue.add(name)
             queued += 1
-        for orphan in by_project:  # containers of projects that no longer exist
+        for orphan in orphans:  # workloads of projects that no longer exist
             self.queue.add(orphan)
             queued += 1
         return queued + await self._recheck_endpoints(settled)
@@ -355,66 +337,8 @@ class Operator:
         return sum(results)
 
 
-def _log_unfinished(
-    emit: Callable[..., Any],
-    project: str,
-    result: str,
-    began: float,
-    next_delay_s: float,
-    docker_status: int | None,
-    **extra: str,
-) -> None:
-    """The outcome line of a pass that ended before it could read the project: the same fields as
-    every other pass line (docs/logs.md), with what it did not learn left empty."""
-    emit(
-        "pass",
-        project=project,
-        pass_id=uuid.uuid4().hex[:12],
-        generation=None,
-        observed=None,
-        desired=None,
-        action=[],
-        result=result,
-        docker_status=docker_status,
-        attempt=None,
-        next_delay_s=next_delay_s,
-        duration_ms=round((time.monotonic() - began) * 1000),
-        **extra,
-    )
-
-
-def _count(result: str, began: float, *, retry: bool) -> None:
+def _count(result: PassResult, began: float, *, retry: bool) -> None:
     PASSES.labels(result).inc()
     PASS_SECONDS.observe(time.monotonic() - began)
     if retry:
         RETRIES.inc()
-
-
-def tune_garbage_collector() -> None:
-    """For a process that runs the operator (`tether operator`, `tether up`): a resync turns
-    every project's rows into objects at once. Under the default thresholds
-    the collector runs full passes over that growing heap while it does, which made a resync at
-    10 000 projects cost 40 % more per project than at 1 000 (docs/benchmarks.md, growth).
-    Collecting young objects less often keeps it linear, at the cost of garbage cycles living a
-    little longer: the idle benchmark's RSS figure includes it."""
-    gc.set_threshold(50_000, 20, 20)
-
-
-async def serve_operator(
-    settings: Settings,
-    store: Store,
-    stop: asyncio.Event,
-    on_start: Callable[[Operator], None] | None = None,
-) -> None:
-    """Run the operator until `stop` is set: what `tether operator` and `tether up` run.
-    `on_start` receives the operator before it runs (for its readiness, in health endpoints)."""
-    docker = DockerDriver(
-        settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
-    )
-    operator = Operator(settings, store, docker)
-    if on_start is not None:
-        on_start(operator)
-    try:
-        await operator.run(stop)
-    finally:
-        await docker.close()

@@ -35,7 +35,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tether.operator.state import LABEL_PROJECT
+from tether.operator.labels import LABEL_PROJECT
 
 # The Engine API endpoints tether uses, as `FaultProxy.inject` takes them.
 LIST = "GET /containers/json"

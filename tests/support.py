@@ -17,9 +17,10 @@ from starlette.types import ASGIApp
 from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.cli.server import bind
-from tether.operator.docker import DockerDriver
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.runtime import engine_runtime
+from tether.operator.labels import LABEL_INSTALLATION
 from tether.operator.service import Operator
-from tether.operator.state import LABEL_INSTALLATION
 
 POLL_S = 0.05  # how often a condition is looked at again
 
@@ -120,7 +121,9 @@ class Operators:
         own: DockerDriver | None = None
         if driver is None:
             driver = own = DockerDriver(settings.docker_url, settings.installation_id)
-        operator = Operator(settings, store, driver, lease_ttl_s=lease_ttl_s, **kwargs)
+        operator = Operator(
+            settings, store, engine_runtime(settings, driver), lease_ttl_s=lease_ttl_s, **kwargs
+        )
         stop = asyncio.Event()
         self._running.append((stop, asyncio.create_task(operator.run(stop)), own))
         return operator

@@ -33,7 +33,7 @@ from faultproxy import (
 )
 from support import remove_containers, wait_for
 
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 
 pytestmark = pytest.mark.docker
 

@@ -26,7 +26,9 @@ from tether.api.models import DeploymentSpec, HealthCheck, Principal
 from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.cli.main import run
-from tether.operator.docker import DockerDriver
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.docker.logs import ContainerLogs
+from tether.operator.engine.runtime import engine_runtime
 from tether.operator.service import Operator
 
 WORKLOAD = "tether-test/workload:latest"
@@ -170,7 +172,7 @@ async def operator(settings: Settings, store: Store, driver: DockerDriver) -> As
 
 @pytest.fixture
 async def logs_api(store: Store, driver: DockerDriver) -> AsyncIterator[str]:
-    async with serving(create_app(store, log_source=driver, keepalive_s=0.5)) as url:
+    async with serving(create_app(store, log_source=ContainerLogs(driver), keepalive_s=0.5)) as url:
         yield url
 
 
@@ -240,7 +242,7 @@ async def test_when_docker_cannot_be_reached_logs_says_so(
     assert (await client.post("/v1/projects", json={"name": "shop"})).status_code == 201
     nowhere = DockerDriver(f"unix://{tmp_path}/no-docker.sock", "test")
     try:
-        async with serving(create_app(store, log_source=nowhere)) as url:
+        async with serving(create_app(store, log_source=ContainerLogs(nowhere))) as url:
             cli = Cli(capsys, env_for(url, tokens.alice, tmp_path))
             failed = await cli("logs", "shop")
             assert failed.code == 1
@@ -402,7 +404,7 @@ async def test_the_log_doc_names_exactly_the_fields_a_pass_logs(
         assert example.keys() - {"event", "level", "timestamp"} == expected, example
         assert example["event"] == "pass"
 
-    operator = Operator(settings, store, driver)
+    operator = Operator(settings, store, engine_runtime(settings, driver))
     operator._lease_until = float("inf")  # passes run by hand: no lease task in this test
     alice = Principal(owner="alice")
     healthy = DeploymentSpec(

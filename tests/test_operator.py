@@ -29,9 +29,12 @@ from tether.api.models import (
 )
 from tether.api.settings import Settings
 from tether.api.store import Store
-from tether.operator.docker import DockerDriver, Summary
+from tether.operator.desired import Want
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.runtime import engine_runtime
+from tether.operator.engine.state import Container, Summary
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.service import Operator
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT, Container, Want
 
 pytestmark = pytest.mark.docker
 
@@ -370,7 +373,7 @@ async def test_each_pass_logs_one_outcome_line_with_every_field_and_no_env_value
     settings: Settings, store: Store, driver: DockerDriver
 ) -> None:
     secret = f"s3cret-{uuid.uuid4().hex}"
-    operator = Operator(settings, store, driver)
+    operator = Operator(settings, store, engine_runtime(settings, driver))
     operator._lease_until = float("inf")  # run passes by hand: no lease task in this test
     await deploy(store, "shop", HEALTHY.model_copy(update={"env": {"TOKEN": secret}}))
     await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
@@ -393,7 +396,7 @@ async def test_each_pass_logs_one_outcome_line_with_every_field_and_no_env_value
 async def test_retry_timers_survive_an_operator_restart(
     start_operator: OperatorFactory, settings: Settings, store: Store, driver: DockerDriver
 ) -> None:
-    operator = Operator(settings, store, driver)
+    operator = Operator(settings, store, engine_runtime(settings, driver))
     operator._lease_until = float("inf")
     await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
     for _ in range(5):  # five failures in a row: the next attempt is ~8 s away
@@ -487,7 +490,7 @@ async def test_a_resync_of_converged_projects_costs_one_list_and_no_inspect(
     for name in names:
         await wait_for(lambda name=name: ready(store, name), f"{name} Ready")
     counting = CountingDriver(settings.docker_url, settings.installation_id)
-    quiet = Operator(settings, store, counting)
+    quiet = Operator(settings, store, engine_runtime(settings, counting))
     try:
         assert await quiet.resync() == 0  # nothing to do: every project is at rest
     finally:
@@ -508,7 +511,7 @@ async def test_docker_calls_in_flight_never_exceed_the_cap(settings: Settings) -
         in_flight -= 1
 
     try:
-        calls = [asyncio.create_task(driver._call("test", call)) for _ in range(10)]
+        calls = [asyncio.create_task(driver.call("test", call)) for _ in range(10)]
         await wait_for(lambda: _true_when(in_flight == 3), "three calls in flight")
         release.set()
         await asyncio.gather(*calls)
@@ -529,7 +532,7 @@ def want_of(project: str, spec: DeploymentSpec) -> Want:
         deployment=deployment,
         spec_hash=f"hash-{project}",
         restart_token=0,
-        container_name=f"tether-{uuid.uuid4().hex[:8]}-{project}",
+        name=f"tether-{uuid.uuid4().hex[:8]}-{project}",
     )
 
 

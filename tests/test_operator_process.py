@@ -20,7 +20,7 @@ from support import remove_containers, wait_for
 
 from tether.api.models import ConditionType, DeploymentSpec, HealthCheck, Principal
 from tether.api.store import PortRange, Store
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_VERSION
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_VERSION
 
 pytestmark = pytest.mark.docker
 

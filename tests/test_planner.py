@@ -15,26 +15,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.api.models import Deployment, HealthCheck
-from tether.operator.planner import (
+from tether.operator.desired import Desired, Memory, Want, effective_want
+from tether.operator.engine.planner import (
     CRASH_DELAY_CAP_S,
     CRASH_RESET_AFTER,
     HEALTH_RECHECK_MIN_S,
     TRANSITION_RECHECK_S,
     Action,
     Create,
-    Decision,
-    FailRollout,
-    Finalize,
     Remove,
     Start,
     Stop,
     Unpause,
+    at_rest,
     crash_delay,
-    effective_want,
     plan,
-    retry_delay,
 )
-from tether.operator.state import Container, Desired, Memory, Observed, Want
+from tether.operator.engine.state import Container, Observed, Summary
+from tether.operator.retry import retry_delay
+from tether.operator.runtime import Decision, FailRollout, Finalize
 
 PROJECT = "shop"
 TOKEN = 1  # the project's current restart token
@@ -85,7 +84,7 @@ def want(
         deployment=spec,
         spec_hash=f"spec-v{version}",
         restart_token=token,
-        container_name=f"tether-{PROJECT}-v{version}-r{TOKEN}",
+        name=f"tether-{PROJECT}-v{version}-r{TOKEN}",
     )
 
 
@@ -106,6 +105,7 @@ def desired(
         generation=7,
         running=running,
         deleting=deleting,
+        host_port=20000,
         target=target,
         fallback=fallback,
         changed_at=changed_at,
@@ -152,8 +152,9 @@ def decide(
     healthy: tuple[str, ...] = (),
     memory: Memory | None = None,
     now: datetime = T0,
+    unstartable: frozenset[str] = frozenset(),
 ) -> Decision:
-    observed = Observed(containers, now, {c.id: c.id in healthy for c in containers})
+    observed = Observed(containers, now, {c.id: c.id in healthy for c in containers}, unstartable)
     return plan(d, observed, memory or Memory())
 
 
@@ -188,18 +189,18 @@ def test_exited_before_the_last_change_is_started_without_crash_bookkeeping() ->
 
 def test_a_container_docker_cannot_start_is_removed_then_created_afresh() -> None:
     wedged = ctr("a", "exited", finished=T0 - s(1), started=CHANGED + s(1), exit_code=137)
-    memory = Memory(unstartable=frozenset({"a"}))
-    decision = decide(desired(), wedged, memory=memory)
+    unstartable = frozenset({"a"})
+    decision = decide(desired(), wedged, unstartable=unstartable)
     assert decision.action == Remove(wedged)
     assert (decision.phase, decision.reason) == ("Replacing", "Unstartable")
-    assert decide(desired(), memory=memory).action == Create(V2)
+    assert decide(desired(), unstartable=unstartable).action == Create(V2)
 
 
 def test_paused_target_is_unpaused() -> None:
     paused = ctr("a", "paused")
     decision = decide(desired(), paused)
     assert decision.action == Unpause(paused)
-    assert decision.container == paused
+    assert decision.workload == paused
 
 
 def test_running_with_no_target_is_stopped_then_removed() -> None:
@@ -252,7 +253,7 @@ def test_replacement_waits_for_health_before_removing_the_old_one() -> None:
         False,
         False,
     )
-    assert decision.container == new
+    assert decision.workload == new
 
 
 def test_replacement_removes_the_old_one_once_the_target_is_healthy() -> None:
@@ -260,7 +261,7 @@ def test_replacement_removes_the_old_one_once_the_target_is_healthy() -> None:
     new = ctr("new", "running", started=T0 - s(10))
     decision = decide(desired(V2, V1), old, new, healthy=("new",))
     assert decision.action == Remove(old)
-    assert (decision.ready, decision.ready_version, decision.container) == (True, 2, new)
+    assert (decision.ready, decision.ready_version, decision.workload) == (True, 2, new)
 
 
 def test_a_new_restart_token_replaces_the_container() -> None:
@@ -277,7 +278,7 @@ def test_a_changed_spec_is_not_adopted() -> None:
 
 def test_a_container_holding_the_wanted_name_is_removed_before_create() -> None:
     holder = ctr("a", "exited", spec_hash="spec-before", finished=T0 - s(5))
-    assert holder.name == V2.container_name
+    assert holder.name == V2.name
     assert decide(desired(), holder).action == Remove(holder)
 
 
@@ -290,7 +291,7 @@ def test_running_healthy_target_is_ready_and_at_rest() -> None:
     assert decision.action is None
     assert decision.requeue_after is None
     assert (decision.ready, decision.stalled, decision.ready_version) == (True, False, 2)
-    assert decision.container == running
+    assert decision.workload == running
     assert decision.phase == "Running"
 
 
@@ -348,7 +349,7 @@ def test_after_a_failed_rollout_the_target_is_stopped_first() -> None:
     old = ctr("old", "exited", 1, finished=CHANGED - s(1))
     decision = decide(desired(V2, V1), old, new, memory=failed)
     assert decision.action == Stop(new, 10)
-    assert decision.container == old
+    assert decision.workload == old
 
 
 def test_after_a_failed_rollout_the_fallback_is_started_again() -> None:
@@ -427,7 +428,7 @@ def test_past_the_deadline_without_a_fallback_is_stalled_and_removes_nothing() -
     assert decision.action is None
     assert decision.stalled
     assert decision.requeue_after == INTERVAL_S
-    assert (decision.reason, decision.container) == ("Unhealthy", running)
+    assert (decision.reason, decision.workload) == ("Unhealthy", running)
 
 
 def test_a_crash_looping_target_is_rolled_back_after_its_deadline() -> None:
@@ -467,7 +468,7 @@ def test_stopped_target_is_kept_and_others_removed_while_desired_stopped() -> No
     other = ctr("b", "exited", 1)
     assert decide(desired(running=False), keep, other).action == Remove(other)
     rest = decide(desired(running=False), keep)
-    assert (rest.action, rest.requeue_after, rest.container) == (None, None, keep)
+    assert (rest.action, rest.requeue_after, rest.workload) == (None, None, keep)
     assert (rest.phase, rest.ready) == ("Stopped", False)
 
 
@@ -486,7 +487,7 @@ def test_duplicate_running_targets_keep_the_newest_and_stop_the_rest() -> None:
     newer = ctr("b", "running", started=T0 - s(30))
     decision = decide(desired(), older, newer, healthy=("a", "b"))
     assert decision.action == Stop(older, 10)
-    assert decision.container == newer
+    assert decision.workload == newer
 
 
 def test_duplicates_prefer_running_over_paused_created_exited_and_dead() -> None:
@@ -496,7 +497,7 @@ def test_duplicates_prefer_running_over_paused_created_exited_and_dead() -> None
         decision = decide(desired(), dup, running, healthy=("r",))
         expected = Unpause(dup) if state == "paused" else Remove(dup)
         assert decision.action == expected, state
-        assert decision.container == running
+        assert decision.workload == running
 
 
 def test_never_started_duplicates_are_ranked_without_error() -> None:
@@ -520,7 +521,7 @@ def test_duplicates_keep_the_healthy_one() -> None:
     starting = ctr("b", "running", started=T0 - s(1))
     decision = decide(desired(), serving, starting, healthy=("a",))
     assert decision.action == Stop(starting, 10)
-    assert decision.container == serving
+    assert decision.workload == serving
 
 
 def test_duplicates_while_desired_stopped_keep_one() -> None:
@@ -786,7 +787,7 @@ class DockerModel:
 
     def healthy(self, container: Container) -> bool:
         """The probe goes through the project's endpoint, not to a container: every running
-        container gets the same answer, as `Reconciler._probe` gives it."""
+        container gets the same answer, as `EngineRuntime.observe` gives it."""
         return container.state == "running" and any(
             self.answers(c) for c in self.containers.values()
         )
@@ -810,13 +811,13 @@ class DockerModel:
     def apply(self, action: Action) -> None:
         if isinstance(action, Create):
             w = action.want
-            if any(c.name == w.container_name for c in self.containers.values()):
-                raise Refused(f"409: the name {w.container_name} is taken")
+            if any(c.name == w.name for c in self.containers.values()):
+                raise Refused(f"409: the name {w.name} is taken")
             self.serial += 1
             cid = f"new{self.serial}"
             self.containers[cid] = Container(
                 id=cid,
-                name=w.container_name,
+                name=w.name,
                 state="created",
                 version=w.version,
                 restart_token=w.restart_token or 0,  # what the driver labels
@@ -947,7 +948,7 @@ def run(scenario: Scenario) -> tuple[Decision, DockerModel, Memory, list[Action]
         decision = plan(d, model.observe(probed), memory)
         memory = decision.memory
         action = decision.action
-        kept = decision.container
+        kept = decision.workload
         if (
             decision.reason in ("Crashed", "CrashLoopBackOff")
             and kept is not None
@@ -979,7 +980,7 @@ def run(scenario: Scenario) -> tuple[Decision, DockerModel, Memory, list[Action]
 
 def never_answers(model: DockerModel, decision: Decision) -> bool:
     """The planner polls a container that was Ready and whose endpoint will not answer again."""
-    kept = decision.container
+    kept = decision.workload
     return (
         decision.reason == "Unhealthy"
         and kept is not None
@@ -1042,9 +1043,9 @@ def test_plans_converge_against_a_model_of_docker(scenario: Scenario) -> None:
     if decision.reason == "Unhealthy":  # stalled, or a Ready container that stopped answering
         assert d.running
         assert want is not None
-        assert decision.container is not None
-        assert want.matches(decision.container)
-        assert [c.id for c in model.live()] == [decision.container.id]
+        assert decision.workload is not None
+        assert want.matches(decision.workload)
+        assert [c.id for c in model.live()] == [decision.workload.id]
         return
     if d.running and want is not None:
         assert decision.ready
@@ -1132,3 +1133,40 @@ def test_deletion_unpauses_stops_and_removes_everything_then_finalizes() -> None
     ]
     assert decision.action == Finalize()
     assert not model.containers
+
+
+def summaries(containers: dict[str, Container]) -> list[Summary]:
+    """The containers as one `docker ps` lists them: what the resync decides on."""
+    return [
+        Summary(c.id, PROJECT, c.state, c.version, c.spec_hash, c.restart_token)
+        for c in containers.values()
+    ]
+
+
+@given(scenarios())
+@settings(max_examples=300, deadline=None, database=None)
+def test_the_resync_rests_only_where_the_planner_would(scenario: Scenario) -> None:
+    """`at_rest` (the resync's shortcut) and `plan` share one idea of what is wanted: a project
+    the resync leaves alone is one whose plan has nothing to do and is settled. Before they
+    shared `effective_want`, the resync took any recorded failed version as a failed target."""
+    d, memory = scenario.desired, scenario.memory
+    if not at_rest(d, memory, summaries(scenario.containers)):
+        return
+    want = effective_want(d, memory) if d.running else None
+    model = DockerModel(dict(scenario.containers), T0, {})
+    observed = model.observe(want)
+    # Ready as the last pass found it: the resync probes settled endpoints itself.
+    observed = replace(observed, healthy={c: True for c in observed.healthy})
+    decision = plan(d, observed, memory)
+    assert decision.action is None, (decision, scenario)
+    assert not decision.stalled
+
+
+def test_a_failed_version_of_another_deployment_is_not_a_failed_target() -> None:
+    """The disagreement the shared definition removed: a failure recorded for v1 while v2 is the
+    target leaves v2 wanted, so a lone running v1 is not at rest."""
+    old = ctr("a", "running", version=1, token=TOKEN)
+    d = desired(V2, V1)
+    memory = Memory(failed_version=1)
+    assert effective_want(d, memory) is V2
+    assert not at_rest(d, memory, summaries({"a": replace(old, spec_hash=V1.spec_hash)}))

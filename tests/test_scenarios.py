@@ -54,11 +54,11 @@ from tether.api.models import ConditionType, DesiredSnapshot, Event, EventKind
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
 from tether.cli.main import run
-from tether.operator.docker import DockerDriver
-from tether.operator.planner import RETRY_CAP_S, RETRY_FIRST_S, RETRY_JITTER
-from tether.operator.reconciler import FAILED_STARTS_BEFORE_REPLACING
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.runtime import FAILED_STARTS_BEFORE_REPLACING, engine_runtime
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_RESTART, LABEL_VERSION
+from tether.operator.retry import RETRY_CAP_S, RETRY_FIRST_S, RETRY_JITTER
 from tether.operator.service import Operator
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_RESTART, LABEL_VERSION
 
 pytestmark = pytest.mark.docker
 
@@ -297,7 +297,7 @@ async def running_stack(
                 stack = Stack(
                     configured, operator_store, proxy, url, cli, console, docker, recorder, logs
                 )
-                operator = Operator(configured, operator_store, driver)
+                operator = Operator(configured, operator_store, engine_runtime(configured, driver))
                 stack.operators.append(operator)
                 tasks.append(asyncio.create_task(operator.run(stop)))
                 try:

@@ -35,8 +35,8 @@ from tether.api.settings import Settings
 from tether.api.store import TOKEN_TRUSTED_S, PortRange, Store
 from tether.cli.main import run
 from tether.cli.server import Stopper, bind, serve
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.service import Operator
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT
 
 WORKLOAD = "tether-test/workload:latest"
 SECRET = "s3cr3t-" + uuid.uuid4().hex  # unique: found nowhere by chance

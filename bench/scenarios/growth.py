@@ -26,8 +26,10 @@ from harness import CLIENT_ROLE, OPERATOR_ROLE, Run
 from measures import summary
 from tether.api.settings import Settings
 from tether.api.store import Store
-from tether.operator.docker import DockerDriver
-from tether.operator.service import Operator, tune_garbage_collector
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.runtime import engine_runtime
+from tether.operator.serve import tune_garbage_collector
+from tether.operator.service import Operator
 from tether_side import OperatorProcess, Tether, docker_url
 
 RUNNING = 10
@@ -89,7 +91,7 @@ async def measure(
             return await original(operation, call, **kw)
 
         driver._call = counted  # type: ignore[method-assign]
-        operator = Operator(settings, store, driver)
+        operator = Operator(settings, store, engine_runtime(settings, driver))
         tune_garbage_collector()  # as serve_operator does
         conn = await asyncpg.connect(database.dsn(CLIENT_ROLE))
         total = RUNNING + 1

@@ -1,4 +1,4 @@
-"""The planner: from (desired, observed) to the next action. A pure function.
+"""The engine runtime's planner: from (desired, observed) to the next action. A pure function.
 
 No external calls or any I/O activities are done here. The reconciler observes, calls `plan`,
 carries out the one action it returns, observes again and asks again, so that every step is
@@ -7,10 +7,14 @@ decided on fresh facts and a lie or a failure in one step is simply seen by the 
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from tether.operator.state import TRANSITIONAL, Container, Desired, Memory, Observed, Want
+from tether.api.models import Phase
+from tether.operator.desired import Desired, Memory, Want, effective_want
+from tether.operator.engine.state import LIVE, TRANSITIONAL, Container, Observed, Summary
+from tether.operator.runtime import Decision, FailRollout, Finalize
 
 CRASH_DELAY_FIRST_S = 1.0
 CRASH_DELAY_CAP_S = 300.0
@@ -23,55 +27,50 @@ HEALTH_RECHECK_MIN_S = 0.05
 class Create:
     want: Want
 
+    @property
+    def label(self) -> str:
+        return f"create v{self.want.version}"
+
+    @property
+    def key(self) -> Hashable:
+        return (Create, self.want)
+
 
 @dataclass(frozen=True)
-class Start:
+class _OnContainer:
     container: Container
+
+    @property
+    def label(self) -> str:
+        return f"{type(self).__name__.lower()} v{self.container.version}"
+
+    @property
+    def key(self) -> Hashable:
+        c = self.container
+        return (type(self), c.id, c.state, c.finished_at)
 
 
 @dataclass(frozen=True)
-class Stop:
-    container: Container
+class Start(_OnContainer):
+    pass
+
+
+@dataclass(frozen=True)
+class Stop(_OnContainer):
     grace_s: int
 
 
 @dataclass(frozen=True)
-class Unpause:
-    container: Container
+class Unpause(_OnContainer):
+    pass
 
 
 @dataclass(frozen=True)
-class Remove:
-    container: Container
-
-
-@dataclass(frozen=True)
-class Finalize:
-    """Every container is gone: the project itself can be deleted."""
-
-
-@dataclass(frozen=True)
-class FailRollout:
-    """The target deployment missed its Ready deadline: go back to the fallback."""
-
-    version: int
+class Remove(_OnContainer):
+    pass
 
 
 Action = Create | Start | Stop | Unpause | Remove | Finalize | FailRollout
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action | None
-    phase: str
-    ready: bool
-    reason: str
-    message: str
-    memory: Memory
-    requeue_after: float | None = None  # look again after this long even if nothing happens
-    stalled: bool = False
-    container: Container | None = None  # the container that is (or will be) the project's
-    ready_version: int | None = None  # the version seen Ready in this decision
 
 
 def crash_delay(crash_count: int) -> float:
@@ -88,25 +87,13 @@ def first_probe_delay(running_s: float, interval_s: float) -> float:
     return min(interval_s, max(HEALTH_RECHECK_MIN_S, running_s / 4))
 
 
-def effective_want(desired: Desired, memory: Memory) -> Want | None:
-    """The target, unless its rollout failed at this generation: then the fallback."""
-    target = desired.target
-    if (
-        target is not None
-        and memory.failed_version == target.version
-        and desired.fallback is not None
-    ):
-        return desired.fallback
-    return target
-
-
 def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
     containers = observed.containers
     moving = [c for c in containers if c.state in TRANSITIONAL]
     if moving:
         return Decision(
             None,
-            "Waiting",
+            Phase.WAITING,
             False,
             "DockerTransition",
             f"container {moving[0].name} is {moving[0].state}",
@@ -119,6 +106,27 @@ def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
     if not desired.running or want is None:
         return _plan_stopped(containers, want, memory, desired)
     return _plan_running(desired, want, observed, memory)
+
+
+def at_rest(desired: Desired, memory: Memory, containers: list[Summary]) -> bool:
+    """Whether `plan` would find nothing to do, as far as one `docker ps` can tell: what the
+    resync decides on, so a project that may not be converged gets a full pass. (A property
+    test holds the two to the same answer.)"""
+    if desired.deleting:
+        return False
+    want = effective_want(desired, memory)
+    if not desired.running or want is None:
+        # Stopped: nothing live, and nothing kept but one stopped container of the wanted spec.
+        if len(containers) > 1:
+            return False
+        return all(
+            c.state in ("created", "exited") and want is not None and want.matches(c)
+            for c in containers
+        )
+    if len(containers) != 1:
+        return False
+    [only] = containers
+    return only.state == "running" and want.matches(only)
 
 
 def _grace(desired: Desired, container: Container) -> int:
@@ -135,14 +143,14 @@ def _stop_or_unpause(container: Container, desired: Desired) -> Action:
 
 
 def _live(container: Container) -> bool:
-    return container.state in ("running", "paused")
+    return container.state in LIVE
 
 
 def _plan_deletion(containers: tuple[Container, ...], memory: Memory, desired: Desired) -> Decision:
     for container in containers:
         action = _stop_or_unpause(container, desired) if _live(container) else Remove(container)
-        return Decision(action, "Deleting", False, "Deleting", "removing containers", memory)
-    return Decision(Finalize(), "Deleting", False, "Deleted", "containers removed", memory)
+        return Decision(action, Phase.DELETING, False, "Deleting", "removing containers", memory)
+    return Decision(Finalize(), Phase.DELETING, False, "Deleted", "containers removed", memory)
 
 
 def _plan_stopped(
@@ -152,7 +160,7 @@ def _plan_stopped(
         if _live(container):
             return Decision(
                 _stop_or_unpause(container, desired),
-                "Stopping",
+                Phase.STOPPING,
                 False,
                 "Stopping",
                 f"stopping {container.name}",
@@ -163,13 +171,15 @@ def _plan_stopped(
         if container != keep:
             return Decision(
                 Remove(container),
-                "Stopping",
+                Phase.STOPPING,
                 False,
                 "Cleanup",
                 f"removing {container.name}, which is not the target deployment",
                 memory,
             )
-    return Decision(None, "Stopped", False, "Stopped", "stopped as desired", memory, container=keep)
+    return Decision(
+        None, Phase.STOPPED, False, "Stopped", "stopped as desired", memory, workload=keep
+    )
 
 
 def _best(candidates: list[Container], healthy: dict[str, bool] | None = None) -> Container | None:
@@ -191,7 +201,7 @@ def _best(candidates: list[Container], healthy: dict[str, bool] | None = None) -
 def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memory) -> Decision:
     containers = observed.containers
     keep = _best(
-        [c for c in containers if want.matches(c) and c.id not in memory.unstartable],
+        [c for c in containers if want.matches(c) and c.id not in observed.unstartable],
         observed.healthy,
     )
     others = [c for c in containers if c != keep]
@@ -203,30 +213,28 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
         if _live(other):
             return Decision(
                 _stop_or_unpause(other, desired),
-                "Replacing",
+                Phase.REPLACING,
                 False,
                 "Replacing",
                 f"stopping {other.name} to make way for v{want.version}",
                 memory,
-                container=keep,
+                workload=keep,
             )
     if keep is None:
         for stale in others:  # a container holding the name the new one needs
-            if stale.name == want.container_name:
-                return _remove_stale(stale, want, memory)
-        phase = "RollingBack" if replacing else "Creating"
-        return Decision(
-            Create(want), phase, False, phase, f"creating {want.container_name}", memory
-        )
+            if stale.name == want.name:
+                return _remove_stale(stale, want, memory, observed)
+        phase = Phase.ROLLING_BACK if replacing else Phase.CREATING
+        return Decision(Create(want), phase, False, phase.value, f"creating {want.name}", memory)
     if keep.state == "paused":
         return Decision(
             Unpause(keep),
-            "Starting",
+            Phase.STARTING,
             False,
             "Paused",
             f"unpausing {keep.name}",
             memory,
-            container=keep,
+            workload=keep,
         )
     if keep.state in ("created", "exited"):
         if _rollout_overdue(desired, want, keep, observed.now, memory):
@@ -235,8 +243,8 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
     return _plan_health(desired, want, keep, others, observed, memory)
 
 
-def _remove_stale(stale: Container, want: Want, memory: Memory) -> Decision:
-    if stale.id in memory.unstartable:
+def _remove_stale(stale: Container, want: Want, memory: Memory, observed: Observed) -> Decision:
+    if stale.id in observed.unstartable:
         why, message = (
             "Unstartable",
             f"removing {stale.name}: Docker fails every start of it; a fresh container of "
@@ -245,7 +253,7 @@ def _remove_stale(stale: Container, want: Want, memory: Memory) -> Decision:
     else:
         why = "Dead" if stale.state == "dead" else "Outdated"
         message = f"removing {stale.name} ({why.lower()}): it holds the name"
-    return Decision(Remove(stale), "Replacing", False, why, message, memory)
+    return Decision(Remove(stale), Phase.REPLACING, False, why, message, memory)
 
 
 def _rollout_overdue(
@@ -274,13 +282,13 @@ def _fail_rollout(desired: Desired, want: Want, keep: Container, memory: Memory)
     assert desired.fallback is not None
     return Decision(
         FailRollout(want.version),
-        "RollingBack",
+        Phase.ROLLING_BACK,
         False,
         "RolloutFailed",
         f"v{want.version} was not ready within {want.deployment.ready_deadline_s} s; going back "
         f"to v{desired.fallback.version}",
         memory,
-        container=keep,
+        workload=keep,
     )
 
 
@@ -297,12 +305,12 @@ def _plan_start(desired: Desired, keep: Container, now: datetime, memory: Memory
     if not crashed:
         return Decision(
             Start(keep),
-            "Starting",
+            Phase.STARTING,
             False,
             "Starting",
             f"starting {keep.name}",
             memory,
-            container=keep,
+            workload=keep,
         )
     assert keep.finished_at is not None
     if memory.last_crash_at is None or keep.finished_at > memory.last_crash_at:
@@ -316,16 +324,51 @@ def _plan_start(desired: Desired, keep: Container, now: datetime, memory: Memory
     if wait > 0:
         return Decision(
             None,
-            "CrashLoop",
+            Phase.CRASH_LOOP,
             False,
             "CrashLoopBackOff",
             f"{message}; crash {memory.crash_count}, restarting in {wait:.1f} s",
             memory,
             requeue_after=wait,
-            container=keep,
+            workload=keep,
         )
     return Decision(
-        Start(keep), "Starting", False, "Crashed", f"{message}; restarting", memory, container=keep
+        Start(keep),
+        Phase.STARTING,
+        False,
+        "Crashed",
+        f"{message}; restarting",
+        memory,
+        workload=keep,
+    )
+
+
+def _plan_ready(
+    want: Want, keep: Container, others: list[Container], observed: Observed, memory: Memory
+) -> Decision:
+    memory = replace(memory, ready_container=keep.id)
+    for other in others:  # the new deployment is Ready: the old one can go
+        return Decision(
+            Remove(other),
+            Phase.RUNNING,
+            True,
+            "Ready",
+            f"removing {other.name}, replaced by v{want.version}",
+            memory,
+            workload=keep,
+            ready_version=want.version,
+        )
+    if keep.started_at and observed.now - keep.started_at >= CRASH_RESET_AFTER:
+        memory = replace(memory, crash_count=0)
+    return Decision(
+        None,
+        Phase.RUNNING,
+        True,
+        "Ready",
+        f"v{want.version} is ready",
+        memory,
+        workload=keep,
+        ready_version=want.version,
     )
 
 
@@ -337,45 +380,20 @@ def _plan_health(
     observed: Observed,
     memory: Memory,
 ) -> Decision:
-    healthy = observed.healthy.get(keep.id, False)
+    if observed.healthy.get(keep.id, False):
+        return _plan_ready(want, keep, others, observed, memory)
     health = want.deployment.health
     interval = health.interval_s if health else 1.0
-    if healthy:
-        memory = replace(memory, ready_container=keep.id)
-        for other in others:  # the new deployment is Ready: the old one can go
-            return Decision(
-                Remove(other),
-                "Running",
-                True,
-                "Ready",
-                f"removing {other.name}, replaced by v{want.version}",
-                memory,
-                container=keep,
-                ready_version=want.version,
-            )
-        if keep.started_at and observed.now - keep.started_at >= CRASH_RESET_AFTER:
-            memory = replace(memory, crash_count=0)
-        return Decision(
-            None,
-            "Running",
-            True,
-            "Ready",
-            f"v{want.version} is ready",
-            memory,
-            container=keep,
-            ready_version=want.version,
-        )
-
     if keep.id == memory.ready_container:
         return Decision(
             None,
-            "Unhealthy",
+            Phase.UNHEALTHY,
             False,
             "Unhealthy",
             f"v{want.version} was ready, but its endpoint no longer answers",
             memory,
             requeue_after=interval,
-            container=keep,
+            workload=keep,
         )
     waited = (observed.now - _trying_since(desired, keep)).total_seconds()
     deadline = want.deployment.ready_deadline_s
@@ -385,37 +403,25 @@ def _plan_health(
         running_for = (observed.now - (keep.started_at or observed.now)).total_seconds()
         return Decision(
             None,
-            "Starting",
+            Phase.STARTING,
             False,
             "HealthCheckPending",
             f"v{want.version} is running, waiting for its endpoint ({waited:.0f}/{deadline} s)",
             memory,
             requeue_after=first_probe_delay(running_for, interval),
-            container=keep,
+            workload=keep,
         )
     fallback = desired.fallback
     if want is desired.target and fallback is not None and fallback.version != want.version:
         return _fail_rollout(desired, want, keep, memory)
     return Decision(
         None,
-        "Unhealthy",
+        Phase.UNHEALTHY,
         False,
         "Unhealthy",
         f"v{want.version} is running but its endpoint does not answer (for {waited:.0f} s)",
         memory,
         requeue_after=interval,
         stalled=True,
-        container=keep,
+        workload=keep,
     )
-
-
-RETRY_FIRST_S = 0.5
-RETRY_CAP_S = 60.0
-RETRY_JITTER = 0.2
-
-
-def retry_delay(attempts: int, jitter: float) -> float:
-    """Backoff after `attempts` failed passes in a row: 0.5 s doubling to 60 s, ±20 %.
-    `jitter` is a number in [-1, 1], drawn by the caller."""
-    base = min(RETRY_FIRST_S * 2.0 ** min(max(attempts - 1, 0), 16), RETRY_CAP_S)
-    return base * (1 + RETRY_JITTER * jitter)

@@ -1,0 +1,160 @@
+"""What a project should be: its desired state as a pass sees it, whichever runtime runs it.
+
+No external calls or any I/O activities are done here: plain values built from the store's
+snapshot, read by the runtimes' planners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from tether.api.models import ConditionType, Deployment, DesiredSnapshot
+
+
+class Labelled(Protocol):
+    """Something a runtime runs, as far as its tether labels tell which desire it serves."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def spec_hash(self) -> str: ...
+    @property
+    def restart_token(self) -> int: ...
+
+
+def spec_hash(deployment: Deployment, host_port: int, publish_address: str) -> str:
+    """Identifies everything a workload is created from, so a changed spec is never adopted."""
+    # Marking a key secret changes nothing a workload is created from.
+    spec = deployment.model_dump(mode="json", exclude={"created_by", "created_at", "secret_env"})
+    spec["endpoint"] = [publish_address, host_port]
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    return digest[:16]
+
+
+def workload_name(installation: str, project: str, version: int, restart_token: int) -> str:
+    prefix = "tether-" if installation == "default" else f"tether-{installation}-"
+    return f"{prefix}{project}-v{version}-r{restart_token}"
+
+
+@dataclass(frozen=True)
+class Want:
+    """The deployment a project should be running, and how to recognise what runs it."""
+
+    deployment: Deployment
+    spec_hash: str
+    restart_token: int | None  # None: any token will do (a fallback deployment)
+    name: str  # of the container (or service) that runs it
+
+    @property
+    def version(self) -> int:
+        return self.deployment.version
+
+    def matches(self, workload: Labelled) -> bool:
+        return (
+            workload.version == self.version
+            and workload.spec_hash == self.spec_hash
+            and (self.restart_token is None or workload.restart_token == self.restart_token)
+        )
+
+
+@dataclass(frozen=True)
+class Desired:
+    name: str
+    generation: int
+    running: bool
+    deleting: bool
+    host_port: int
+    target: Want | None
+    fallback: Want | None  # the deployment last seen Ready: where a failed rollout goes back to
+    changed_at: datetime  # the last desired change: exits before it are not crashes
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What earlier passes recorded in status, which the runtime does not remember for us."""
+
+    crash_count: int = 0
+    last_crash_at: datetime | None = None
+    failed_version: int | None = None
+    ready_container: str | None = None  # the workload last seen Ready
+
+
+def build_desired(snapshot: DesiredSnapshot, publish_address: str, installation: str) -> Desired:
+    project = snapshot.project
+
+    def want(deployment: Deployment, restart_token: int | None) -> Want:
+        return Want(
+            deployment=deployment,
+            spec_hash=spec_hash(deployment, project.host_port, publish_address),
+            restart_token=restart_token,
+            name=workload_name(
+                installation, project.name, deployment.version, project.restart_token
+            ),
+        )
+
+    target = want(snapshot.target, project.restart_token) if snapshot.target else None
+    running = snapshot.running
+    fallback = (
+        want(running, None)
+        if running is not None and (target is None or running.version != target.version)
+        else None
+    )
+    return Desired(
+        name=project.name,
+        generation=project.generation,
+        running=project.desired_state == "running",
+        deleting=project.deletion_requested,
+        host_port=project.host_port,
+        target=target,
+        fallback=fallback,
+        changed_at=project.updated_at,
+    )
+
+
+def memory_of(snapshot: DesiredSnapshot) -> Memory:
+    status = snapshot.status
+    if status is None:
+        return Memory()
+    same_generation = status.observed_generation == snapshot.project.generation
+    return Memory(
+        # A new desire (a deploy, a start after a stop) starts without the old crash backoff.
+        crash_count=status.crash_count if same_generation else 0,
+        last_crash_at=status.last_crash_at,
+        failed_version=status.failed_version if same_generation else None,
+        ready_container=status.ready_container_id,
+    )
+
+
+def effective_want(desired: Desired, memory: Memory) -> Want | None:
+    """The target, unless its rollout failed at this generation: then the fallback."""
+    target = desired.target
+    if (
+        target is not None
+        and memory.failed_version == target.version
+        and desired.fallback is not None
+    ):
+        return desired.fallback
+    return target
+
+
+def describe_desired(desired: Desired, memory: Memory) -> str:
+    if desired.deleting:
+        return "deleted"
+    if not desired.running:
+        return "stopped"
+    want = effective_want(desired, memory)
+    return f"running v{want.version}" if want else "running"
+
+
+def status_settled(desired: Desired, snapshot: DesiredSnapshot) -> bool:
+    """Whether the last pass found this very desire converged: the half of "at rest" that
+    status tells; the runtime's survey tells the other half."""
+    status = snapshot.status
+    if status is None or status.observed_generation != desired.generation:
+        return False
+    reconciling = status.condition(ConditionType.RECONCILING)
+    return reconciling is not None and reconciling.status == "False"

@@ -1,0 +1,58 @@
+"""What Docker's answers say, as the engine runtime's values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tether.operator.engine.state import Container, Summary
+from tether.operator.labels import LABEL_PROJECT, LABEL_RESTART, LABEL_SPEC_HASH, LABEL_VERSION
+
+_NEVER = "0001-01-01T00:00:00Z"
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value or value == _NEVER:
+        return None
+    # Docker writes nanoseconds; Python reads at most microseconds.
+    head, _, frac = value.rstrip("Z").partition(".")
+    micros = (frac + "000000")[:6]
+    return datetime.fromisoformat(f"{head}.{micros}").replace(tzinfo=UTC)
+
+
+def int_label(labels: dict[str, str], key: str) -> int:
+    try:
+        return int(labels.get(key, "-1"))
+    except ValueError:
+        return -1
+
+
+def container_from_inspect(data: dict[str, Any]) -> Container:
+    labels = data["Config"].get("Labels") or {}
+    state = data["State"]
+    return Container(
+        id=data["Id"],
+        name=data["Name"].lstrip("/"),
+        state=state["Status"],
+        version=int_label(labels, LABEL_VERSION),
+        restart_token=int_label(labels, LABEL_RESTART),
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        created_at=parse_time(data.get("Created")),
+        started_at=parse_time(state.get("StartedAt")),
+        finished_at=parse_time(state.get("FinishedAt")),
+    )
+
+
+def summary_from_list(raw: dict[str, Any]) -> Summary:
+    """A container as `GET /containers/json` lists it."""
+    labels = raw.get("Labels") or {}
+    return Summary(
+        id=raw["Id"],
+        project=labels.get(LABEL_PROJECT, ""),
+        state=raw.get("State", ""),
+        version=int_label(labels, LABEL_VERSION),
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+        restart_token=int_label(labels, LABEL_RESTART),
+    )

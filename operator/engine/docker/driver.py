@@ -1,0 +1,278 @@
+"""The Docker driver: the engine runtime's only way to Docker.
+
+It acts only on containers that carry this installation's labels, and it never trusts what an error
+code says about state: a refused or unacknowledged action is reported, and the reconciler looks at
+the container again before deciding anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiodocker
+import aiohttp
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from tether.operator.desired import Want
+from tether.operator.engine.docker.decode import container_from_inspect, summary_from_list
+from tether.operator.engine.docker.echoes import Echoes
+from tether.operator.engine.docker.faults import (
+    DockerFault,
+    DockerRefused,
+    DockerUnavailable,
+    ImageNotFound,
+    NameConflict,
+)
+from tether.operator.engine.state import Container, Summary
+from tether.operator.labels import (
+    LABEL_INSTALLATION,
+    LABEL_PROJECT,
+    LABEL_RESTART,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+)
+from tether.operator.metrics import DOCKER_CALLS
+
+log = structlog.get_logger("tether.docker")
+T = TypeVar("T")
+CALL_TIMEOUT_S = 30.0
+
+
+class DockerDriver:
+    def __init__(self, url: str, installation: str, *, concurrency: int = 16) -> None:
+        self.client = aiodocker.Docker(url=url)
+        self.url = url
+        self.installation = installation
+        self._calls = asyncio.Semaphore(concurrency)
+        self._echoes = Echoes()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def label_filter(self, project: str | None = None) -> dict[str, list[str]]:
+        labels = [f"{LABEL_INSTALLATION}={self.installation}"]
+        if project is not None:
+            labels.append(f"{LABEL_PROJECT}={project}")
+        return {"label": labels}
+
+    async def call(
+        self,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        deadline_s: float = CALL_TIMEOUT_S,
+    ) -> T:
+        """One Docker API call under the global cap, retried on transient faults."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DockerUnavailable),
+            stop=stop_after_attempt(3),
+            wait=wait_exponential_jitter(multiplier=0.1, max=1.0, jitter=0.1),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._calls:
+                    try:
+                        async with asyncio.timeout(deadline_s):
+                            result = await call()
+                    except TimeoutError as exc:
+                        DOCKER_CALLS.labels(operation, "timeout").inc()
+                        raise DockerUnavailable(
+                            operation, f"no answer in {deadline_s:.0f} s"
+                        ) from exc
+                    except aiohttp.ClientError as exc:
+                        DOCKER_CALLS.labels(operation, "connection").inc()
+                        raise DockerUnavailable(operation, str(exc) or type(exc).__name__) from exc
+                    except aiodocker.DockerError as exc:
+                        DOCKER_CALLS.labels(operation, str(exc.status)).inc()
+                        if exc.status >= 500:  # aiodocker reports a lost connection as 900
+                            raise DockerUnavailable(operation, exc.message, exc.status) from exc
+                        raise
+                    DOCKER_CALLS.labels(operation, "ok").inc()
+                    return result
+        raise AssertionError("unreachable: tenacity re-raises the last attempt's error")
+
+    async def ping(self) -> None:
+        await self.call("ping", lambda: self.client.system.info())
+
+    async def list_all(self) -> list[Summary]:
+        """Every container of this installation, in one call."""
+        listed = await self.call(
+            "list",
+            lambda: self.client.containers.list(all=True, filters=self.label_filter()),
+        )
+        return [summary_from_list(container._container) for container in listed]
+
+    async def observe(self, project: str) -> tuple[Container, ...]:
+        """The project's containers, freshly inspected."""
+        listed = await self.call(
+            "list",
+            lambda: self.client.containers.list(all=True, filters=self.label_filter(project)),
+        )
+        inspected = await asyncio.gather(*(self.inspect(c.id) for c in listed))
+        return tuple(c for c in inspected if c is not None)
+
+    async def inspect(self, container_id: str) -> Container | None:
+        """One container, freshly inspected; None if it is gone."""
+        try:
+            data = await self.call(
+                "inspect", lambda: self.client.containers.container(container_id).show()
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:  # removed meanwhile
+                return None
+            raise DockerFault("inspect", exc.message, exc.status) from exc
+        return container_from_inspect(data)
+
+    async def create(
+        self, project: str, want: Want, *, host_port: int, publish_address: str
+    ) -> None:
+        spec = want.deployment
+        labels = {
+            LABEL_INSTALLATION: self.installation,
+            LABEL_PROJECT: project,
+            LABEL_VERSION: str(spec.version),
+            LABEL_SPEC_HASH: want.spec_hash,
+            LABEL_RESTART: str(want.restart_token or 0),
+        }
+        host_config: dict[str, Any] = {"RestartPolicy": {"Name": "no"}}
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Env": [f"{key}={value}" for key, value in spec.env.items()],
+            "Labels": labels,
+            "StopTimeout": spec.stop_grace_s,
+            "HostConfig": host_config,
+        }
+        if spec.command is not None:
+            config["Cmd"] = spec.command
+        if spec.port is not None:
+            port = f"{spec.port}/tcp"
+            config["ExposedPorts"] = {port: {}}
+            host_config["PortBindings"] = {
+                port: [{"HostIp": publish_address, "HostPort": str(host_port)}]
+            }
+        if spec.memory_mb is not None:
+            host_config["Memory"] = spec.memory_mb * 1024 * 1024
+        if spec.cpus is not None:
+            host_config["NanoCpus"] = int(spec.cpus * 1e9)
+        name = want.name
+        try:
+            with self._echoes.expecting(name, "create"):
+                await self.call("create", lambda: self.client.containers.create(config, name=name))
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise ImageNotFound(
+                    "create",
+                    f"image {spec.image!r} does not exist on the Docker host",
+                    exc.status,
+                ) from exc
+            if exc.status == 409:
+                await self._check_name_holder(name, exc)
+                raise DockerRefused("create", exc.message, exc.status) from exc
+            raise DockerFault("create", exc.message, exc.status) from exc
+
+    async def _check_name_holder(self, name: str, exc: aiodocker.DockerError) -> None:
+        try:
+            data = await self.call("inspect", lambda: self.client.containers.get(name))
+        except aiodocker.DockerError:
+            return  # gone already: the next pass creates it
+        labels = data._container.get("Config", {}).get("Labels") or {}
+        if labels.get(LABEL_INSTALLATION) != self.installation:
+            raise NameConflict(
+                "create",
+                f"a container not managed by tether already has the name {name!r}; "
+                "tether leaves it alone: rename or remove it",
+                exc.status,
+            ) from exc
+
+    async def _act(
+        self,
+        operation: str,
+        container_id: str,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        deadline_s: float = CALL_TIMEOUT_S,
+    ) -> None:
+        async def call() -> int:
+            # aiodocker's container methods drop the status, and 304 means Docker did nothing.
+            async with self.client._query(
+                f"containers/{container_id}{path}", method=method, params=params, timeout=None
+            ) as response:
+                return response.status
+
+        with self._echoes.expecting(container_id, operation) as withdraw_echoes:
+            try:
+                status = await self.call(operation, call, deadline_s=deadline_s)
+            except aiodocker.DockerError as exc:
+                if exc.status in (404, 409):
+                    withdraw_echoes()
+                    raise DockerRefused(operation, exc.message, exc.status) from exc
+                raise DockerFault(operation, exc.message, exc.status) from exc
+            if status == 304:  # already started, or stopped: no event will come
+                withdraw_echoes()
+
+    async def start(self, container_id: str) -> None:
+        await self._act("start", container_id, "POST", "/start")
+
+    async def stop(self, container_id: str, grace_s: int) -> None:
+        await self._act(
+            "stop",
+            container_id,
+            "POST",
+            "/stop",
+            params={"t": grace_s},
+            deadline_s=CALL_TIMEOUT_S + grace_s,
+        )
+
+    async def unpause(self, container_id: str) -> None:
+        await self._act("unpause", container_id, "POST", "/unpause")
+
+    async def remove(self, container_id: str) -> None:
+        await self._act("remove", container_id, "DELETE", "")
+
+    async def events(self, since: float | None = None) -> AsyncGenerator[str, None]:
+        """Names of projects whose containers changed, save by this driver's own actions, until
+        the stream ends; with `since` (a Unix time), Docker first replays what happened from then
+        on.
+
+        The stream ends silently when Docker goes away and drops events for slow readers: the
+        caller reconnects and resyncs.
+        """
+        params: dict[str, Any] = {
+            "filters": {
+                "type": ["container"],
+                "label": [f"{LABEL_INSTALLATION}={self.installation}"],
+            }
+        }
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        # aiodocker's events API carries no type annotations.
+        subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
+        try:
+            while True:
+                event = await subscriber.get()
+                if event is None:
+                    return
+                actor = event.get("Actor") or {}
+                attributes = actor.get("Attributes") or {}
+                project = attributes.get(LABEL_PROJECT)
+                echo = self._echoes.is_echo(
+                    str(event.get("Action", "")),
+                    str(actor.get("ID", "")),
+                    attributes.get("name", ""),
+                )
+                if project and not echo:
+                    yield project
+        finally:
+            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
+            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+                await self.client.events.stop()  # type: ignore[no-untyped-call]

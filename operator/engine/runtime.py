@@ -1,0 +1,179 @@
+"""The engine runtime: one Docker engine, one container per project, tether its only controller
+(restart policy `no`). It binds the Docker driver, the endpoint prober and the engine's planner to
+the runtime seam (`tether.operator.runtime.Runtime`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from tether.api.models import DesiredSnapshot
+from tether.api.settings import Settings
+from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
+from tether.operator.engine import planner
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.docker.faults import DockerFault, DockerRefused
+from tether.operator.engine.planner import Create, Remove, Start, Stop, Unpause
+from tether.operator.engine.state import LIVE, Container, Observed, Summary
+from tether.operator.health import Prober
+from tether.operator.runtime import Decision, Step
+
+# Passes whose start of the same container Docker answered with an error (each pass after the
+# driver's three tries) before that container is given up for a fresh one.
+FAILED_STARTS_BEFORE_REPLACING = 3
+ORPHAN_STOP_GRACE_S = 10
+
+
+class EngineRuntime:
+    def __init__(self, driver: DockerDriver, prober: Prober, *, publish_address: str) -> None:
+        self.driver = driver
+        self._prober = prober
+        self._publish_address = publish_address
+        self._failed_starts: dict[str, int] = {}  # container id → passes whose start failed
+
+    async def observe(
+        self, desired: Desired, memory: Memory, previous: Observed | None = None
+    ) -> Observed:
+        """The project's containers (`previous`'s, when given), with the endpoint of each that
+        runs the wanted deployment probed afresh."""
+        containers = (
+            previous.containers if previous is not None else await self.driver.observe(desired.name)
+        )
+        want = effective_want(desired, memory) if desired.running else None
+        healthy: dict[str, bool] = {}
+        if want is not None:
+            spec = want.deployment
+            for c in containers:
+                if c.state == "running" and want.matches(c):
+                    healthy[c.id] = await self._prober.healthy(
+                        spec.health, spec.port, desired.host_port
+                    )
+        return Observed(containers, datetime.now(UTC), healthy, self._unstartable())
+
+    def plan(self, desired: Desired, observed: Observed, memory: Memory) -> Decision:
+        return planner.plan(desired, observed, memory)
+
+    def describe(self, observed: Observed) -> str:
+        return observed.describe()
+
+    async def act(self, desired: Desired, step: Step, observed: Observed) -> Observed | None:
+        try:
+            await self._carry_out(desired, step)
+        except DockerFault as fault:
+            if not isinstance(fault, DockerRefused):
+                self._count_failed_start(step, fault)
+            raise
+        containers = await self._look_again(step, observed.containers)
+        return None if containers is None else replace(observed, containers=containers)
+
+    async def _carry_out(self, desired: Desired, step: Step) -> None:
+        match step:
+            case Create(want=want):
+                await self.driver.create(
+                    desired.name,
+                    want,
+                    host_port=desired.host_port,
+                    publish_address=self._publish_address,
+                )
+            case Start(container=c):
+                await self.driver.start(c.id)
+                self._failed_starts.pop(c.id, None)
+            case Stop(container=c, grace_s=grace):
+                await self.driver.stop(c.id, grace)
+            case Unpause(container=c):
+                await self.driver.unpause(c.id)
+            case Remove(container=c):
+                await self.driver.remove(c.id)
+                self._failed_starts.pop(c.id, None)
+            case _:
+                raise AssertionError(f"not an engine action: {step}")
+
+    async def _look_again(
+        self, step: Step, containers: tuple[Container, ...]
+    ) -> tuple[Container, ...] | None:
+        """What the next step decides on: the acted-on container inspected afresh (gone, after a
+        removal), the others as they were a step ago (an event from anyone else queues another
+        pass). None, for a full look, when there is nothing to look at again."""
+        match step:
+            case Start(container=acted) | Stop(container=acted) | Unpause(container=acted):
+                fresh = await self.driver.inspect(acted.id)
+                replaced = (fresh if c.id == acted.id else c for c in containers)
+                return tuple(c for c in replaced if c is not None)
+            case Remove(container=acted):
+                return tuple(c for c in containers if c.id != acted.id)
+            case Create(want=want):
+                # Docker takes a name where it takes an id: the new container's id is not known.
+                created = await self.driver.inspect(want.name)
+                return (*containers, created) if created is not None else None
+        return None
+
+    def _count_failed_start(self, step: Step, fault: DockerFault) -> None:
+        """A start Docker answered with an error (after the driver's own retries), as opposed
+        to a lost connection or a timeout, which say nothing about the container."""
+        if isinstance(step, Start) and fault.status is not None and fault.status < 600:
+            container = step.container.id
+            self._failed_starts[container] = self._failed_starts.get(container, 0) + 1
+
+    def _unstartable(self) -> frozenset[str]:
+        return frozenset(
+            container
+            for container, failures in self._failed_starts.items()
+            if failures >= FAILED_STARTS_BEFORE_REPLACING
+        )
+
+    async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
+        removed = []
+        for container in await self.driver.observe(project):
+            if not acting():
+                break
+            try:
+                if container.state in LIVE:
+                    await self.driver.stop(container.id, ORPHAN_STOP_GRACE_S)
+                await self.driver.remove(container.id)
+                self._failed_starts.pop(container.id, None)
+            except DockerRefused:
+                continue
+            removed.append(f"remove v{container.version}")
+        return removed
+
+    async def survey(self) -> EngineSurvey:
+        by_project: dict[str, list[Summary]] = {}
+        for summary in await self.driver.list_all():
+            by_project.setdefault(summary.project, []).append(summary)
+        return EngineSurvey(by_project)
+
+    def changes(self, since: float) -> AsyncGenerator[str, None]:
+        return self.driver.events(since=since)
+
+    async def ping(self) -> None:
+        await self.driver.ping()
+
+    async def close(self) -> None:
+        await self.driver.close()
+
+
+@dataclass(frozen=True)
+class EngineSurvey:
+    """One `docker ps` of the installation's containers, by project."""
+
+    by_project: dict[str, list[Summary]]
+
+    def projects(self) -> frozenset[str]:
+        return frozenset(self.by_project)
+
+    def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
+        return status_settled(desired, snapshot) and planner.at_rest(
+            desired, memory_of(snapshot), self.by_project.get(desired.name, [])
+        )
+
+
+def engine_runtime(settings: Settings, driver: DockerDriver | None = None) -> EngineRuntime:
+    """The engine runtime on the Docker engine the settings name (through `driver`, if given)."""
+    if driver is None:
+        driver = DockerDriver(
+            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+        )
+    return EngineRuntime(
+        driver, Prober(settings.publish_address), publish_address=settings.publish_address
+    )
