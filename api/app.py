@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tether.api import console, migrator, probes, sse, watch
 from tether.api import logs as project_logs
-from tether.api import migrator, probes, sse, watch
 from tether.api.errors import (
     LogsUnavailable,
     RateLimited,
@@ -491,6 +491,7 @@ def create_app(
         return _events_stream(sse.with_keepalive(chunks, keepalive_s))
 
     app.include_router(v1)
+    console.install(app, store, _principal)  # the web console at `/` (docs/console.md)
 
     migrations_current = False  # once current, they stay so for the life of this process
 
