@@ -81,6 +81,9 @@ class Memory:
     last_crash_at: datetime | None = None
     failed_version: int | None = None
     ready_container: str | None = None  # the workload last seen Ready
+    # How the last crash ended: kept when the crashed container is restarted in the same pass.
+    last_exit_code: int | None = None
+    oom_killed: bool = False
 
 
 def build_desired(snapshot: DesiredSnapshot, publish_address: str, installation: str) -> Desired:
@@ -126,6 +129,8 @@ def memory_of(snapshot: DesiredSnapshot) -> Memory:
         last_crash_at=status.last_crash_at,
         failed_version=status.failed_version if same_generation else None,
         ready_container=status.ready_container_id,
+        last_exit_code=status.last_exit_code,
+        oom_killed=status.oom_killed,
     )
 
 

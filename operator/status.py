@@ -139,32 +139,34 @@ def build_status(
         crash_count=memory.crash_count,
         last_crash_at=memory.last_crash_at,
         failed_version=memory.failed_version,
-        **_workload_fields(ending, previous or Status(project=desired.name)),
+        **_workload_fields(ending, memory, previous or Status(project=desired.name)),
     )
 
 
-def _workload_fields(ending: Decision | Failure, before: Status) -> dict[str, object]:
+def _workload_fields(
+    ending: Decision | Failure, memory: Memory, before: Status
+) -> dict[str, object]:
     """What status says of the project's container: as the planner found it, or, when a fault
-    stopped the pass before it could look, as the last pass (`before`) found it."""
+    stopped the pass before it could look, as the last pass (`before`) found it. How it last
+    exited: as it shows now if it has exited, else as the last crash ended (`memory`)."""
     if isinstance(ending, Failure):
         return {
             "running_version": before.running_version,
             "container_id": before.container_id,
             "attempts": ending.attempts,
             "last_error": ending.message,
-            "last_exit_code": before.last_exit_code,
-            "oom_killed": before.oom_killed,
+            "last_exit_code": memory.last_exit_code,
+            "oom_killed": memory.oom_killed,
         }
     workload = ending.workload
+    exited = workload is not None and workload.exited
     return {
         "running_version": ending.ready_version or before.running_version,
         "container_id": workload.id if workload else None,
         "attempts": 0,
         "last_error": None,
-        "last_exit_code": workload.exit_code
-        if workload and workload.exited
-        else before.last_exit_code,
-        "oom_killed": bool(workload and workload.oom_killed),
+        "last_exit_code": workload.exit_code if workload and exited else memory.last_exit_code,
+        "oom_killed": workload.oom_killed if workload and exited else memory.oom_killed,
     }
 
 

@@ -583,7 +583,9 @@ def test_a_first_crash_is_restarted_at_once_and_counted() -> None:
     decision = decide(desired(), exit_)
     assert decision.action == Start(exit_)
     assert decision.reason == "Crashed"
-    assert decision.memory == Memory(crash_count=1, last_crash_at=exit_.finished_at)
+    assert decision.memory == Memory(
+        crash_count=1, last_crash_at=exit_.finished_at, last_exit_code=137, oom_killed=True
+    )
     assert "137" in decision.message
     assert "out of memory" in decision.message
 

@@ -316,7 +316,13 @@ def _plan_start(desired: Desired, keep: Container, now: datetime, memory: Memory
     if memory.last_crash_at is None or keep.finished_at > memory.last_crash_at:
         ran_for = keep.finished_at - (keep.started_at or keep.finished_at)
         count = 1 if ran_for >= CRASH_RESET_AFTER else memory.crash_count + 1
-        memory = replace(memory, crash_count=count, last_crash_at=keep.finished_at)
+        memory = replace(
+            memory,
+            crash_count=count,
+            last_crash_at=keep.finished_at,
+            last_exit_code=keep.exit_code,
+            oom_killed=keep.oom_killed,
+        )
     wait = crash_delay(memory.crash_count) - (now - keep.finished_at).total_seconds()
     message = f"{keep.name} exited with code {keep.exit_code}" + (
         " (killed: out of memory)" if keep.oom_killed else ""

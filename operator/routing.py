@@ -1,0 +1,87 @@
+"""Routes: where the proxy sends a project's stable endpoint. The proxy is part of the observed
+world: each pass reads its project's route back and corrects it.
+
+No external calls or any I/O activities are done here: the `Proxy` protocol is what the runtimes
+need of a proxy (`tether.operator.haproxy` is the real one, over HAProxy's admin socket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from tether.operator.runtime import RuntimeFault
+
+Mode = Literal["http", "tcp"]
+
+
+class ProxyFault(RuntimeFault):
+    """The proxy could not be reached or did not do what was asked: always worth retrying, and
+    never a reason to stop a container that serves."""
+
+
+HELD = "hold"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A stable endpoint's route: to `upstream` (an `address:port` the proxy connects to), in
+    HTTP mode (a switch applies to the next request) or TCP mode (to new connections), set at
+    Unix time `since` (where a drain's timeout counts from). A route whose upstream is `HELD`
+    makes new connections wait (up to the proxy's hold time) for the next route instead of being
+    refused: the gap of a stop-first replacement."""
+
+    mode: Mode
+    upstream: str
+    since: float
+
+    @property
+    def held(self) -> bool:
+        return self.upstream == HELD
+
+    def encode(self) -> str:
+        """As a value of the proxy's route map: `http:127.0.0.1:32768:1733080000.125`."""
+        return f"{self.mode}:{self.upstream}:{self.since:.3f}"
+
+    @classmethod
+    def decode(cls, value: str) -> Route | None:
+        """None for a value tether did not write (someone edited the map by hand)."""
+        mode, _, rest = value.partition(":")
+        upstream, _, since = rest.rpartition(":")
+        host, _, port = upstream.rpartition(":")
+        if mode not in ("http", "tcp") or not (upstream == HELD or (host and port.isdigit())):
+            return None
+        try:
+            when = float(since)
+        except ValueError:
+            return None
+        return cls("http" if mode == "http" else "tcp", upstream, when)
+
+    def same_way(self, other: Route | None) -> bool:
+        """Whether `other` sends traffic the same way, whenever it was set."""
+        return other is not None and (other.mode, other.upstream) == (self.mode, self.upstream)
+
+
+class Proxy(Protocol):
+    """The stable endpoints' proxy, keyed by the endpoint's port. Every call raises
+    `ProxyFault` when the proxy does not answer."""
+
+    async def routes(self) -> dict[int, Route | None]:
+        """Every route, in one call (None: a value tether cannot read)."""
+        ...
+
+    async def set_route(self, port: int, route: Route) -> None:
+        """Route `port` (adding it, or switching it: idle kept-alive connections stay open)."""
+        ...
+
+    async def remove_route(self, port: int) -> None:
+        """Stop routing `port`: new connections to it are refused (absent: nothing to do)."""
+        ...
+
+    async def in_flight(self) -> dict[str, int]:
+        """Requests (HTTP) or connections (TCP) the proxy has open to each upstream."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
