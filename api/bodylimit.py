@@ -1,0 +1,61 @@
+"""The request body limit: an ASGI middleware that refuses bodies over a size with 413."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tether.api.error_responses import error_response
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, whether or not they declare a length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        # Read the whole body (at most `limit` bytes) before the app sees any of it: a body sent
+        # without a length (chunked) is refused as soon as it passes the limit. Raising from a
+        # wrapped `receive` instead would not work: FastAPI turns any error while reading the
+        # body into a 400 "error parsing the body".
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away: there is nobody to answer
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "body_too_large",
+            f"the request body is larger than {self.limit} bytes",
+            hint="send a smaller deployment spec (environment values are limited to 32 KiB each)",
+        )
+        await response(scope, receive, send)
