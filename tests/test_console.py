@@ -33,8 +33,9 @@ from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.cli.main import run
 from tether.cli.server import bind
-from tether.operator.docker import DockerDriver
-from tether.operator.state import LABEL_INSTALLATION, LABEL_PROJECT
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.docker.logs import ContainerLogs
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 
 pytestmark = pytest.mark.docker
 
@@ -148,7 +149,7 @@ async def stack(
     tmp_path: Path,
 ) -> AsyncIterator[Stack]:
     """The API (with Docker access, for logs) and an operator, on this test's database."""
-    log_source = DockerDriver(settings.docker_url, settings.installation_id)
+    log_source = ContainerLogs(DockerDriver(settings.docker_url, settings.installation_id))
     app = create_app(store, log_source=log_source)
     operators = Operators()
     operator_store = await Store.connect(database_url, settings.ports)
