@@ -30,7 +30,7 @@ from tether.operator.docker import DockerDriver
 from tether.operator.service import Operator
 
 WORKLOAD = "tether-test/workload:latest"
-LOGS_DOC = Path(__file__).resolve().parent.parent / "docs" / "logs.md"
+LOGS_DOC = Path(__file__).resolve().parents[2] / "docs" / "logs.md"
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import pytest
 from tether.api.settings import Settings, expected_form, variable
 from tether.cli.main import run
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 SERVER_COMMANDS = [["migrate"], ["api"], ["operator"], ["up"], ["token", "create", "--owner", "x"]]
 
 
