@@ -256,9 +256,11 @@ async def test_secret_env_values_are_masked_in_every_answer(
     assert SECRET not in deployed.text
 
     # Stored as given: the operator reads it so, and passes it to the container.
-    stored = await store.deployment_of("shop", 1)
-    assert stored is not None
-    assert stored.env["API_KEY"] == SECRET
+    desired = await store.desired("shop")
+    assert desired is not None
+    assert desired.target is not None
+    assert desired.target.version == 1
+    assert desired.target.env == {"PUBLIC": "shown", "API_KEY": SECRET}
 
     answers = []
     admin = {"Authorization": f"Bearer {tokens.admin}"}
