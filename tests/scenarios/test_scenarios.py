@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,21 @@ async def test_seed_story_start_after_a_console_stop_restart_and_restart_without
     assert stopped.status_code == 200, stopped.text
     await wait_for(lambda: stack.stopped_as_desired("shop"), "shop stopped by the console")
 
+    # Ready within its deadline: `--wait` gives up (exit 2, and `ok` fails) once it has passed.
+    assert first.target is not None
+    deadline_s = first.target.ready_deadline_s
     began = time.monotonic()
-    started = await cli.ok("start", "shop", "--wait", "--timeout", "60")
+    started = await cli.ok("start", "shop", "--wait", "--timeout", str(deadline_s))
+    assert time.monotonic() - began < deadline_s
     assert "desired running" in started.out
     again = await wait_for(lambda: stack.running_as_desired("shop"), "shop running again")
-    deadline = first.target.ready_deadline_s if first.target else 0
-    assert time.monotonic() - began < deadline
+    # ... and it is this start that made it Ready, as the operator recorded it.
+    asked = [e for e in await stack.events("shop") if e.kind == EventKind.DESIRED][-1]
+    assert asked.generation == again.project.generation
+    ready_condition = again.status.condition(ConditionType.READY)
+    assert ready_condition is not None
+    took = ready_condition.last_transition_time - asked.created_at
+    assert timedelta(0) < took < timedelta(seconds=deadline_s), took
     assert again.status.container_id == first.status.container_id  # the same one, started
     assert again.project.host_port == first.project.host_port
     shown = (await cli.ok("status", "shop", "-o", "json")).json()
