@@ -1,4 +1,5 @@
-"""The API's Prometheus metrics: requests by method, route and status, and their latency.
+"""The API's Prometheus metrics: requests by method, route and status, their latency, and the
+watch streams open.
 
 Labels stay bounded whatever clients send: the route is the path template a request matched
 (`/v1/projects/{name}`, never the project's name), `unmatched` when none did, and a method that is
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +26,7 @@ API_REQUEST_SECONDS = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+API_WATCHERS = Gauge("tether_api_watchers", "Watch streams (server-sent events) open now.")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
 

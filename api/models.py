@@ -66,7 +66,6 @@ ProjectName = Annotated[
         examples=["shop"],
     ),
 ]
-OwnerName = Annotated[str, Field(pattern=PROJECT_NAME_PATTERN, examples=["alice"])]
 ImageRef = Annotated[
     str,
     AfterValidator(_check_image),  # its message says what is wrong; the schema says the same

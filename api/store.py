@@ -552,11 +552,6 @@ class Store:
         async with self._connection() as conn:
             return [_snapshot(r) for r in await conn.fetch(sql("desired"), None)]
 
-    async def deployment_of(self, name: str, version: int) -> Deployment | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(sql("deployment"), name, version)
-        return _deployment(row) if row else None
-
     async def write_status(self, status: Status, events: Sequence[NewEvent], actor: str) -> None:
         """Write what a pass observed and did, its events, and tell watchers; never a desired
         change, so it triggers no pass."""

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from tether.api.errors import TetherError
+from tether.api.metrics import API_WATCHERS
 from tether.api.models import Principal, WatchView
 from tether.api.sse import KEEPALIVE, cleanup, frame
 from tether.api.store import DESIRED_CHANNEL, STATUS_CHANNEL, Store
@@ -87,10 +88,6 @@ class WatchHub:
         self._rng = random.Random()
         self.connected = False
 
-    @property
-    def watchers(self) -> int:
-        return len(self._subscriptions)
-
     def check_open(self) -> None:
         """Refuse a new watch (503) once shutting down."""
         if self._closed:
@@ -103,12 +100,14 @@ class WatchHub:
         self.check_open()
         subscription = Subscription(scope, name)
         self._subscriptions.add(subscription)
+        API_WATCHERS.inc()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._listen(), name="watch-listener")
         try:
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
+            API_WATCHERS.dec()
             if not self._subscriptions and self._task is not None:
                 task, self._task = self._task, None
                 task.cancel()

@@ -1,5 +1,5 @@
 -- The documented schema of tether's database: what all migrations together must produce.
--- tests/test_migrations.py checks it against migrations/. Change both together, never one alone.
+-- tests/integration/test_migrations.py checks it against migrations/. Change both together, never one alone.
 
 CREATE TABLE tokens (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -23,10 +23,6 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queued)
 
-    @property
-    def active(self) -> int:
-        return len(self._active)
-
     def add(self, name: str, *, urgent: bool = False) -> None:
         if urgent:
             self._not_before.pop(name, None)
@@ -87,9 +83,6 @@ class WorkQueue:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-
-    def idle(self) -> bool:
-        return not self._queued and not self._active
 
 
 def _loop_offset() -> float:

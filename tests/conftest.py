@@ -1,15 +1,16 @@
-"""Shared fixtures: a real Postgres (testcontainers), one migrated template database per session
-cloned per test, a connected store, operator settings, a real HTTP API server on loopback, and
-tokens.
+"""Fixtures shared by every folder (unit/, integration/, scenarios/): a real Postgres
+(testcontainers), one migrated template database per session cloned per test, a connected store,
+operator settings, a real HTTP API server on loopback, and tokens.
 
 Environment:
 - TETHER_POSTGRES_IMAGE: the Postgres image testcontainers starts (default postgres:15).
 - TETHER_TEST_DATABASE_URL: use this server instead of starting a container (its user must be
   allowed to create databases).
 
-The fault-injecting Docker proxy (tests/faultproxy.py) is importable as `faultproxy` from every test
-module, and `docker_proxy` gives each test one of its own; the helpers in tests/support.py are
-importable as `support`.
+tests/ is on `pythonpath` (pytest's configuration in pyproject.toml): the fault-injecting Docker
+proxy (tests/faultproxy.py) is importable as `faultproxy` from every test module, and
+`docker_proxy` gives each test one of its own; the helpers in tests/support.py are importable as
+`support`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ import asyncio
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -36,8 +35,6 @@ os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 os.environ.setdefault("TC_HOST", "127.0.0.1")
 # Ryuk's image cannot be pulled without a registry; fixtures stop their containers themselves.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-# tests/ holds helper modules shared by test modules (which cannot import each other here).
-sys.path.insert(0, str(Path(__file__).parent))
 
 from faultproxy import FaultProxy, unix_socket_of
 from support import serving

@@ -405,49 +405,58 @@ class FaultProxy:
             case Delay(seconds=seconds):
                 await asyncio.sleep(seconds)
 
+        opened = upstream is None
         if upstream is None:
             up_reader, up_writer = await asyncio.open_unix_connection(self.upstream)
             upstream = _Upstream(up_reader, up_writer)
-        upstream.writer.write(request.head + request.body)
-        await upstream.writer.drain()
-        response = await _read_head(upstream.reader)
-        status = int(response.start.split(" ", 2)[1])
-        no_body = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
-        call.status = status
+        try:
+            upstream.writer.write(request.head + request.body)
+            await upstream.writer.drain()
+            response = await _read_head(upstream.reader)
+            status = int(response.start.split(" ", 2)[1])
+            no_body = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+            call.status = status
 
-        if isinstance(fault, Drop):  # after forwarding: the engine did it, the client never knows
-            await _read_body(upstream.reader, response, no_body=no_body, until_eof=True)
-            writer.transport.abort()
-            await _close(upstream.writer)
-            return False, None
-
-        writer.write(response.head)
-        if status == 101:  # hijacked (attach, exec): raw bytes both ways until either side ends
-            await writer.drain()
-            await _splice(reader, writer, upstream.reader, upstream.writer)
-            await _close(upstream.writer)
-            return False, None
-
-        eof_framed = not no_body and not response.chunked and response.length is None
-        streaming = call.endpoint in STREAMING and not no_body
-        if streaming:
-            ended = await self._relay_stream(call, reader, writer, upstream, response, fault)
-            if ended:
+            # After forwarding: the engine did it, the client never knows.
+            if isinstance(fault, Drop):
+                await _read_body(upstream.reader, response, no_body=no_body, until_eof=True)
+                writer.transport.abort()
                 await _close(upstream.writer)
                 return False, None
-        else:
-            collected = await _relay_body(upstream.reader, writer, response, no_body=no_body)
-            self._learn(call, request, status, collected)
 
-        upstream_keeps = (
-            not eof_framed
-            and "close" not in response.tokens("connection")
-            and not response.start.startswith("HTTP/1.0")
-        )
-        if not upstream_keeps:
-            await _close(upstream.writer)
-            upstream = None
-        return request.keep_alive and not eof_framed, upstream
+            writer.write(response.head)
+            if status == 101:  # hijacked (attach, exec): raw bytes both ways until either side ends
+                await writer.drain()
+                await _splice(reader, writer, upstream.reader, upstream.writer)
+                await _close(upstream.writer)
+                return False, None
+
+            eof_framed = not no_body and not response.chunked and response.length is None
+            streaming = call.endpoint in STREAMING and not no_body
+            if streaming:
+                ended = await self._relay_stream(call, reader, writer, upstream, response, fault)
+                if ended:
+                    await _close(upstream.writer)
+                    return False, None
+            else:
+                collected = await _relay_body(upstream.reader, writer, response, no_body=no_body)
+                self._learn(call, request, status, collected)
+
+            upstream_keeps = (
+                not eof_framed
+                and "close" not in response.tokens("connection")
+                and not response.start.startswith("HTTP/1.0")
+            )
+            if not upstream_keeps:
+                await _close(upstream.writer)
+                upstream = None
+            return request.keep_alive and not eof_framed, upstream
+        except BaseException:
+            # The caller closes only the upstream it passed in: one opened here is closed here
+            # when the exchange fails (a client gone mid-answer), or it would leak.
+            if opened:
+                upstream.writer.close()
+            raise
 
     async def _relay_stream(
         self,

@@ -12,7 +12,7 @@ import pytest
 from tether.api.settings import Settings, expected_form, variable
 from tether.cli.main import run
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 SERVER_COMMANDS = [["migrate"], ["api"], ["operator"], ["up"], ["token", "create", "--owner", "x"]]
 
 
@@ -40,11 +40,6 @@ def test_the_readme_shows_the_defaults() -> None:
         assert f"`{shown}`" in documented[variable(field)], field
 
 
-def test_every_setting_says_what_it_expects() -> None:
-    for field in Settings.model_fields:
-        assert expected_form(field)
-
-
 def start(
     capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]
 ) -> tuple[int, str]:
@@ -61,6 +56,7 @@ INVALID = [
     ("TETHER_API_HOST", "two words", "a host name or IP address"),
     ("TETHER_API_PORT", "http", "a whole number from 1 to 65535"),
     ("TETHER_API_PORT", "70000", "a whole number from 1 to 65535"),
+    ("TETHER_OPERATOR_HOST", "two words", "a host name or IP address to listen on"),
     ("TETHER_OPERATOR_PORT", "-1", "or 0 for any free port"),
     ("TETHER_MAX_BODY_BYTES", "12", "at least 1024"),
     ("TETHER_PORT_RANGE", "1-2", "FIRST-LAST"),
@@ -80,6 +76,19 @@ INVALID = [
     ("TETHER_LOG_FORMAT", "xml", "auto, json or console"),
     ("TETHER_LOG_LEVEL", "loud", "debug, info, warning or error"),
 ]
+
+
+def test_every_setting_says_what_it_expects(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each setting has a form in words, and an invalid value is answered with exactly that."""
+    fields = {variable(field): field for field in Settings.model_fields}
+    assert {name for name, _, _ in INVALID} == set(fields), "a setting without an invalid case"
+    for name, value, form in INVALID:
+        assert form in expected_form(fields[name]), name
+        code, err = start(capsys, ["migrate"], {name: value})
+        assert code == 2, name
+        assert (
+            err == f"error: {name}={value!r} is invalid; expected {expected_form(fields[name])}\n"
+        )
 
 
 @pytest.mark.parametrize(("name", "value", "form"), INVALID)

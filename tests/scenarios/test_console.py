@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WORKLOAD = "tether-test/workload:latest"
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 WIDE = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 UI_S = 20_000  # ms: how long the page may take to show what the API says

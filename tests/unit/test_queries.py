@@ -9,7 +9,7 @@ import pytest
 
 from tether.api.queries import load, parse
 
-STORE = Path(__file__).parent.parent / "api" / "store.py"
+STORE = Path(__file__).parents[2] / "api" / "store.py"
 
 
 def test_every_query_is_defined_once_and_used() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiodocker
 import pytest
+from faultproxy import START, Delay, FaultProxy
 from support import remove_containers, wait_for
 
 from tether.api.models import ConditionType, DeploymentSpec, HealthCheck, Principal
@@ -47,7 +48,7 @@ async def docker_api(installation: str) -> AsyncIterator[aiodocker.Docker]:
     await docker.close()
 
 
-Spawn = Callable[[], Awaitable[asyncio.subprocess.Process]]
+Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
 
 
 @pytest.fixture
@@ -58,7 +59,8 @@ async def spawn(
     tmp_path: Path,
     docker_api: aiodocker.Docker,
 ) -> AsyncIterator[Spawn]:
-    """Operator processes, killed before `docker_api` removes the test's containers."""
+    """Operator processes (`spawn(TETHER_X=...)` to add settings), killed before `docker_api`
+    removes the test's containers."""
     processes: list[asyncio.subprocess.Process] = []
     env = {
         **os.environ,
@@ -70,10 +72,10 @@ async def spawn(
         "TETHER_OPERATOR_PORT": "0",  # several operators at once: each its own endpoint
     }
 
-    async def start() -> asyncio.subprocess.Process:
+    async def start(**settings: str) -> asyncio.subprocess.Process:
         with (tmp_path / f"operator-{len(processes)}.log").open("wb") as log:
             process = await asyncio.create_subprocess_exec(
-                TETHER, "operator", env=env, stdout=log, stderr=log
+                TETHER, "operator", env={**env, **settings}, stdout=log, stderr=log
             )
         processes.append(process)
         return process
@@ -107,21 +109,47 @@ async def ready_at(store: Store, version: int) -> bool:
 
 
 async def test_sigterm_drains_and_exits_zero(
-    spawn: Spawn, store: Store, tmp_path: Path, docker_api: aiodocker.Docker
+    docker_proxy: FaultProxy,
+    spawn: Spawn,
+    store: Store,
+    tmp_path: Path,
+    docker_api: aiodocker.Docker,
+    installation: str,
 ) -> None:
-    process = await spawn()
+    """SIGTERM while a pass is in flight (the proxy holds its start): the pass is let finish, its
+    outcome logged, and only then does the process exit 0."""
+    held_s = 4.0
+    hold = docker_proxy.inject(START, Delay(held_s), times=1, project="shop")
+    process = await spawn(TETHER_DOCKER_URL=docker_proxy.url)
     await store.create_project("shop", ALICE)
     await store.deploy("shop", SPEC, ALICE)
-    await wait_for(lambda: ready_at(store, 1), "shop Ready")
+
+    async def in_flight() -> bool:
+        return hold.hits == 1
+
+    await wait_for(in_flight, "the pass's start held by the proxy", within_s=30)
     process.send_signal(signal.SIGTERM)
     async with asyncio.timeout(30):
         assert await process.wait() == 0
+    exited = time.monotonic()
+    [start] = docker_proxy.calls_to(START, project="shop")
+    assert exited - start.at >= held_s, "exited before the held start was answered"
     lines = [
         json.loads(line)
         for line in (tmp_path / "operator-0.log").read_text().splitlines()
         if line.startswith("{")
     ]
-    assert any(line["event"] == "operator stopped" for line in lines)
+    said = [line["event"] for line in lines]
+    draining = said.index("draining in-flight passes")
+    assert lines[draining]["passes"] == 1
+    [finished] = [n for n, line in enumerate(lines) if n > draining and line["event"] == "pass"]
+    assert lines[finished]["project"] == "shop"
+    assert lines[finished]["action"][:2] == ["create v1", "start v1"]
+    assert lines[finished]["result"] != "crashed"
+    assert said.index("operator stopped") > finished
+    # Carried out, not cut short: the container the drained pass started runs.
+    [container] = await containers(docker_api, installation)
+    assert container["State"]["Running"]
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from tether.operator.engine.runtime import engine_runtime
 from tether.operator.service import Operator
 
 WORKLOAD = "tether-test/workload:latest"
-LOGS_DOC = Path(__file__).resolve().parent.parent / "docs" / "logs.md"
+LOGS_DOC = Path(__file__).resolve().parents[2] / "docs" / "logs.md"
 
 
 @pytest.fixture(autouse=True)

@@ -671,12 +671,6 @@ def test_crash_delay(count: int, delay: float) -> None:
     assert crash_delay(count) == delay
 
 
-OVERFLOW_BUG = (
-    "planner.py ({where}): `2.0 ** (n - k)` is computed before the cap is applied and raises "
-    "OverflowError once the exponent reaches 1024"
-)
-
-
 def test_crash_delay_stays_capped_for_a_very_long_crash_loop() -> None:
     # 1026 crashes: about 85 hours of crash-looping at the 5 min cap
     assert crash_delay(1026) == CRASH_DELAY_CAP_S

@@ -256,9 +256,11 @@ async def test_secret_env_values_are_masked_in_every_answer(
     assert SECRET not in deployed.text
 
     # Stored as given: the operator reads it so, and passes it to the container.
-    stored = await store.deployment_of("shop", 1)
-    assert stored is not None
-    assert stored.env["API_KEY"] == SECRET
+    desired = await store.desired("shop")
+    assert desired is not None
+    assert desired.target is not None
+    assert desired.target.version == 1
+    assert desired.target.env == {"PUBLIC": "shown", "API_KEY": SECRET}
 
     answers = []
     admin = {"Authorization": f"Bearer {tokens.admin}"}
@@ -282,8 +284,16 @@ async def test_secret_env_values_are_masked_in_every_answer(
     # Watch streams: what they send first (every project's view, events included).
     for path, last in [("/v1/projects/shop/watch", "view"), ("/v1/watch", "synced")]:
         received = await read_stream(client, path, until=last)
-        assert "event: view" in received
-        assert "API_KEY" not in received or SECRET_MASK in received
+        lines = received.splitlines()
+        views = [
+            json.loads(lines[n + 1].removeprefix("data: "))
+            for n, line in enumerate(lines)
+            if line == "event: view"
+        ]
+        assert [view["project"]["name"] for view in views] == ["shop"], path
+        # A view is the project, its status and its events: no deployment, so no env at all.
+        assert set(views[0]) == {"project", "status", "events"}, path
+        assert "API_KEY" not in received, path
         assert SECRET not in received, path
 
 

@@ -30,6 +30,7 @@ import pyte
 import pytest
 import structlog
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from support import Operators, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
@@ -47,6 +48,7 @@ from tether.cli.main import run
 WORKLOAD = "tether-test/workload:latest"
 ALICE = Principal(owner="alice")
 HEALTHY_ARGS = ("--image", WORKLOAD, "--port", "8080", "--health-path", "/healthz")
+WATCHERS = "tether_api_watchers"
 KEEPALIVE_S = 0.3
 SINCE = datetime(
     2024, 5, 1, tzinfo=UTC
@@ -375,7 +377,7 @@ async def test_one_listen_connection_serves_every_watcher(
     ):
         for stream in (a, b, c, everything, everything_again):
             await stream.next()
-        assert api.app.state.watches.watchers == 5
+        assert await watchers_shown(api) == 5
         await wait_for(lambda: _connected(api), "the listener")
         assert await listeners(database_url) == 1
         assert (await alice_http.post("/v1/projects/b/stop")).status_code == 200
@@ -384,7 +386,7 @@ async def test_one_listen_connection_serves_every_watcher(
             await stream.until(lambda e, d: e == "view" and _is(d["project"], "b", "stopped"))
 
     async def released() -> bool:
-        return api.app.state.watches.watchers == 0 and await listeners(database_url) == 0
+        return await watchers_shown(api) == 0 and await listeners(database_url) == 0
 
     await wait_for(released, "the listener to close with the last watcher")
 
@@ -650,12 +652,22 @@ async def _connected(api: Api) -> bool:
     return bool(api.app.state.watches.connected)
 
 
+async def watchers_shown(api: Api) -> float:
+    """The watch streams open, as the API's /metrics shows them (`tether_api_watchers`)."""
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+        answer = await http.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    [family] = [f for f in text_string_to_metric_families(answer.text) if f.name == WATCHERS]
+    [sample] = family.samples
+    return sample.value
+
+
 async def _watchers(api: Api, count: int) -> bool:
-    return bool(api.app.state.watches.watchers == count)
+    return await watchers_shown(api) == count
 
 
 async def _reconnected(proxy: Proxy, api: Api) -> bool:
-    return proxy.connections >= 2 and api.app.state.watches.watchers == 1
+    return proxy.connections >= 2 and await watchers_shown(api) == 1
 
 
 # With the real operator and Docker

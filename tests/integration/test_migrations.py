@@ -12,7 +12,7 @@ import asyncpg
 from tether.api.migrator import available, migrate
 
 NewDatabase = Callable[[], Awaitable[str]]
-SCHEMA = Path(__file__).parent.parent / "docs" / "schema.sql"
+SCHEMA = Path(__file__).parents[2] / "docs" / "schema.sql"
 
 # Everything that makes a schema what it is, in a form that does not depend on creation order.
 CATALOG = """

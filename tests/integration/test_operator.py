@@ -4,6 +4,7 @@ drift from outside repaired, refusals and failures reported, nothing foreign tou
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,8 +16,9 @@ import asyncpg
 import httpx
 import pytest
 import structlog
+from faultproxy import CREATE, FaultProxy, summary
 from prometheus_client import REGISTRY
-from support import Operators, elapsed, remove_containers, wait_for
+from support import Operators, remove_containers, wait_for
 
 from tether.api.models import (
     ConditionType,
@@ -31,9 +33,8 @@ from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.operator.desired import Want
 from tether.operator.engine.docker.driver import DockerDriver
-from tether.operator.engine.runtime import engine_runtime
-from tether.operator.engine.state import Container, Summary
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
+from tether.operator.runtimes import engine_runtime
 from tether.operator.service import Operator
 
 pytestmark = pytest.mark.docker
@@ -86,6 +87,20 @@ async def start_operator(
 @pytest.fixture
 async def operator(start_operator: OperatorFactory) -> Operator:
     return await start_operator()
+
+
+@pytest.fixture
+async def proxied_operator(
+    settings: Settings, store: Store, docker_api: aiodocker.Docker, docker_proxy: FaultProxy
+) -> AsyncIterator[Operator]:
+    """An operator talking to Docker through the proxy, which records every call it makes."""
+    driver = DockerDriver(docker_proxy.url, settings.installation_id)
+    operators = Operators()
+    try:
+        yield operators.start(settings, store, driver)
+    finally:
+        await operators.stop()
+        await driver.close()
 
 
 async def containers_of(
@@ -270,25 +285,38 @@ async def test_v2_that_never_gets_ready_is_rolled_back_to_v1(
     assert "RolloutFailed" in reasons
 
 
+# The backoff between failed passes, as documented (planner.retry_delay): 0.5 s after the first
+# failure, doubling, ±20 % jitter. Written out, not imported, so that the schedule is what is
+# checked.
+RETRY_FIRST_S = 0.5
+RETRY_JITTER = 0.2
+RETRY_LATE_S = 1.0  # one pass's own duration and the timer's lateness, on 2 loaded cores
+
+
 async def test_missing_image_stalls_and_retries_on_the_backoff_schedule(
-    operator: Operator, store: Store
+    proxied_operator: Operator, store: Store, docker_proxy: FaultProxy
 ) -> None:
     await deploy(store, "shop", DeploymentSpec(image="tether-test/no-such-image:1"))
+    tries = 5  # four gaps: 0.5, 1, 2 and 4 s
 
-    async def stalled() -> DesiredSnapshot | None:
+    async def retried() -> DesiredSnapshot | None:
         snap = await snapshot(store, "shop")
-        return snap if condition(snap, ConditionType.STALLED) == "True" else None
+        return snap if snap.status is not None and snap.status.attempts >= tries else None
 
-    began = time.monotonic()
-    snap = await wait_for(stalled, "shop Stalled")
+    snap = await wait_for(retried, f"{tries} failed attempts", within_s=30)
+    assert condition(snap, ConditionType.STALLED) == "True"
     stalled_condition = snap.status.condition(ConditionType.STALLED)
     assert stalled_condition is not None
     assert stalled_condition.reason == "ImageNotFound"
     assert "tether-test/no-such-image:1" in (snap.status.last_error or "")
-    # Backoff 0.5 s doubling (±20 %): within 4 s at most 4 attempts; a tight loop makes hundreds.
-    await wait_for(lambda: elapsed(began, 4.0), "4 s to pass")
-    attempts = (await snapshot(store, "shop")).status.attempts
-    assert 2 <= attempts <= 4, attempts
+    # Each attempt is one create that Docker refuses (404): their times are the attempts' times.
+    creates = docker_proxy.calls_to(CREATE, project="shop")[:tries]
+    assert summary(creates) == [(CREATE, None, 404)] * tries
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(creates)]
+    for attempt, gap in enumerate(gaps, start=1):
+        base = RETRY_FIRST_S * 2 ** (attempt - 1)
+        low, high = base * (1 - RETRY_JITTER), base * (1 + RETRY_JITTER) + RETRY_LATE_S
+        assert low <= gap <= high, (attempt, [round(g, 3) for g in gaps])
 
 
 async def test_foreign_container_holding_the_name_is_left_alone(
@@ -328,20 +356,63 @@ async def test_destroy_removes_containers_then_the_project(
     assert await containers_of(docker_api, settings, "shop") == []
 
 
+# The wait before restarting a crashed container, as documented (planner.crash_delay): none after
+# a first crash, then 1 s doubling. Written out, not imported, so that the schedule is what is
+# checked.
+CRASH_DELAYS_S = [0.0, 1.0, 2.0, 4.0]
+# On 2 loaded cores: Docker's die event may be stamped a little after the exit the planner counts
+# from, and each restart adds the operator's reaction (the event, a pass, the start) to the wait.
+CRASH_EARLY_S = 0.25
+CRASH_LATE_S = 2.5
+
+
+async def container_events(
+    docker: aiodocker.Docker, container_id: str, since: int
+) -> list[tuple[str, float]]:
+    """(action, seconds) of the container's starts and deaths since `since`, as Docker stamped
+    them, oldest first."""
+    subscriber = docker.events.subscribe(
+        since=since,
+        until=int(time.time()) + 1,  # up to now: the stream ends there
+        filters={"type": ["container"], "container": [container_id], "event": ["start", "die"]},
+    )
+    found: list[tuple[str, float]] = []
+    try:
+        async with asyncio.timeout(15):
+            while (event := await subscriber.get()) is not None:
+                found.append((event["Action"], event["timeNano"] / 1e9))
+    finally:
+        await docker.events.stop()
+    return found
+
+
 async def test_crashing_container_is_restarted_with_a_crash_loop_delay(
-    operator: Operator, store: Store
+    operator: Operator, store: Store, docker_api: aiodocker.Docker
 ) -> None:
+    since = int(time.time()) - 1
     await deploy(store, "shop", DeploymentSpec(image=WORKLOAD, command=["sh", "-c", "exit 3"]))
+    crashes = len(CRASH_DELAYS_S) + 1
 
     async def crash_looping() -> DesiredSnapshot | None:
         snap = await snapshot(store, "shop")
-        return snap if snap.status and snap.status.crash_count >= 3 else None
+        return snap if snap.status and snap.status.crash_count >= crashes else None
 
-    snap = await wait_for(crash_looping, "three crashes")
+    snap = await wait_for(crash_looping, f"{crashes} crashes")
     assert snap.status.last_exit_code == 3
     assert snap.status.phase in ("CrashLoop", "Starting")
-    crash_at = snap.status.last_crash_at
-    assert crash_at is not None
+    assert snap.status.last_crash_at is not None
+    assert snap.status.container_id is not None
+    events = (await container_events(docker_api, snap.status.container_id, since))[: 2 * crashes]
+    assert [action for action, _ in events] == ["start", "die"] * crashes, events
+    starts = [at for action, at in events if action == "start"]
+    deaths = [at for action, at in events if action == "die"]
+    # From each crash to the next start: the delay of that crash in the loop, never a tight loop.
+    gaps = [start - died for died, start in zip(deaths, starts[1:], strict=False)]
+    for crash, (gap, delay) in enumerate(zip(gaps, CRASH_DELAYS_S, strict=True), start=1):
+        assert delay - CRASH_EARLY_S <= gap <= delay + CRASH_LATE_S, (
+            crash,
+            [round(g, 3) for g in gaps],
+        )
 
 
 async def test_two_operators_never_act_at_once(
@@ -462,40 +533,25 @@ async def test_a_ready_project_whose_endpoint_stops_answering_is_not_shown_ready
     assert (await container.show())["State"]["Running"]
 
 
-class CountingDriver(DockerDriver):
-    """The real driver, counting the Docker calls a resync makes (a fake at our own boundary)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls: dict[str, int] = {}
-
-    def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-    async def list_all(self) -> list[Summary]:
-        self._count("list_all")
-        return await super().list_all()
-
-    async def observe(self, project: str) -> tuple[Container, ...]:
-        self._count("observe")
-        return await super().observe(project)
-
-
 async def test_a_resync_of_converged_projects_costs_one_list_and_no_inspect(
-    operator: Operator, settings: Settings, store: Store
+    operator: Operator, settings: Settings, store: Store, docker_proxy: FaultProxy
 ) -> None:
     names = [f"p{i}" for i in range(5)]
     for name in names:
         await deploy(store, name)
     for name in names:
         await wait_for(lambda name=name: ready(store, name), f"{name} Ready")
-    counting = CountingDriver(settings.docker_url, settings.installation_id)
-    quiet = Operator(settings, store, engine_runtime(settings, counting))
+    # An operator whose every Docker call (list, inspect, ping, anything) the proxy records.
+    counted = DockerDriver(docker_proxy.url, settings.installation_id)
+    quiet = Operator(settings, store, counted)
     try:
+        await counted.list_all()  # aiodocker asks the engine's API version on its first call
+        before = len(docker_proxy.calls)
         assert await quiet.resync() == 0  # nothing to do: every project is at rest
+        made = docker_proxy.calls[before:]
     finally:
-        await counting.close()
-    assert counting.calls == {"list_all": 1}
+        await counted.close()
+    assert [(c.method, c.path) for c in made] == [("GET", "/containers/json")], summary(made)
 
 
 async def test_docker_calls_in_flight_never_exceed_the_cap(settings: Settings) -> None:
