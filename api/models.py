@@ -119,6 +119,9 @@ class HealthCheck(BaseModel):
         return self
 
 
+Strategy = Literal["start-first", "stop-first"]
+
+
 class DeploymentSpec(BaseModel):
     """What a user asks to run. Immutable once stored as a numbered deployment."""
 
@@ -146,6 +149,22 @@ class DeploymentSpec(BaseModel):
         description="How long a new deployment may take to be Ready.",
     )
     stop_grace_s: int = Field(default=10, ge=0, le=300, strict=True)
+    strategy: Strategy = Field(
+        default="start-first",
+        description="How a new deployment replaces the running one. `start-first`: the new "
+        "container starts beside the old and gets the endpoint once Ready; the old then drains "
+        "and stops (a failed one never touches the old). `stop-first`: the old stops before the "
+        "new starts, for workloads that cannot run twice at once; the proxy holds new "
+        "connections during the gap instead of refusing them.",
+    )
+    drain_timeout_s: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        strict=True,
+        description="After a switch, how long the old container may finish the requests (HTTP) "
+        "or connections (TCP) it has in flight before it is stopped.",
+    )
     memory_mb: int | None = Field(default=None, ge=4, le=1024 * 1024, strict=True)
     cpus: float | None = Field(default=None, gt=0, le=1024)
 
@@ -294,6 +313,15 @@ class Status(BaseModel):
     oom_killed: bool = False
     failed_version: int | None = None
     updated_at: datetime | None = None
+    route: str | None = Field(
+        default=None,
+        description="Where the proxy sends the endpoint: the upstream address, `held` (new "
+        "connections wait for the next route), or none (refused).",
+    )
+    serving_version: int | None = Field(
+        default=None, description="The deployment the endpoint's traffic goes to."
+    )
+    serving_container_id: str | None = None
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
@@ -306,6 +334,9 @@ class EventKind(StrEnum):
     HEALTH = "health"
     CONVERGED = "converged"
     GAVE_UP = "gave_up"
+    ROUTED = "routed"  # the endpoint's route set: to a Ready container, or held
+    DRAINING = "draining"  # the container that served is finishing what it has in flight
+    DRAINED = "drained"  # ... and is stopped
 
 
 class NewEvent(NamedTuple):

@@ -52,9 +52,9 @@ SELECT coalesce(max(version), 0) + 1 FROM deployments WHERE project = $1;
 -- name: insert_deployment
 INSERT INTO deployments (
     project, version, image, command, env, port, health, ready_deadline_s, stop_grace_s,
-    memory_mb, cpus, created_by, secret_env
+    memory_mb, cpus, created_by, secret_env, strategy, drain_timeout_s
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 RETURNING *;
 
 -- name: deployment
@@ -100,9 +100,10 @@ WHERE $1::text IS NULL OR p.owner = $1;
 INSERT INTO status (
     project, observed_generation, phase, conditions, running_version, container_id,
     ready_container_id, endpoint, attempts, next_attempt_at, last_error, crash_count,
-    last_exit_code, last_crash_at, oom_killed, failed_version, updated_at
+    last_exit_code, last_crash_at, oom_killed, failed_version, route, serving_version,
+    serving_container_id, updated_at
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, now())
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, now())
 ON CONFLICT (project) DO UPDATE SET
     observed_generation = EXCLUDED.observed_generation,
     phase = EXCLUDED.phase,
@@ -119,6 +120,9 @@ ON CONFLICT (project) DO UPDATE SET
     last_crash_at = EXCLUDED.last_crash_at,
     oom_killed = EXCLUDED.oom_killed,
     failed_version = EXCLUDED.failed_version,
+    route = EXCLUDED.route,
+    serving_version = EXCLUDED.serving_version,
+    serving_container_id = EXCLUDED.serving_container_id,
     updated_at = now();
 
 -- name: desired

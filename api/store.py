@@ -302,6 +302,8 @@ class Store:
                 spec.cpus,
                 principal.owner,
                 spec.secret_env,
+                spec.strategy,
+                spec.drain_timeout_s,
             )
             assert row is not None  # INSERT ... RETURNING
             deployment = _deployment(row)
@@ -574,6 +576,9 @@ class Store:
                 status.last_crash_at,
                 status.oom_killed,
                 status.failed_version,
+                status.route,
+                status.serving_version,
+                status.serving_container_id,
             )
             for kind, reason, message in events:
                 await conn.execute(

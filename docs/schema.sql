@@ -42,6 +42,11 @@ CREATE TABLE deployments (
     cpus             double precision CHECK (cpus > 0),
     created_by       text NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
+    -- start-first: the new container starts beside the old and is routed once Ready, then the old
+    -- drains (up to drain_timeout_s) and stops; stop-first: the old stops before the new starts.
+    strategy         text NOT NULL DEFAULT 'start-first'
+                     CHECK (strategy IN ('start-first', 'stop-first')),
+    drain_timeout_s  integer NOT NULL DEFAULT 30 CHECK (drain_timeout_s BETWEEN 0 AND 3600),
     PRIMARY KEY (project, version),
     CHECK (health IS NULL OR port IS NOT NULL),
     CONSTRAINT deployments_secret_env_in_env CHECK (env ?& secret_env)
@@ -70,7 +75,11 @@ CREATE TABLE status (
     last_crash_at       timestamptz,
     oom_killed          boolean NOT NULL DEFAULT false,
     failed_version      integer,
-    updated_at          timestamptz NOT NULL DEFAULT now()
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    -- Where the proxy sends the endpoint (an upstream address, "held"), and what serves it.
+    route               text,
+    serving_version     integer,
+    serving_container_id text
 );
 
 CREATE TABLE events (
@@ -78,7 +87,10 @@ CREATE TABLE events (
     project     text NOT NULL REFERENCES projects (name) ON DELETE CASCADE,
     generation  bigint,
     kind        text NOT NULL
-                CHECK (kind IN ('desired', 'action', 'refused', 'health', 'converged', 'gave_up')),
+                CONSTRAINT events_kind_check CHECK (kind IN (
+                    'desired', 'action', 'refused', 'health', 'converged', 'gave_up',
+                    'routed', 'draining', 'drained'
+                )),
     reason      text NOT NULL,
     message     text NOT NULL,
     actor       text NOT NULL,

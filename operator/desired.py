@@ -26,11 +26,12 @@ class Labelled(Protocol):
     def restart_token(self) -> int: ...
 
 
-def spec_hash(deployment: Deployment, host_port: int, publish_address: str) -> str:
-    """Identifies everything a workload is created from, so a changed spec is never adopted."""
+def spec_hash(deployment: Deployment) -> str:
+    """Identifies everything a workload is created from, so a changed spec is never adopted.
+    The stable endpoint is not part of it: the proxy owns it, and a workload only publishes its
+    port where the proxy reaches it."""
     # Marking a key secret changes nothing a workload is created from.
     spec = deployment.model_dump(mode="json", exclude={"created_by", "created_at", "secret_env"})
-    spec["endpoint"] = [publish_address, host_port]
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     return digest[:16]
 
@@ -86,13 +87,13 @@ class Memory:
     oom_killed: bool = False
 
 
-def build_desired(snapshot: DesiredSnapshot, publish_address: str, installation: str) -> Desired:
+def build_desired(snapshot: DesiredSnapshot, installation: str) -> Desired:
     project = snapshot.project
 
     def want(deployment: Deployment, restart_token: int | None) -> Want:
         return Want(
             deployment=deployment,
-            spec_hash=spec_hash(deployment, project.host_port, publish_address),
+            spec_hash=spec_hash(deployment),
             restart_token=restart_token,
             name=workload_name(
                 installation, project.name, deployment.version, project.restart_token

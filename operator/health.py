@@ -31,21 +31,27 @@ class Prober:
         return f"{self._host}:{host_port}"
 
     async def healthy(self, check: HealthCheck | None, port: int | None, host_port: int) -> bool:
-        """A deployment without a port has no endpoint: running is all that can be known.
-        With a port and no explicit check, the port must accept a TCP connection; an HTTP check
-        wants a 2xx or 3xx answer to a GET of its path."""
+        """Whether the project's stable endpoint (through the proxy) answers."""
+        return await self.healthy_at(check, port, self.endpoint(host_port))
+
+    async def healthy_at(self, check: HealthCheck | None, port: int | None, address: str) -> bool:
+        """Whether `address` (`host:port`) answers the deployment's check. A deployment without
+        a port has no endpoint: running is all that can be known. With a port and no explicit
+        check, the port must accept a TCP connection; an HTTP check wants a 2xx or 3xx answer to
+        a GET of its path."""
         if port is None:
             return True
         timeout = check.timeout_s if check else 2.0
         path = check.path if check is not None and check.type == "http" else None
+        host, _, number = address.rpartition(":")
         try:
             async with asyncio.timeout(timeout):
-                return await self._probe(host_port, path)
+                return await self._probe(host, int(number), path)
         except (OSError, TimeoutError, ValueError):
             return False
 
-    async def _probe(self, host_port: int, path: str | None) -> bool:
-        reader, writer = await asyncio.open_connection(self._host, host_port)
+    async def _probe(self, host: str, port: int, path: str | None) -> bool:
+        reader, writer = await asyncio.open_connection(host, port)
         try:
             if path is None:
                 return True
@@ -53,7 +59,7 @@ class Prober:
             # percent-encoded, as a browser sends them.
             target = quote(path, safe=string.punctuation)
             writer.write(
-                f"GET {target} HTTP/1.1\r\nHost: {self.endpoint(host_port)}\r\n"
+                f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                 "User-Agent: tether-probe\r\nConnection: close\r\n\r\n".encode("ascii")
             )
             await writer.drain()

@@ -72,7 +72,7 @@ class Reconciler(Generic[ObservedT]):
         snapshot = await self._store.desired(name)
         if snapshot is None:
             return await self._remove_orphans(record)
-        desired = build_desired(snapshot, self._publish_address, self._installation)
+        desired = build_desired(snapshot, self._installation)
         previous = snapshot.status
         same_generation = (
             previous is not None and previous.observed_generation == desired.generation
@@ -141,7 +141,7 @@ class Reconciler(Generic[ObservedT]):
                 record.events.append(NewEvent(EventKind.REFUSED, exc.operation, str(exc)))
                 observed = None
                 continue
-            record.events.append(NewEvent(EventKind.ACTION, step.label, decision.message))
+            record.events.append(NewEvent(step.kind, step.label, decision.message))
         raise NoProgress(f"no convergence after {MAX_STEPS} steps")
 
     async def _record(

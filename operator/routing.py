@@ -7,9 +7,11 @@ need of a proxy (`tether.operator.haproxy` is the real one, over HAProxy's admin
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from tether.api.models import EventKind, HealthCheck
 from tether.operator.runtime import RuntimeFault
 
 Mode = Literal["http", "tcp"]
@@ -20,7 +22,7 @@ class ProxyFault(RuntimeFault):
     never a reason to stop a container that serves."""
 
 
-HELD = "hold"
+HELD = "hold:0"  # shaped like an upstream, so the proxy reads every value the same way
 
 
 @dataclass(frozen=True)
@@ -34,32 +36,73 @@ class Route:
     mode: Mode
     upstream: str
     since: float
+    project: str  # whose endpoint: a route left over for a deleted project is found by it
 
     @property
     def held(self) -> bool:
         return self.upstream == HELD
 
     def encode(self) -> str:
-        """As a value of the proxy's route map: `http:127.0.0.1:32768:1733080000.125`."""
-        return f"{self.mode}:{self.upstream}:{self.since:.3f}"
+        """As a value of the proxy's route map: `http:127.0.0.1:32768:1733080000.125:shop`
+        (the proxy reads the mode, host and port fields)."""
+        return f"{self.mode}:{self.upstream}:{self.since:.3f}:{self.project}"
 
     @classmethod
     def decode(cls, value: str) -> Route | None:
         """None for a value tether did not write (someone edited the map by hand)."""
         mode, _, rest = value.partition(":")
+        rest, _, project = rest.rpartition(":")
         upstream, _, since = rest.rpartition(":")
         host, _, port = upstream.rpartition(":")
-        if mode not in ("http", "tcp") or not (upstream == HELD or (host and port.isdigit())):
+        if mode not in ("http", "tcp") or not host or not port.isdigit():
+            return None
+        if not project:
             return None
         try:
             when = float(since)
         except ValueError:
             return None
-        return cls("http" if mode == "http" else "tcp", upstream, when)
+        return cls("http" if mode == "http" else "tcp", upstream, when, project)
 
     def same_way(self, other: Route | None) -> bool:
         """Whether `other` sends traffic the same way, whenever it was set."""
         return other is not None and (other.mode, other.upstream) == (self.mode, self.upstream)
+
+
+def mode_of(health: HealthCheck | None) -> Mode:
+    """An HTTP-checked deployment is proxied per request; anything else per connection."""
+    return "http" if health is not None and health.type == "http" else "tcp"
+
+
+@dataclass(frozen=True)
+class SetRoute:
+    """A planner's step: route the endpoint on `port` (to `version`'s workload, or held)."""
+
+    port: int
+    route: Route
+    version: int | None
+    kind = EventKind.ROUTED
+
+    @property
+    def label(self) -> str:
+        return "hold" if self.version is None else f"route v{self.version}"
+
+    @property
+    def key(self) -> Hashable:
+        return (SetRoute, self.port, self.route.mode, self.route.upstream)
+
+
+@dataclass(frozen=True)
+class RemoveRoute:
+    """A planner's step: the endpoint on `port` refuses connections from now on."""
+
+    port: int
+    kind = EventKind.ROUTED
+    label = "unroute"
+
+    @property
+    def key(self) -> Hashable:
+        return (RemoveRoute, self.port)
 
 
 class Proxy(Protocol):
@@ -68,6 +111,10 @@ class Proxy(Protocol):
 
     async def routes(self) -> dict[int, Route | None]:
         """Every route, in one call (None: a value tether cannot read)."""
+        ...
+
+    async def route(self, port: int) -> Route | None:
+        """The route of one endpoint (None: none, or a value tether cannot read)."""
         ...
 
     async def set_route(self, port: int, route: Route) -> None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from tether.api.models import DesiredSnapshot, Phase
+from tether.api.models import DesiredSnapshot, EventKind, Phase
 from tether.operator.desired import Desired, Memory
 
 ObservedT = TypeVar("ObservedT")
@@ -39,6 +39,11 @@ class Step(Protocol):
     """One action of a runtime's planner, carried out by that runtime."""
 
     @property
+    def kind(self) -> EventKind:
+        """The kind of event that records it."""
+        ...
+
+    @property
     def label(self) -> str:
         """How logs and events name it: `create v2`."""
         ...
@@ -55,6 +60,8 @@ class Workload(Protocol):
     @property
     def id(self) -> str: ...
     @property
+    def version(self) -> int: ...
+    @property
     def exited(self) -> bool: ...
     @property
     def exit_code(self) -> int | None: ...
@@ -67,6 +74,7 @@ class Finalize:
     """Everything the project ran is gone: the project itself can be deleted."""
 
     label = "finalize"
+    kind = EventKind.ACTION
 
     @property
     def key(self) -> Hashable:
@@ -78,6 +86,7 @@ class FailRollout:
     """The target deployment missed its Ready deadline: go back to the fallback."""
 
     version: int
+    kind = EventKind.HEALTH
 
     @property
     def label(self) -> str:
@@ -102,6 +111,8 @@ class Decision:
     stalled: bool = False
     workload: Workload | None = None  # the one that is (or will be) the project's
     ready_version: int | None = None  # the version seen Ready in this decision
+    route: str | None = None  # where the endpoint's route goes, as last seen
+    serving: Workload | None = None  # what that route leads to
 
 
 class Runtime(Protocol[ObservedT]):

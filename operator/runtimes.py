@@ -5,9 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from tether.api.settings import Settings
-from tether.operator.engine.runtime import engine_runtime
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.runtime import EngineRuntime
+from tether.operator.health import Prober
+from tether.operator.routing import Proxy
 from tether.operator.runtime import Runtime
 
 
 def open_runtime(settings: Settings) -> Runtime[Any]:
     return engine_runtime(settings)
+
+
+def engine_runtime(
+    settings: Settings, driver: DockerDriver | None = None, proxy: Proxy | None = None
+) -> EngineRuntime:
+    """The engine runtime on the Docker engine the settings name (through `driver`, if given),
+    routing through the proxy they name (or `proxy`)."""
+    if driver is None:
+        driver = DockerDriver(
+            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+        )
+    if proxy is None:
+        from tether.operator.haproxy.admin import HAProxy
+
+        proxy = HAProxy.from_settings(settings)
+    return EngineRuntime(driver, Prober(settings.publish_address), proxy)

@@ -289,9 +289,7 @@ class Operator:
         settled: list[DesiredSnapshot] = []
         for snapshot in snapshots:
             name = snapshot.project.name
-            desired = build_desired(
-                snapshot, self._settings.publish_address, self._settings.installation_id
-            )
+            desired = build_desired(snapshot, self._settings.installation_id)
             orphans.discard(name)
             if survey.at_rest(desired, snapshot):
                 if desired.running:

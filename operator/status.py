@@ -157,6 +157,9 @@ def _workload_fields(
             "last_error": ending.message,
             "last_exit_code": memory.last_exit_code,
             "oom_killed": memory.oom_killed,
+            "route": before.route,
+            "serving_version": before.serving_version,
+            "serving_container_id": before.serving_container_id,
         }
     workload = ending.workload
     exited = workload is not None and workload.exited
@@ -167,6 +170,9 @@ def _workload_fields(
         "last_error": None,
         "last_exit_code": workload.exit_code if workload and exited else memory.last_exit_code,
         "oom_killed": workload.oom_killed if workload and exited else memory.oom_killed,
+        "route": ending.route,
+        "serving_version": ending.serving.version if ending.serving else None,
+        "serving_container_id": ending.serving.id if ending.serving else None,
     }
 
 
@@ -221,6 +227,13 @@ def transitions(previous: Status | None, status: Status, desired: Desired) -> li
         elif condition.type == ConditionType.STALLED:
             events.append(NewEvent(EventKind.GAVE_UP, condition.reason, condition.message))
     reconciling = status.condition(ConditionType.RECONCILING)
+    before = previous.condition(ConditionType.RECONCILING) if previous else None
+    if (
+        reconciling is not None
+        and reconciling.reason == "Draining"
+        and (before is None or before.reason != "Draining")
+    ):
+        events.append(NewEvent(EventKind.DRAINING, "Draining", reconciling.message))
     if (
         not desired.running
         and reconciling is not None

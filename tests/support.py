@@ -18,8 +18,8 @@ from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.cli.server import bind
 from tether.operator.engine.docker.driver import DockerDriver
-from tether.operator.engine.runtime import engine_runtime
 from tether.operator.labels import LABEL_INSTALLATION
+from tether.operator.runtimes import engine_runtime
 from tether.operator.service import Operator
 
 POLL_S = 0.05  # how often a condition is looked at again

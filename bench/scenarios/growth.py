@@ -27,7 +27,7 @@ from measures import summary
 from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.operator.engine.docker.driver import DockerDriver
-from tether.operator.engine.runtime import engine_runtime
+from tether.operator.runtimes import engine_runtime
 from tether.operator.serve import tune_garbage_collector
 from tether.operator.service import Operator
 from tether_side import OperatorProcess, Tether, docker_url

@@ -11,9 +11,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from tether.api.models import Phase
+from tether.api.models import EventKind, Phase
 from tether.operator.desired import Desired, Memory, Want, effective_want
 from tether.operator.engine.state import LIVE, TRANSITIONAL, Container, Observed, Summary
+from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute, mode_of
 from tether.operator.runtime import Decision, FailRollout, Finalize
 
 CRASH_DELAY_FIRST_S = 1.0
@@ -21,11 +22,13 @@ CRASH_DELAY_CAP_S = 300.0
 CRASH_RESET_AFTER = timedelta(minutes=10)
 TRANSITION_RECHECK_S = 1.0
 HEALTH_RECHECK_MIN_S = 0.05
+DRAIN_RECHECK_S = 0.2
 
 
 @dataclass(frozen=True)
 class Create:
     want: Want
+    kind = EventKind.ACTION
 
     @property
     def label(self) -> str:
@@ -39,6 +42,10 @@ class Create:
 @dataclass(frozen=True)
 class _OnContainer:
     container: Container
+
+    @property
+    def kind(self) -> EventKind:
+        return EventKind.ACTION
 
     @property
     def label(self) -> str:
@@ -58,6 +65,11 @@ class Start(_OnContainer):
 @dataclass(frozen=True)
 class Stop(_OnContainer):
     grace_s: int
+    drained: bool = False  # it served, and has finished what it had in flight (or timed out)
+
+    @property
+    def kind(self) -> EventKind:
+        return EventKind.DRAINED if self.drained else EventKind.ACTION
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ class Remove(_OnContainer):
     pass
 
 
-Action = Create | Start | Stop | Unpause | Remove | Finalize | FailRollout
+Action = Create | Start | Stop | Unpause | Remove | SetRoute | RemoveRoute | Finalize | FailRollout
 
 
 def crash_delay(crash_count: int) -> float:
@@ -100,24 +112,64 @@ def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
             memory,
             requeue_after=TRANSITION_RECHECK_S,
         )
+    want = effective_want(desired, memory)
+    serving = desired.running and not desired.deleting and want is not None
+    if observed.route is not None and not (serving and want and want.deployment.port):
+        phase = Phase.DELETING if desired.deleting else Phase.STOPPING
+        return Decision(
+            RemoveRoute(desired.host_port),
+            phase,
+            False,
+            "Closing",
+            f"closing the endpoint :{desired.host_port}: its route is removed",
+            memory,
+        )
     if desired.deleting:
         return _plan_deletion(containers, memory, desired)
-    want = effective_want(desired, memory)
     if not desired.running or want is None:
         return _plan_stopped(containers, want, memory, desired)
-    return _plan_running(desired, want, observed, memory)
+    return _route_only_to_ready(desired, want, observed, memory) or _plan_running(
+        desired, want, observed, memory
+    )
 
 
-def at_rest(desired: Desired, memory: Memory, containers: list[Summary]) -> bool:
-    """Whether `plan` would find nothing to do, as far as one `docker ps` can tell: what the
-    resync decides on, so a project that may not be converged gets a full pass. (A property
-    test holds the two to the same answer.)"""
+def _route_only_to_ready(
+    desired: Desired, want: Want, observed: Observed, memory: Memory
+) -> Decision | None:
+    """A route that leads anywhere but to a running container whose endpoint answers is held:
+    new connections wait for the next route rather than reach a dead or failing one."""
+    route = observed.route
+    if route is None or route.held:
+        return None
+    routed = observed.routed()
+    if routed is not None and routed.state == "running" and observed.healthy.get(routed.id):
+        return None
+    held = Route(mode_of(want.deployment.health), HELD, observed.now.timestamp(), desired.name)
+    gone = "is gone" if routed is None else f"is {routed.state}, not answering"
+    return Decision(
+        SetRoute(desired.host_port, held, None),
+        Phase.REPLACING,
+        False,
+        "Holding",
+        f"holding new connections to :{desired.host_port}: what it routed to ({route.upstream}) "
+        f"{gone}",
+        memory,
+    )
+
+
+def at_rest(
+    desired: Desired, memory: Memory, containers: list[Summary], route: Route | None
+) -> bool:
+    """Whether `plan` would find nothing to do, as far as one `docker ps` and one read of the
+    proxy's routes can tell: what the resync decides on, so a project that may not be converged
+    gets a full pass. (A property test holds the two to the same answer.)"""
     if desired.deleting:
         return False
     want = effective_want(desired, memory)
     if not desired.running or want is None:
-        # Stopped: nothing live, and nothing kept but one stopped container of the wanted spec.
-        if len(containers) > 1:
+        # Stopped: no route, nothing live, and nothing kept but one stopped container of the
+        # wanted spec.
+        if route is not None or len(containers) > 1:
             return False
         return all(
             c.state in ("created", "exited") and want is not None and want.matches(c)
@@ -126,7 +178,12 @@ def at_rest(desired: Desired, memory: Memory, containers: list[Summary]) -> bool
     if len(containers) != 1:
         return False
     [only] = containers
-    return only.state == "running" and want.matches(only)
+    if only.state != "running" or not want.matches(only):
+        return False
+    if want.deployment.port is None:
+        return route is None
+    wanted = Route(mode_of(want.deployment.health), only.upstream or "", 0.0, desired.name)
+    return wanted.same_way(route)
 
 
 def _grace(desired: Desired, container: Container) -> int:
@@ -207,21 +264,24 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
     others = [c for c in containers if c != keep]
     replacing = desired.target is not None and want is not desired.target
 
-    # Everything else that runs goes first: replacement is stop-first, and the endpoint's port
-    # can be published by one container only.
+    if want.deployment.strategy == "stop-first" and not (keep and keep.state == "running"):
+        # What cannot run twice: everything else stops before the new one starts, with new
+        # connections held meanwhile.
+        live = [other for other in others if _live(other)]
+        if live:
+            return _make_way(desired, want, keep, live[0], observed, memory, "stop-first")
+    meanwhile = _serve_meanwhile(desired, want, keep, others, observed, memory)
+    if meanwhile is not None:
+        return meanwhile
+    routed = observed.routed()
+    keep_answers = keep is not None and bool(observed.healthy.get(keep.id))
     for other in others:
-        if _live(other):
-            return Decision(
-                _stop_or_unpause(other, desired),
-                Phase.REPLACING,
-                False,
-                "Replacing",
-                f"stopping {other.name} to make way for v{want.version}",
-                memory,
-                workload=keep,
-            )
+        if _live(other) and other != routed and not keep_answers:  # serves nothing: it can go
+            return _retire(desired, want, keep, other, observed, memory, ready=False)
     if keep is None:
         for stale in others:  # a container holding the name the new one needs
+            if stale.name == want.name and _live(stale):
+                return _make_way(desired, want, None, stale, observed, memory, "it holds the name")
             if stale.name == want.name:
                 return _remove_stale(stale, want, memory, observed)
         phase = Phase.ROLLING_BACK if replacing else Phase.CREATING
@@ -241,6 +301,79 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
             return _fail_rollout(desired, want, keep, memory)
         return _plan_start(desired, keep, observed.now, memory)
     return _plan_health(desired, want, keep, others, observed, memory)
+
+
+def _serve_meanwhile(
+    desired: Desired,
+    want: Want,
+    keep: Container | None,
+    others: list[Container],
+    observed: Observed,
+    memory: Memory,
+) -> Decision | None:
+    """An endpoint without a route (a first deploy beside a container from before the proxy,
+    or a route lost) is routed to a container of an asked-for deployment that answers, while
+    the wanted one is not Ready yet."""
+    if observed.route is not None or want.deployment.port is None:
+        return None
+    if keep is not None and observed.healthy.get(keep.id):
+        return None  # it will be routed itself
+    for other in others:
+        if (
+            other.state == "running"
+            and other.upstream is not None
+            and other.version != memory.failed_version
+            and observed.healthy.get(other.id)
+        ):
+            route = Route(
+                mode_of(want.deployment.health),
+                other.upstream,
+                observed.now.timestamp(),
+                desired.name,
+            )
+            return Decision(
+                SetRoute(desired.host_port, route, other.version),
+                Phase.REPLACING,
+                False,
+                "Routing",
+                f"routing :{desired.host_port} to {other.name} until v{want.version} is ready",
+                memory,
+                workload=keep,
+            )
+    return None
+
+
+def _make_way(
+    desired: Desired,
+    want: Want,
+    keep: Container | None,
+    other: Container,
+    observed: Observed,
+    memory: Memory,
+    why: str,
+) -> Decision:
+    """Stop `other` before `want` may run, new connections held meanwhile."""
+    route = observed.route
+    if want.deployment.port is not None and (route is None or not route.held):
+        held = Route(mode_of(want.deployment.health), HELD, observed.now.timestamp(), desired.name)
+        return Decision(
+            SetRoute(desired.host_port, held, None),
+            Phase.REPLACING,
+            False,
+            "Holding",
+            f"holding new connections to :{desired.host_port} while {other.name} stops ({why})",
+            memory,
+            workload=keep,
+        )
+    return Decision(
+        _stop_or_unpause(other, desired),
+        Phase.REPLACING,
+        False,
+        "Replacing",
+        f"stopping {other.name} to make way for v{want.version} ({why})",
+        memory,
+        workload=keep,
+    )
 
 
 def _remove_stale(stale: Container, want: Want, memory: Memory, observed: Observed) -> Decision:
@@ -350,20 +483,21 @@ def _plan_start(desired: Desired, keep: Container, now: datetime, memory: Memory
 
 
 def _plan_ready(
-    want: Want, keep: Container, others: list[Container], observed: Observed, memory: Memory
+    desired: Desired,
+    want: Want,
+    keep: Container,
+    others: list[Container],
+    observed: Observed,
+    memory: Memory,
 ) -> Decision:
+    """`keep` answers: route the endpoint to it, let what served before drain, then remove the
+    rest."""
+    routing = _route_to(desired, want, keep, observed, memory)
+    if routing is not None:
+        return routing
     memory = replace(memory, ready_container=keep.id)
-    for other in others:  # the new deployment is Ready: the old one can go
-        return Decision(
-            Remove(other),
-            Phase.RUNNING,
-            True,
-            "Ready",
-            f"removing {other.name}, replaced by v{want.version}",
-            memory,
-            workload=keep,
-            ready_version=want.version,
-        )
+    for other in others:  # the new deployment is Ready and routed: the old one can go
+        return _retire(desired, want, keep, other, observed, memory)
     if keep.started_at and observed.now - keep.started_at >= CRASH_RESET_AFTER:
         memory = replace(memory, crash_count=0)
     return Decision(
@@ -378,6 +512,80 @@ def _plan_ready(
     )
 
 
+def _route_to(
+    desired: Desired, want: Want, keep: Container, observed: Observed, memory: Memory
+) -> Decision | None:
+    if want.deployment.port is None or keep.upstream is None:
+        return None  # nothing to route to: a deployment without an endpoint
+    route = Route(
+        mode_of(want.deployment.health), keep.upstream, observed.now.timestamp(), desired.name
+    )
+    if route.same_way(observed.route):
+        return None
+    before = observed.routed()
+    drains = f"; {before.name} drains" if before is not None and before != keep else ""
+    return Decision(
+        SetRoute(desired.host_port, route, keep.version),
+        Phase.RUNNING,
+        False,
+        "Routing",
+        f"routing :{desired.host_port} to {keep.name} ({keep.upstream}){drains}",
+        memory,
+        workload=keep,
+    )
+
+
+def _retire(
+    desired: Desired,
+    want: Want,
+    keep: Container | None,
+    other: Container,
+    observed: Observed,
+    memory: Memory,
+    *,
+    ready: bool = True,
+) -> Decision:
+    """Stop a container the endpoint no longer routes to once it has nothing in flight (or its
+    drain time is up), and remove it once stopped. `ready`: `keep` serves meanwhile."""
+
+    def decide(
+        step: Action | None, reason: str, message: str, requeue_after: float | None = None
+    ) -> Decision:
+        return Decision(
+            step,
+            Phase.RUNNING if ready else Phase.REPLACING,
+            ready,
+            reason,
+            message,
+            memory,
+            requeue_after=requeue_after,
+            workload=keep,
+            ready_version=want.version if ready else None,
+        )
+
+    if not _live(other):
+        return decide(Remove(other), "Ready", f"removing {other.name}, replaced by v{want.version}")
+    in_flight = observed.in_flight.get(other.upstream or "", 0)
+    route = observed.route
+    drain_until = (route.since if route else 0.0) + want.deployment.drain_timeout_s
+    left = drain_until - observed.now.timestamp()
+    if in_flight and left > 0:
+        return decide(
+            None,
+            "Draining",
+            f"{other.name} is draining: {in_flight} in flight, at most {left:.0f} s more",
+            requeue_after=min(DRAIN_RECHECK_S, left),
+        )
+    if other.state == "paused":
+        return decide(Unpause(other), "Drained", f"unpausing {other.name} to stop it")
+    why = "nothing in flight" if not in_flight else f"{in_flight} still in flight after the drain"
+    return decide(
+        Stop(other, _grace(desired, other), drained=True),
+        "Drained",
+        f"stopping {other.name}, replaced by v{want.version} ({why})",
+    )
+
+
 def _plan_health(
     desired: Desired,
     want: Want,
@@ -387,7 +595,7 @@ def _plan_health(
     memory: Memory,
 ) -> Decision:
     if observed.healthy.get(keep.id, False):
-        return _plan_ready(want, keep, others, observed, memory)
+        return _plan_ready(desired, want, keep, others, observed, memory)
     health = want.deployment.health
     interval = health.interval_s if health else 1.0
     if keep.id == memory.ready_container:

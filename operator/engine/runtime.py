@@ -8,8 +8,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.api.models import DesiredSnapshot
-from tether.api.settings import Settings
+from tether.api.models import Deployment, DesiredSnapshot
 from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
 from tether.operator.engine import planner
 from tether.operator.engine.docker.driver import DockerDriver
@@ -17,6 +16,7 @@ from tether.operator.engine.docker.faults import DockerFault, DockerRefused
 from tether.operator.engine.planner import Create, Remove, Start, Stop, Unpause
 from tether.operator.engine.state import LIVE, Container, Observed, Summary
 from tether.operator.health import Prober
+from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, Step
 
 # Passes whose start of the same container Docker answered with an error (each pass after the
@@ -26,33 +26,58 @@ ORPHAN_STOP_GRACE_S = 10
 
 
 class EngineRuntime:
-    def __init__(self, driver: DockerDriver, prober: Prober, *, publish_address: str) -> None:
+    def __init__(self, driver: DockerDriver, prober: Prober, proxy: Proxy) -> None:
         self.driver = driver
+        self.proxy = proxy
         self._prober = prober
-        self._publish_address = publish_address
         self._failed_starts: dict[str, int] = {}  # container id → passes whose start failed
 
     async def observe(
         self, desired: Desired, memory: Memory, previous: Observed | None = None
     ) -> Observed:
-        """The project's containers (`previous`'s, when given), with the endpoint of each that
-        runs the wanted deployment probed afresh."""
-        containers = (
-            previous.containers if previous is not None else await self.driver.observe(desired.name)
+        """The project's containers and its route (`previous`'s, when given), with the endpoint
+        of each container that runs the wanted deployment, or that the route leads to, probed
+        afresh on its own loopback port."""
+        if previous is None:
+            containers = await self.driver.observe(desired.name)
+            route = await self.proxy.route(desired.host_port)
+        else:
+            containers, route = previous.containers, previous.route
+        seen = Observed(containers, datetime.now(UTC), {}, self._unstartable(), route)
+        return replace(
+            seen,
+            healthy=await self._probe(desired, memory, seen),
+            in_flight=await self._in_flight(seen),
         )
+
+    async def _probe(self, desired: Desired, memory: Memory, seen: Observed) -> dict[str, bool]:
         want = effective_want(desired, memory) if desired.running else None
+        if want is None:
+            return {}
+        routed = seen.routed()
+        asked = [w for w in (desired.target, desired.fallback) if w is not None]
         healthy: dict[str, bool] = {}
-        if want is not None:
-            spec = want.deployment
-            for c in containers:
-                if c.state == "running" and want.matches(c):
-                    healthy[c.id] = await self._prober.healthy(
-                        spec.health, spec.port, desired.host_port
-                    )
-        return Observed(containers, datetime.now(UTC), healthy, self._unstartable())
+        for c in seen.containers:
+            if c.state != "running" or c.upstream is None:
+                continue
+            if c == routed or any(w.matches(c) for w in asked):
+                spec = _deployment_of(c, desired) or want.deployment
+                healthy[c.id] = await self._prober.healthy_at(spec.health, spec.port, c.upstream)
+        return healthy
+
+    async def _in_flight(self, seen: Observed) -> dict[str, int]:
+        """Asked of the proxy only while a container the route left may still be draining."""
+        routed = seen.routed()
+        draining = [c for c in seen.containers if c.state in LIVE and c != routed]
+        if seen.route is None or not draining:
+            return {}
+        return await self.proxy.in_flight()
 
     def plan(self, desired: Desired, observed: Observed, memory: Memory) -> Decision:
-        return planner.plan(desired, observed, memory)
+        decision = planner.plan(desired, observed, memory)
+        route = observed.route
+        shown = None if route is None else "held" if route.held else route.upstream
+        return replace(decision, route=shown, serving=observed.routed())
 
     def describe(self, observed: Observed) -> str:
         return observed.describe()
@@ -64,18 +89,22 @@ class EngineRuntime:
             if not isinstance(fault, DockerRefused):
                 self._count_failed_start(step, fault)
             raise
+        match step:
+            case SetRoute(route=route):
+                return replace(observed, route=route)
+            case RemoveRoute():
+                return replace(observed, route=None)
         containers = await self._look_again(step, observed.containers)
         return None if containers is None else replace(observed, containers=containers)
 
     async def _carry_out(self, desired: Desired, step: Step) -> None:
         match step:
             case Create(want=want):
-                await self.driver.create(
-                    desired.name,
-                    want,
-                    host_port=desired.host_port,
-                    publish_address=self._publish_address,
-                )
+                await self.driver.create(desired.name, want)
+            case SetRoute(port=port, route=route):
+                await self.proxy.set_route(port, route)
+            case RemoveRoute(port=port):
+                await self.proxy.remove_route(port)
             case Start(container=c):
                 await self.driver.start(c.id)
                 self._failed_starts.pop(c.id, None)
@@ -124,6 +153,10 @@ class EngineRuntime:
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
         removed = []
+        for port, route in (await self.proxy.routes()).items():
+            if route is not None and route.project == project and acting():
+                await self.proxy.remove_route(port)
+                removed.append(RemoveRoute(port).label)
         for container in await self.driver.observe(project):
             if not acting():
                 break
@@ -141,7 +174,7 @@ class EngineRuntime:
         by_project: dict[str, list[Summary]] = {}
         for summary in await self.driver.list_all():
             by_project.setdefault(summary.project, []).append(summary)
-        return EngineSurvey(by_project)
+        return EngineSurvey(by_project, await self.proxy.routes())
 
     def changes(self, since: float) -> AsyncGenerator[str, None]:
         return self.driver.events(since=since)
@@ -158,22 +191,24 @@ class EngineSurvey:
     """One `docker ps` of the installation's containers, by project."""
 
     by_project: dict[str, list[Summary]]
+    routes: dict[int, Route | None]  # and the proxy's routes, by endpoint port
 
     def projects(self) -> frozenset[str]:
-        return frozenset(self.by_project)
+        routed = {route.project for route in self.routes.values() if route is not None}
+        return frozenset(self.by_project) | routed
 
     def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
         return status_settled(desired, snapshot) and planner.at_rest(
-            desired, memory_of(snapshot), self.by_project.get(desired.name, [])
+            desired,
+            memory_of(snapshot),
+            self.by_project.get(desired.name, []),
+            self.routes.get(desired.host_port),
         )
 
 
-def engine_runtime(settings: Settings, driver: DockerDriver | None = None) -> EngineRuntime:
-    """The engine runtime on the Docker engine the settings name (through `driver`, if given)."""
-    if driver is None:
-        driver = DockerDriver(
-            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
-        )
-    return EngineRuntime(
-        driver, Prober(settings.publish_address), publish_address=settings.publish_address
-    )
+def _deployment_of(container: Container, desired: Desired) -> Deployment | None:
+    """The deployment a container runs, if it is the target or the fallback."""
+    for want in (desired.target, desired.fallback):
+        if want is not None and want.version == container.version:
+            return want.deployment
+    return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from tether.operator.routing import Route
+
 # Docker's container states that are on their way somewhere: wait and look again.
 TRANSITIONAL = frozenset({"removing", "restarting"})
 # The states in which a container holds its process (and its published port): it must be
@@ -28,6 +30,7 @@ class Container:
     spec_hash: str
     exit_code: int | None = None
     oom_killed: bool = False
+    upstream: str | None = None  # `127.0.0.1:PORT`: where Docker publishes its port, if it runs
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -47,6 +50,7 @@ class Summary:
     version: int
     spec_hash: str
     restart_token: int
+    upstream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,15 @@ class Observed:
     # Containers Docker failed to start again and again (an engine restart can leave one so):
     # disposable, so replaced by a fresh one. Counted by the runtime, not kept in status.
     unstartable: frozenset[str] = frozenset()
+    route: Route | None = None  # the endpoint's route, as the proxy has it
+    in_flight: dict[str, int] = field(default_factory=dict)  # upstream → requests in flight
+
+    def routed(self) -> Container | None:
+        """The container the endpoint's traffic goes to, if the route leads to one."""
+        route = self.route
+        if route is None or route.held:
+            return None
+        return next((c for c in self.containers if c.upstream == route.upstream), None)
 
     def describe(self) -> str:
         return ",".join(f"v{c.version}:{c.state}" for c in self.containers) or "none"

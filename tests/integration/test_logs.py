@@ -28,7 +28,7 @@ from tether.api.store import Store
 from tether.cli.main import run
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.docker.logs import ContainerLogs
-from tether.operator.engine.runtime import engine_runtime
+from tether.operator.runtimes import engine_runtime
 from tether.operator.service import Operator
 
 WORKLOAD = "tether-test/workload:latest"

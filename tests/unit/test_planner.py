@@ -6,15 +6,17 @@ Pure: no Docker, no Postgres, no event loop. Times are fixed, never read from th
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import hypothesis
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.api.models import Deployment, HealthCheck
+from tether.api.models import Deployment, EventKind, HealthCheck, Strategy
 from tether.operator.desired import Desired, Memory, Want, effective_want
 from tether.operator.engine.planner import (
     CRASH_DELAY_CAP_S,
@@ -33,6 +35,7 @@ from tether.operator.engine.planner import (
 )
 from tether.operator.engine.state import Container, Observed, Summary
 from tether.operator.retry import retry_delay
+from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, FailRollout, Finalize
 
 PROJECT = "shop"
@@ -54,6 +57,8 @@ def deployment(
     grace: int = 10,
     interval: float = INTERVAL_S,
     health: bool = True,
+    strategy: Strategy = "start-first",
+    drain: int = 30,
 ) -> Deployment:
     return Deployment(
         project=PROJECT,
@@ -63,6 +68,8 @@ def deployment(
         health=HealthCheck(type="http", path="/healthz", interval_s=interval) if health else None,
         ready_deadline_s=deadline,
         stop_grace_s=grace,
+        strategy=strategy,
+        drain_timeout_s=drain,
         created_by="t",
         created_at=T0 - timedelta(days=1),
     )
@@ -76,10 +83,20 @@ def want(
     grace: int = 10,
     interval: float = INTERVAL_S,
     health: bool = True,
+    strategy: Strategy = "start-first",
+    drain: int = 30,
 ) -> Want:
     """What `build_desired` makes: a target carries the project's restart token, a fallback None;
     both are named after the project's current token."""
-    spec = deployment(version, deadline=deadline, grace=grace, interval=interval, health=health)
+    spec = deployment(
+        version,
+        deadline=deadline,
+        grace=grace,
+        interval=interval,
+        health=health,
+        strategy=strategy,
+        drain=drain,
+    )
     return Want(
         deployment=spec,
         spec_hash=f"spec-v{version}",
@@ -125,6 +142,8 @@ def ctr(
     exit_code: int | None = None,
     oom: bool = False,
 ) -> Container:
+    """A container; one that runs has its port published on loopback, at an upstream of its
+    own."""
     if started is None and state != "created":
         started = T0 - timedelta(minutes=30)
     if finished is None and state in ("exited", "dead"):
@@ -140,10 +159,24 @@ def ctr(
         spec_hash=spec_hash or f"spec-v{version}",
         exit_code=exit_code,
         oom_killed=oom,
+        upstream=upstream_of(cid) if state in ("running", "paused", "restarting") else None,
         created_at=created,
         started_at=started,
         finished_at=finished,
     )
+
+
+def upstream_of(cid: str) -> str:
+    return f"127.0.0.1:{40000 + zlib.crc32(cid.encode()) % 20000}"
+
+
+def routed_to(container: Container, since: datetime = T0 - timedelta(minutes=5)) -> Route:
+    assert container.upstream is not None
+    return Route("http", container.upstream, since.timestamp(), PROJECT)
+
+
+def held(since: datetime = T0) -> Route:
+    return Route("http", HELD, since.timestamp(), PROJECT)
 
 
 def decide(
@@ -153,8 +186,25 @@ def decide(
     memory: Memory | None = None,
     now: datetime = T0,
     unstartable: frozenset[str] = frozenset(),
+    route: Route | Literal["serving"] | None = "serving",
+    in_flight: dict[str, int] | None = None,
 ) -> Decision:
-    observed = Observed(containers, now, {c.id: c.id in healthy for c in containers}, unstartable)
+    """With `route` left as "serving", the endpoint of a project desired running routes to the
+    first container that runs and answers (none: no route), so that a test not about routing
+    need not say it."""
+    if route == "serving" and not (d.running and not d.deleting):
+        route = None
+    if route == "serving":
+        answering = [c for c in containers if c.state == "running" and c.id in healthy]
+        route = routed_to(answering[0]) if answering else None
+    observed = Observed(
+        containers,
+        now,
+        {c.id: c.id in healthy for c in containers},
+        unstartable,
+        route,
+        in_flight or {},
+    )
     return plan(d, observed, memory or Memory())
 
 
@@ -213,39 +263,22 @@ def test_running_with_no_target_is_stopped_then_removed() -> None:
     assert (rest.action, rest.requeue_after, rest.phase) == (None, None, "Stopped")
 
 
-# --- replacement: stop first, create, health-gated cleanup ------------------------------------
+# --- replacement: start first, health-gated route switch, drain --------------------------------
+
+STOP_FIRST_V2 = want(2, strategy="stop-first")
 
 
-def test_replacement_stops_the_old_deployment_first() -> None:
-    fallback = want(1, token=None, grace=25)
+def test_replacement_starts_the_new_deployment_beside_the_old_one() -> None:
     old = ctr("old", "running", 1)
-    decision = decide(desired(V2, fallback), old, healthy=("old",))
-    assert decision.action == Stop(old, 25)  # the old deployment's own grace period
-    assert decision.phase == "Replacing"
-    assert not decision.ready
-
-
-def test_replacement_unpauses_a_paused_old_deployment_to_stop_it() -> None:
-    old = ctr("old", "paused", 1)
-    assert decide(desired(V2, V1), old).action == Unpause(old)
-
-
-def test_a_container_of_an_unknown_version_is_stopped_with_the_default_grace() -> None:
-    stray = ctr("x", "running", 9)
-    assert decide(desired(want(2, grace=3), V1), stray).action == Stop(stray, 10)
-
-
-def test_replacement_creates_the_target_once_the_old_one_is_stopped() -> None:
-    old = ctr("old", "exited", 1, finished=T0 - s(1))
-    decision = decide(desired(V2, V1), old)
+    decision = decide(desired(V2, V1), old, healthy=("old",), route=routed_to(old))
     assert decision.action == Create(V2)
     assert decision.phase == "Creating"
 
 
-def test_replacement_waits_for_health_before_removing_the_old_one() -> None:
-    old = ctr("old", "exited", 1, finished=T0 - s(20))
+def test_replacement_waits_for_health_with_the_old_one_serving() -> None:
+    old = ctr("old", "running", 1)
     new = ctr("new", "running", started=T0 - s(10))
-    decision = decide(desired(V2, V1), old, new)
+    decision = decide(desired(V2, V1), old, new, healthy=("old",), route=routed_to(old))
     assert decision.action is None
     assert decision.requeue_after == INTERVAL_S
     assert (decision.reason, decision.ready, decision.stalled) == (
@@ -256,24 +289,149 @@ def test_replacement_waits_for_health_before_removing_the_old_one() -> None:
     assert decision.workload == new
 
 
-def test_replacement_removes_the_old_one_once_the_target_is_healthy() -> None:
-    old = ctr("old", "exited", 1, finished=T0 - s(20))
+def test_replacement_routes_to_the_new_one_once_it_answers() -> None:
+    old = ctr("old", "running", 1)
     new = ctr("new", "running", started=T0 - s(10))
-    decision = decide(desired(V2, V1), old, new, healthy=("new",))
-    assert decision.action == Remove(old)
-    assert (decision.ready, decision.ready_version, decision.workload) == (True, 2, new)
+    decision = decide(desired(V2, V1), old, new, healthy=("old", "new"), route=routed_to(old))
+    assert isinstance(decision.action, SetRoute)
+    assert decision.action.route == Route("http", upstream_of("new"), T0.timestamp(), PROJECT)
+    assert (decision.action.version, decision.action.kind) == (2, EventKind.ROUTED)
+    assert decision.message.endswith(f"; {old.name} drains")
 
 
-def test_a_new_restart_token_replaces_the_container() -> None:
+def test_the_old_one_drains_what_it_has_in_flight_before_it_stops() -> None:
+    old = ctr("old", "running", 1)
+    new = ctr("new", "running", started=T0 - s(10))
+    switched = routed_to(new, since=T0 - s(2))
+    decision = decide(
+        desired(V2, V1),
+        old,
+        new,
+        healthy=("new",),
+        route=switched,
+        in_flight={upstream_of("old"): 3},
+    )
+    assert decision.action is None
+    assert (decision.reason, decision.ready, decision.ready_version) == ("Draining", True, 2)
+    assert decision.requeue_after is not None
+    assert 0 < decision.requeue_after <= 0.2
+
+
+def test_a_drained_old_one_is_stopped_with_its_own_grace_then_removed() -> None:
+    fallback = want(1, token=None, grace=25)
+    old = ctr("old", "running", 1)
+    new = ctr("new", "running", started=T0 - s(10))
+    switched = routed_to(new, since=T0 - s(2))
+    decision = decide(desired(V2, fallback), old, new, healthy=("new",), route=switched)
+    assert decision.action == Stop(old, 25, drained=True)
+    assert decision.action.kind == EventKind.DRAINED
+    assert decision.ready
+    stopped = replace(old, state="exited", upstream=None, finished_at=T0)
+    assert decide(desired(V2, V1), stopped, new, healthy=("new",), route=switched).action == (
+        Remove(stopped)
+    )
+
+
+def test_a_drain_that_outlasts_its_timeout_is_cut_short() -> None:
+    old = ctr("old", "running", 1)
+    new = ctr("new", "running", started=T0 - s(60))
+    switched = routed_to(new, since=T0 - s(31))  # the default drain timeout is 30 s
+    decision = decide(
+        desired(V2, V1), old, new, healthy=("new",), route=switched, in_flight={old.upstream: 1}
+    )
+    assert decision.action == Stop(old, 10, drained=True)
+    assert "1 still in flight" in decision.message
+
+
+def test_a_stray_container_is_stopped_with_the_default_grace_once_the_target_serves() -> None:
+    stray = ctr("x", "running", 9)
+    new = ctr("new", "running")
+    decision = decide(
+        desired(want(2, grace=3), V1), stray, new, healthy=("new",), route=routed_to(new)
+    )
+    assert decision.action == Stop(stray, 10, drained=True)
+
+
+def test_stop_first_holds_new_connections_then_stops_the_old_deployment() -> None:
+    fallback = want(1, token=None, grace=25)
+    old = ctr("old", "running", 1)
+    decision = decide(desired(STOP_FIRST_V2, fallback), old, healthy=("old",), route=routed_to(old))
+    assert isinstance(decision.action, SetRoute)
+    assert decision.action.route.held
+    assert decision.action.label == "hold"
+    decision = decide(desired(STOP_FIRST_V2, fallback), old, healthy=("old",), route=held())
+    assert decision.action == Stop(old, 25)  # the old deployment's own grace period
+    assert decision.phase == "Replacing"
+    assert not decision.ready
+
+
+def test_stop_first_unpauses_a_paused_old_deployment_to_stop_it() -> None:
+    old = ctr("old", "paused", 1)
+    assert decide(desired(STOP_FIRST_V2, V1), old, route=held()).action == Unpause(old)
+
+
+def test_stop_first_creates_the_target_once_the_old_one_is_stopped() -> None:
+    old = ctr("old", "exited", 1, finished=T0 - s(1))
+    decision = decide(desired(STOP_FIRST_V2, V1), old, route=held())
+    assert decision.action == Create(STOP_FIRST_V2)
+    assert decision.phase == "Creating"
+
+
+def test_a_route_to_a_container_that_is_gone_is_held() -> None:
+    crashed = ctr("a", "exited", finished=T0 - s(1), started=CHANGED + s(1), exit_code=137)
+    stale = Route("http", "127.0.0.1:39999", T0.timestamp() - 60, PROJECT)
+    decision = decide(desired(), crashed, route=stale)
+    assert isinstance(decision.action, SetRoute)
+    assert decision.action.route.held
+    assert decision.reason == "Holding"
+
+
+def test_a_route_to_a_container_that_stopped_answering_is_held() -> None:
+    ready = ctr("a", "running")
+    decision = decide(desired(), ready, route=routed_to(ready), memory=Memory(ready_container="a"))
+    assert isinstance(decision.action, SetRoute)
+    assert decision.action.route.held
+
+
+def test_a_held_route_goes_to_the_target_once_it_answers() -> None:
+    ready = ctr("a", "running")
+    decision = decide(desired(), ready, healthy=("a",), route=held())
+    assert isinstance(decision.action, SetRoute)
+    assert decision.action.route.upstream == ready.upstream
+
+
+def test_a_routed_ready_target_is_at_rest() -> None:
+    ready = ctr("a", "running")
+    decision = decide(desired(), ready, healthy=("a",), route=routed_to(ready))
+    assert (decision.action, decision.requeue_after, decision.ready) == (None, None, True)
+
+
+def test_a_deployment_without_a_port_is_never_routed() -> None:
+    portless = Want(
+        deployment=deployment(2, health=False).model_copy(update={"port": None}),
+        spec_hash="spec-v2",
+        restart_token=TOKEN,
+        name=V2.name,
+    )
+    running = ctr("a", "running")
+    decision = decide(desired(portless), running, healthy=("a",), route=None)
+    assert (decision.action, decision.ready) == (None, True)
+    left = decide(desired(portless), running, healthy=("a",), route=routed_to(running))
+    assert left.action == RemoveRoute(20000)
+
+
+def test_a_new_restart_token_starts_a_fresh_container_beside_the_old() -> None:
     stale = ctr("stale", "running", 2, token=TOKEN - 1)
-    assert decide(desired(), stale, healthy=("stale",)).action == Stop(stale, 10)
-    stopped = replace(stale, state="exited", finished_at=T0)
-    assert decide(desired(), stopped).action == Create(V2)
+    assert decide(desired(), stale, healthy=("stale",)).action == Create(V2)
 
 
-def test_a_changed_spec_is_not_adopted() -> None:
+def test_a_changed_spec_is_not_adopted_and_gives_up_the_name_it_holds() -> None:
     other_spec = ctr("a", "running", spec_hash="spec-before")
-    assert decide(desired(), other_spec, healthy=("a",)).action == Stop(other_spec, 10)
+    hold = decide(desired(), other_spec, healthy=("a",))
+    assert isinstance(hold.action, SetRoute)
+    assert hold.action.route.held
+    decision = decide(desired(), other_spec, healthy=("a",), route=held())
+    assert decision.action == Stop(other_spec, 10, drained=True)  # it serves nothing now
 
 
 def test_a_container_holding_the_wanted_name_is_removed_before_create() -> None:
@@ -343,13 +501,23 @@ def test_effective_want_is_the_fallback_after_a_failed_rollout() -> None:
     assert effective_want(desired(V2), Memory(failed_version=2)) is V2  # nowhere to go back to
 
 
-def test_after_a_failed_rollout_the_target_is_stopped_first() -> None:
+def test_after_a_failed_stop_first_rollout_the_target_is_stopped_first() -> None:
     failed = Memory(failed_version=2)
     new = ctr("new", "running", started=T0 - s(DEADLINE_S + 5))
     old = ctr("old", "exited", 1, finished=CHANGED - s(1))
-    decision = decide(desired(V2, V1), old, new, memory=failed)
+    fallback = want(1, token=None, strategy="stop-first")
+    decision = decide(desired(STOP_FIRST_V2, fallback), old, new, memory=failed, route=held())
     assert decision.action == Stop(new, 10)
     assert decision.workload == old
+
+
+def test_after_a_failed_rollout_the_old_one_serves_on_and_the_target_is_stopped() -> None:
+    failed = Memory(failed_version=2)
+    new = ctr("new", "running", started=T0 - s(DEADLINE_S + 5))
+    old = ctr("old", "running", 1)
+    decision = decide(desired(V2, V1), old, new, healthy=("old",), memory=failed)
+    assert decision.action == Stop(new, 10, drained=True)
+    assert (decision.workload, decision.ready, decision.ready_version) == (old, True, 1)
 
 
 def test_after_a_failed_rollout_the_fallback_is_started_again() -> None:
@@ -485,8 +653,8 @@ def test_an_exit_while_desired_stopped_is_no_crash() -> None:
 def test_duplicate_running_targets_keep_the_newest_and_stop_the_rest() -> None:
     older = ctr("a", "running", started=T0 - s(300))
     newer = ctr("b", "running", started=T0 - s(30))
-    decision = decide(desired(), older, newer, healthy=("a", "b"))
-    assert decision.action == Stop(older, 10)
+    decision = decide(desired(), older, newer, healthy=("a", "b"), route=routed_to(newer))
+    assert decision.action == Stop(older, 10, drained=True)
     assert decision.workload == newer
 
 
@@ -520,7 +688,7 @@ def test_duplicates_keep_the_healthy_one() -> None:
     serving = ctr("a", "running", started=T0 - s(300))
     starting = ctr("b", "running", started=T0 - s(1))
     decision = decide(desired(), serving, starting, healthy=("a",))
-    assert decision.action == Stop(starting, 10)
+    assert decision.action == Stop(starting, 10, drained=True)
     assert decision.workload == serving
 
 
@@ -765,14 +933,21 @@ class Refused(AssertionError):
 
 @dataclass
 class DockerModel:
+    """Docker and the proxy, as far as the planner can tell them apart: containers that publish
+    their port on an upstream of their own when they run, one route for the endpoint, and
+    requests in flight on the upstreams the route has left."""
+
     containers: dict[str, Container]
     now: datetime
     healthy_after: dict[int, float | None]  # version → seconds of running before it answers
+    route: Route | None = None
+    # upstream → when the requests it has in flight are done (None: never)
+    busy_until: dict[str, datetime | None] = field(default_factory=dict)
     stopped_by_planner: set[str] = field(default_factory=set)
     serial: int = 0
 
-    def answers(self, container: Container) -> bool:
-        """Whether this container, bound to the endpoint, would answer its health check."""
+    def healthy(self, container: Container) -> bool:
+        """Whether its endpoint, probed on its own upstream, answers its health check."""
         delay = self.healthy_after.get(container.version)
         return (
             container.state == "running"
@@ -781,17 +956,33 @@ class DockerModel:
             and (self.now - container.started_at).total_seconds() >= delay
         )
 
-    def healthy(self, container: Container) -> bool:
-        """The probe goes through the project's endpoint, not to a container: every running
-        container gets the same answer, as `EngineRuntime.observe` gives it."""
-        return container.state == "running" and any(
-            self.answers(c) for c in self.containers.values()
+    def routed(self) -> Container | None:
+        if self.route is None or self.route.held:
+            return None
+        return next(
+            (c for c in self.containers.values() if c.upstream == self.route.upstream), None
         )
 
-    def observe(self, want: Want | None) -> Observed:
+    def observe(self, d: Desired, want: Want | None) -> Observed:
+        """As `EngineRuntime.observe` gives it: the containers of the target and the fallback,
+        and the routed one, probed (while the project is desired running)."""
         containers = tuple(self.containers.values())
-        probed = [c for c in containers if want is not None and want.matches(c)]
-        return Observed(containers, self.now, {c.id: self.healthy(c) for c in probed})
+        routed = self.routed()
+        asked = [w for w in (d.target, d.fallback) if w is not None] if want is not None else []
+        probed = [c for c in containers if any(w.matches(c) for w in asked) or c == routed]
+        in_flight = {
+            upstream: 1
+            for upstream, until in self.busy_until.items()
+            if until is None or until > self.now
+        }
+        return Observed(
+            containers,
+            self.now,
+            {c.id: self.healthy(c) for c in probed},
+            frozenset(),
+            self.route,
+            in_flight,
+        )
 
     def live(self) -> list[Container]:
         return [c for c in self.containers.values() if c.state in LIVE]
@@ -802,10 +993,20 @@ class DockerModel:
             if c.state == "removing":
                 del self.containers[cid]
             elif c.state == "restarting":
-                self.containers[cid] = replace(c, state="running", started_at=self.now)
+                self.containers[cid] = replace(
+                    c, state="running", started_at=self.now, upstream=self._upstream()
+                )
+
+    def _upstream(self) -> str:
+        self.serial += 1
+        return f"127.0.0.1:{50000 + self.serial}"  # Docker picks a fresh port at each start
 
     def apply(self, action: Action) -> None:
-        if isinstance(action, Create):
+        if isinstance(action, SetRoute):
+            self.route = action.route
+        elif isinstance(action, RemoveRoute):
+            self.route = None
+        elif isinstance(action, Create):
             w = action.want
             if any(c.name == w.name for c in self.containers.values()):
                 raise Refused(f"409: the name {w.name} is taken")
@@ -821,31 +1022,36 @@ class DockerModel:
                 created_at=self.now,
             )
         else:
-            assert isinstance(action, Start | Stop | Unpause | Remove), action
-            current = self.containers.get(action.container.id)
-            if current != action.container:
-                raise Refused(f"{action} acts on a stale view: Docker shows {current}")
-            allowed = {
-                Start: ("created", "exited"),
-                Stop: ("running",),
-                Unpause: ("paused",),
-                Remove: ("created", "exited", "dead"),
-            }[type(action)]
-            if current.state not in allowed:
-                raise Refused(f"{type(action).__name__} on a {current.state} container")
-            cid = current.id
-            if isinstance(action, Start):
-                self.containers[cid] = replace(current, state="running", started_at=self.now)
-            elif isinstance(action, Stop):
-                self.containers[cid] = replace(
-                    current, state="exited", finished_at=self.now, exit_code=143
-                )
-                self.stopped_by_planner.add(cid)
-            elif isinstance(action, Unpause):
-                self.containers[cid] = replace(current, state="running")
-            else:
-                del self.containers[cid]
+            self._apply_to_container(action)
         self.now += s(1)
+
+    def _apply_to_container(self, action: Action) -> None:
+        assert isinstance(action, Start | Stop | Unpause | Remove), action
+        current = self.containers.get(action.container.id)
+        if current != action.container:
+            raise Refused(f"{action} acts on a stale view: Docker shows {current}")
+        allowed = {
+            Start: ("created", "exited"),
+            Stop: ("running",),
+            Unpause: ("paused",),
+            Remove: ("created", "exited", "dead"),
+        }[type(action)]
+        if current.state not in allowed:
+            raise Refused(f"{type(action).__name__} on a {current.state} container")
+        cid = current.id
+        if isinstance(action, Start):
+            self.containers[cid] = replace(
+                current, state="running", started_at=self.now, upstream=self._upstream()
+            )
+        elif isinstance(action, Stop):
+            self.containers[cid] = replace(
+                current, state="exited", finished_at=self.now, exit_code=143, upstream=None
+            )
+            self.stopped_by_planner.add(cid)
+        elif isinstance(action, Unpause):
+            self.containers[cid] = replace(current, state="running")
+        else:
+            del self.containers[cid]
 
 
 @st.composite
@@ -882,6 +1088,7 @@ def observed_containers(draw: st.DrawFn) -> dict[str, Container]:
             spec_hash=f"spec-v{version}",
             exit_code=exit_code,
             oom_killed=exit_code == 137 and draw(st.booleans()),
+            upstream=upstream_of(cid) if state in ("running", "paused", "restarting") else None,
             started_at=started,
             finished_at=finished,
         )
@@ -894,6 +1101,8 @@ class Scenario:
     memory: Memory
     containers: dict[str, Container]
     healthy_after: dict[int, float | None]
+    route: Route | None = None
+    busy_until: dict[str, datetime | None] = field(default_factory=dict)
 
 
 @st.composite
@@ -901,7 +1110,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     deadline = draw(st.sampled_from([4, 10, 20]))
     interval = draw(st.sampled_from([0.5, 2.0, 5.0]))
     mode = draw(st.sampled_from(["running", "running", "stopped", "deleting"]))
-    target = want(TARGET, deadline=deadline, interval=interval) if draw(st.integers(0, 5)) else None
+    strategy = draw(st.sampled_from(["start-first", "start-first", "stop-first"]))
+    target = (
+        want(TARGET, deadline=deadline, interval=interval, strategy=strategy)
+        if draw(st.integers(0, 5))
+        else None
+    )
     fallback = (
         want(FALLBACK, token=None, deadline=deadline, interval=interval)
         if draw(st.booleans())
@@ -924,7 +1138,21 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
     answers = st.one_of(st.none(), st.floats(0, 2 * deadline))
     healthy_after = {TARGET: draw(answers), FALLBACK: draw(answers), OLDER: draw(answers)}
-    return Scenario(d, memory, containers, healthy_after)
+    upstreams = [c.upstream for c in containers.values() if c.upstream is not None]
+    since = T0 - s(draw(st.integers(0, 120)))
+    route = draw(
+        st.sampled_from(
+            [
+                None,
+                Route("http", HELD, since.timestamp(), PROJECT),
+                Route("http", "127.0.0.1:39999", since.timestamp(), PROJECT),  # gone
+                *(Route("http", u, since.timestamp(), PROJECT) for u in upstreams),
+            ]
+        )
+    )
+    busy = st.one_of(st.none(), st.integers(0, 90).map(lambda n: T0 + s(n)))
+    busy_until = {u: draw(busy) for u in upstreams if draw(st.booleans())}
+    return Scenario(d, memory, containers, healthy_after, route, busy_until)
 
 
 def event(value: str, payload: str | int | float = "") -> None:
@@ -937,11 +1165,17 @@ def run(scenario: Scenario) -> tuple[Decision, DockerModel, Memory, list[Action]
     """Plan and apply until the planner rests, stalls or finalizes; check every step."""
     d = scenario.desired
     memory = scenario.memory
-    model = DockerModel(dict(scenario.containers), T0, dict(scenario.healthy_after))
+    model = DockerModel(
+        dict(scenario.containers),
+        T0,
+        dict(scenario.healthy_after),
+        scenario.route,
+        dict(scenario.busy_until),
+    )
     actions: list[Action] = []
     for _ in range(MAX_STEPS):
         probed = effective_want(d, memory) if d.running else None
-        decision = plan(d, model.observe(probed), memory)
+        decision = plan(d, model.observe(d, probed), memory)
         memory = decision.memory
         action = decision.action
         kept = decision.workload
@@ -996,10 +1230,18 @@ def check_step(d: Desired, memory: Memory, model: DockerModel, action: Action) -
         assert d.fallback is not None
         assert action.version == d.target.version
         assert memory.failed_version != d.target.version
-    if isinstance(action, Start):
-        # stop-first: the endpoint's port is published by one container at a time
+    if isinstance(action, Start) and want is not None and want.deployment.strategy == "stop-first":
+        # what cannot run twice never does
         others = [c for c in model.live() if c.id != action.container.id]
         assert not others, f"{action} while {others} run"
+    if isinstance(action, SetRoute) and not action.route.held:
+        # a route only ever points at a container that is Ready
+        to = [c for c in model.containers.values() if c.upstream == action.route.upstream]
+        assert to, f"{action} to no container"
+        assert model.healthy(to[0]), f"{action} to what does not answer: {to}"
+    if isinstance(action, Stop | Remove):
+        # the container the endpoint routes to is never stopped under it
+        assert model.routed() != action.container, f"{action} while it serves"
     if d.deleting:
         assert not isinstance(action, Create | Start | FailRollout), f"{action} while deleting"
     if (
@@ -1029,7 +1271,11 @@ def test_plans_converge_against_a_model_of_docker(scenario: Scenario) -> None:
     decision, model, memory, _ = run(scenario)
     d = scenario.desired
     containers = list(model.containers.values())
-    assert len(model.live()) <= 1, f"two live containers at rest: {containers}"
+    serving = model.routed()
+    # What serves keeps serving while the wanted deployment cannot (it is stalled): the one case
+    # where a second container runs at rest.
+    stalled_beside = decision.stalled and serving is not None and model.healthy(serving)
+    assert len(model.live()) <= (2 if stalled_beside else 1), f"live at rest: {containers}"
     if d.deleting:
         assert isinstance(decision.action, Finalize), decision
         assert not containers
@@ -1041,7 +1287,8 @@ def test_plans_converge_against_a_model_of_docker(scenario: Scenario) -> None:
         assert want is not None
         assert decision.workload is not None
         assert want.matches(decision.workload)
-        assert [c.id for c in model.live()] == [decision.workload.id]
+        beside = [serving.id] if stalled_beside and serving != decision.workload else []
+        assert sorted(c.id for c in model.live()) == sorted([decision.workload.id, *beside])
         return
     if d.running and want is not None:
         assert decision.ready
@@ -1050,9 +1297,11 @@ def test_plans_converge_against_a_model_of_docker(scenario: Scenario) -> None:
         assert want.matches(only)
         assert model.healthy(only)
         assert decision.ready_version == want.version
+        assert model.routed() == only, f"{model.route} does not lead to {only}"
     else:
         assert not decision.ready
         assert not model.live()
+        assert model.route is None
         assert len(containers) <= 1, containers
         if containers:
             assert want is not None
@@ -1063,43 +1312,63 @@ def test_plans_converge_against_a_model_of_docker(scenario: Scenario) -> None:
 
 
 def steps(actions: list[Action]) -> list[str]:
-    names = []
-    for action in actions:
-        if isinstance(action, Create):
-            names.append(f"create v{action.want.version}")
-        elif isinstance(action, Start | Stop | Unpause | Remove):
-            names.append(f"{type(action).__name__.lower()} v{action.container.version}")
-        else:
-            names.append(type(action).__name__)
-    return names
+    """As the events and the pass's log line name them."""
+    return [action.label for action in actions]
 
 
-def test_a_healthy_rollout_replaces_the_old_deployment() -> None:
+def test_a_healthy_rollout_starts_first_switches_the_route_then_retires_the_old_one() -> None:
     old = ctr("old", "running", 1, started=T0 - timedelta(hours=2))
-    scenario = Scenario(desired(V2, V1), Memory(), {"old": old}, {1: 0.0, 2: 3.0})
+    scenario = Scenario(
+        desired(V2, V1), Memory(), {"old": old}, {1: 0.0, 2: 3.0}, route=routed_to(old)
+    )
     decision, model, _, actions = run(scenario)
-    assert steps(actions) == ["stop v1", "create v2", "start v2", "remove v1"]
+    assert steps(actions) == ["create v2", "start v2", "route v2", "stop v1", "remove v1"]
     assert (decision.ready, decision.ready_version) == (True, 2)
-    assert [c.version for c in model.containers.values()] == [2]
+    [new] = model.containers.values()
+    assert (new.version, model.routed()) == (2, new)
 
 
-def test_a_rollout_that_never_gets_healthy_goes_back_to_the_old_deployment() -> None:
+def test_the_old_one_drains_before_it_stops() -> None:
     old = ctr("old", "running", 1, started=T0 - timedelta(hours=2))
-    scenario = Scenario(desired(V2, V1), Memory(), {"old": old}, {1: 0.0, 2: None})
+    busy = {old.upstream or "": T0 + s(20)}  # requests in flight until well after the switch
+    scenario = Scenario(
+        desired(V2, V1), Memory(), {"old": old}, {1: 0.0, 2: 3.0}, routed_to(old), busy
+    )
+    _, model, _, actions = run(scenario)
+    assert steps(actions) == ["create v2", "start v2", "route v2", "stop v1", "remove v1"]
+    assert model.now >= T0 + s(20)  # the stop waited for the requests in flight
+
+
+def test_a_rollout_that_never_gets_healthy_never_touches_the_old_deployment() -> None:
+    old = ctr("old", "running", 1, started=T0 - timedelta(hours=2))
+    scenario = Scenario(
+        desired(V2, V1), Memory(), {"old": old}, {1: 0.0, 2: None}, route=routed_to(old)
+    )
     decision, model, memory, actions = run(scenario)
-    assert steps(actions) == [
-        "stop v1",
-        "create v2",
-        "start v2",
-        "FailRollout",
-        "stop v2",
-        "start v1",
-        "remove v2",
-    ]
+    assert steps(actions) == ["create v2", "start v2", "fail-rollout v2", "stop v2", "remove v2"]
     assert memory.failed_version == 2
     assert (decision.ready, decision.ready_version) == (True, 1)
     assert list(model.containers) == ["old"]
+    assert model.routed() == model.containers["old"]
     assert model.now - T0 >= s(DEADLINE_S)  # it waited out the deadline first
+
+
+def test_a_stop_first_rollout_holds_the_endpoint_while_nothing_runs() -> None:
+    old = ctr("old", "running", 1, started=T0 - timedelta(hours=2))
+    scenario = Scenario(
+        desired(STOP_FIRST_V2, V1), Memory(), {"old": old}, {1: 0.0, 2: 3.0}, routed_to(old)
+    )
+    decision, _, _, actions = run(scenario)
+    assert steps(actions) == ["hold", "stop v1", "create v2", "start v2", "route v2", "remove v1"]
+    assert (decision.ready, decision.ready_version) == (True, 2)
+
+
+def test_a_first_deploy_beside_a_container_from_before_the_proxy_serves_it_meanwhile() -> None:
+    old = ctr("old", "running", 1, started=T0 - timedelta(hours=2))
+    scenario = Scenario(desired(V2, V1), Memory(), {"old": old}, {1: 0.0, 2: 3.0}, route=None)
+    _, model, _, actions = run(scenario)
+    assert steps(actions)[:2] == ["route v1", "create v2"]
+    assert [c.version for c in model.containers.values()] == [2]
 
 
 def test_a_rollout_without_fallback_that_never_gets_healthy_stalls() -> None:
@@ -1125,7 +1394,7 @@ def test_deletion_unpauses_stops_and_removes_everything_then_finalizes() -> None
         "remove v1",
         "stop v1",
         "remove v1",
-        "Finalize",
+        "finalize",
     ]
     assert decision.action == Finalize()
     assert not model.containers
@@ -1134,7 +1403,7 @@ def test_deletion_unpauses_stops_and_removes_everything_then_finalizes() -> None
 def summaries(containers: dict[str, Container]) -> list[Summary]:
     """The containers as one `docker ps` lists them: what the resync decides on."""
     return [
-        Summary(c.id, PROJECT, c.state, c.version, c.spec_hash, c.restart_token)
+        Summary(c.id, PROJECT, c.state, c.version, c.spec_hash, c.restart_token, c.upstream)
         for c in containers.values()
     ]
 
@@ -1146,11 +1415,11 @@ def test_the_resync_rests_only_where_the_planner_would(scenario: Scenario) -> No
     the resync leaves alone is one whose plan has nothing to do and is settled. Before they
     shared `effective_want`, the resync took any recorded failed version as a failed target."""
     d, memory = scenario.desired, scenario.memory
-    if not at_rest(d, memory, summaries(scenario.containers)):
+    if not at_rest(d, memory, summaries(scenario.containers), scenario.route):
         return
     want = effective_want(d, memory) if d.running else None
-    model = DockerModel(dict(scenario.containers), T0, {})
-    observed = model.observe(want)
+    model = DockerModel(dict(scenario.containers), T0, {}, scenario.route)
+    observed = model.observe(d, want)
     # Ready as the last pass found it: the resync probes settled endpoints itself.
     observed = replace(observed, healthy={c: True for c in observed.healthy})
     decision = plan(d, observed, memory)
@@ -1165,4 +1434,5 @@ def test_a_failed_version_of_another_deployment_is_not_a_failed_target() -> None
     d = desired(V2, V1)
     memory = Memory(failed_version=1)
     assert effective_want(d, memory) is V2
-    assert not at_rest(d, memory, summaries({"a": replace(old, spec_hash=V1.spec_hash)}))
+    running = replace(old, spec_hash=V1.spec_hash)
+    assert not at_rest(d, memory, summaries({"a": running}), routed_to(running))

@@ -50,7 +50,7 @@ def snapshot(status: Status | None = None) -> DesiredSnapshot:
 
 def test_a_crash_restarted_in_the_same_pass_keeps_its_exit_code_in_status() -> None:
     snap = snapshot()
-    desired = build_desired(snap, "127.0.0.1", "default")
+    desired = build_desired(snap, "default")
     assert desired.target is not None
     crashed = Container(
         id="c1",
@@ -75,7 +75,7 @@ def test_a_crash_restarted_in_the_same_pass_keeps_its_exit_code_in_status() -> N
 def test_a_transient_fault_keeps_ready_and_schedules_the_retry() -> None:
     before = build_status(
         snapshot(),
-        build_desired(snapshot(), "127.0.0.1", "default"),
+        build_desired(snapshot(), "default"),
         memory_of(snapshot()),
         Failure(DockerUnavailable("list", "no answer"), terminal=False, attempts=1, delay_s=0.5),
         endpoint=None,
@@ -93,7 +93,7 @@ def test_a_terminal_fault_stalls_at_once_with_its_reason() -> None:
     snap = snapshot()
     status = build_status(
         snap,
-        build_desired(snap, "127.0.0.1", "default"),
+        build_desired(snap, "default"),
         memory_of(snap),
         Failure(ImageNotFound("create", "no image"), terminal=True, attempts=1, delay_s=0.5),
         endpoint=None,

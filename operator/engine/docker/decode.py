@@ -27,6 +27,16 @@ def int_label(labels: dict[str, str], key: str) -> int:
         return -1
 
 
+def _published(ports: dict[str, Any] | None) -> str | None:
+    """Where `docker inspect` says the container's TCP port is published (tether publishes
+    one, on loopback): `127.0.0.1:32768`."""
+    for name, bindings in (ports or {}).items():
+        for binding in bindings or []:
+            if name.endswith("/tcp") and binding.get("HostPort"):
+                return f"{binding.get('HostIp') or '127.0.0.1'}:{binding['HostPort']}"
+    return None
+
+
 def container_from_inspect(data: dict[str, Any]) -> Container:
     labels = data["Config"].get("Labels") or {}
     state = data["State"]
@@ -39,6 +49,7 @@ def container_from_inspect(data: dict[str, Any]) -> Container:
         spec_hash=labels.get(LABEL_SPEC_HASH, ""),
         exit_code=state.get("ExitCode"),
         oom_killed=bool(state.get("OOMKilled")),
+        upstream=_published((data.get("NetworkSettings") or {}).get("Ports")),
         created_at=parse_time(data.get("Created")),
         started_at=parse_time(state.get("StartedAt")),
         finished_at=parse_time(state.get("FinishedAt")),
@@ -55,4 +66,12 @@ def summary_from_list(raw: dict[str, Any]) -> Summary:
         version=int_label(labels, LABEL_VERSION),
         spec_hash=labels.get(LABEL_SPEC_HASH, ""),
         restart_token=int_label(labels, LABEL_RESTART),
+        upstream=next(
+            (
+                f"{p.get('IP') or '127.0.0.1'}:{p['PublicPort']}"
+                for p in raw.get("Ports") or []
+                if p.get("Type") == "tcp" and p.get("PublicPort")
+            ),
+            None,
+        ),
     )

@@ -45,6 +45,7 @@ from tether.operator.metrics import DOCKER_CALLS
 log = structlog.get_logger("tether.docker")
 T = TypeVar("T")
 CALL_TIMEOUT_S = 30.0
+UPSTREAM_HOST = "127.0.0.1"  # where containers publish their port, for the proxy only
 
 
 class DockerDriver:
@@ -132,9 +133,9 @@ class DockerDriver:
             raise DockerFault("inspect", exc.message, exc.status) from exc
         return container_from_inspect(data)
 
-    async def create(
-        self, project: str, want: Want, *, host_port: int, publish_address: str
-    ) -> None:
+    async def create(self, project: str, want: Want) -> None:
+        """Create the container of `want`, its port published on loopback on a port Docker
+        chooses: the proxy, never a client, connects there."""
         spec = want.deployment
         labels = {
             LABEL_INSTALLATION: self.installation,
@@ -156,9 +157,7 @@ class DockerDriver:
         if spec.port is not None:
             port = f"{spec.port}/tcp"
             config["ExposedPorts"] = {port: {}}
-            host_config["PortBindings"] = {
-                port: [{"HostIp": publish_address, "HostPort": str(host_port)}]
-            }
+            host_config["PortBindings"] = {port: [{"HostIp": UPSTREAM_HOST, "HostPort": ""}]}
         if spec.memory_mb is not None:
             host_config["Memory"] = spec.memory_mb * 1024 * 1024
         if spec.cpus is not None:
