@@ -1,4 +1,4 @@
-"""What the CLI prints: rich tables for people, JSON for programs (`--output json`).
+"""The CLI's tables and grids for people, drawn with rich (plain lines and JSON: `output`).
 
 Output goes to the `sys.stdout` of the moment (so tests can capture it); API text is never read as
 rich markup. Not on a terminal, lines are not wrapped at 80 columns, so they stay greppable.
@@ -6,20 +6,18 @@ rich markup. Not on a terminal, lines are not wrapped at 80 columns, so they sta
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tether.api.models import (
+from tether.api.vocabulary import ConditionType
+from tether.cli.output import say
+from tether.cli.views import (
     Condition,
-    ConditionType,
     Deployment,
     Event,
     HealthCheck,
@@ -32,20 +30,10 @@ PIPE_WIDTH = 200
 NONE = "-"
 
 
-class Output(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-
-
 def console() -> Console:
     out = sys.stdout
     width = None if out.isatty() else PIPE_WIDTH
     return Console(file=out, width=width, highlight=False, markup=False, emoji=False)
-
-
-def say(text: str) -> None:
-    """One plain line for people."""
-    console().print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def show(renderable: RenderableType) -> None:
@@ -57,11 +45,6 @@ def show(renderable: RenderableType) -> None:
     with out.capture() as captured:
         out.print(renderable)
     sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    sys.stdout.flush()
 
 
 def age(when: datetime | None, now: datetime | None = None) -> str:

@@ -1,0 +1,31 @@
+"""The words of the desired-state contract, without pydantic: names, states, conditions, events.
+
+`tether.api.models` builds the API's models from them; the CLI reads the API's JSON with them
+directly (`tether.cli.views`), which keeps pydantic out of the client commands.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+PROJECT_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+
+
+class DesiredState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class EventKind(StrEnum):
+    DESIRED = "desired"
+    ACTION = "action"
+    REFUSED = "refused"
+    HEALTH = "health"
+    CONVERGED = "converged"
+    GAVE_UP = "gave_up"
