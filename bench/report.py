@@ -61,6 +61,7 @@ def write(results: dict[str, Any], out: Path, doc: str) -> None:
         ("growth", _growth),
         ("idle", _drift),
         ("api", _api),
+        ("cli", cli_section),
     ]
     body = Doc()
     for key, render in sections:
@@ -857,6 +858,34 @@ def _api(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
     _profile_section(d, data.get("profile"), "the API process under the same load")
 
 
+def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
+    """7. The CLI"""
+    medians = data["median_ms"]
+    target = data["target_ms"]
+    d(
+        f"## 7. The CLI: a whole command, exec to exit, against {data['projects']} projects",
+        "",
+        f"Median wall time of {data['runs']} runs each, interleaved (every round runs each "
+        "command once, in a rotating order; a first round warms the caches and is not counted). "
+        "`tether api` as in item 6, no operator; every project has a deployment and is desired "
+        'running, so `tether start` answers "already running". `curl` sends the same API call '
+        "(the network and the API's own cost); `python -c pass` is the interpreter's start. "
+        "Rerun this item alone with `.venv/bin/python bench/cli_timing.py` (about a minute; it "
+        "rewrites this section only).",
+        "",
+    )
+    rows = []
+    for label, median in medians.items():
+        times = sorted(data["times_ms"][label])
+        p90 = times[min(len(times) - 1, int(len(times) * 0.9))]
+        mark = ""
+        if label.startswith("tether "):
+            mark = d.target("7. CLI", f"`{label}` median wall", f"{_f(median)} ms",
+                            f"≤ {target:.0f} ms", median <= target)  # fmt: skip
+        rows.append([f"`{label}`", _f(median), _f(p90), _f(times[0]), mark])
+    d.table(["command", "median ms", "p90 ms", "min ms", f"target ≤ {target:.0f} ms"], rows)
+
+
 # Findings, reproduction
 
 
@@ -873,7 +902,9 @@ def _reproduce(d: Doc, results: dict[str, Any]) -> None:
         "```sh",
         f"{COMMAND}                      # everything, ≤ 25 minutes; rewrites this file",
         ".venv/bin/python bench/run.py --quick       # small sizes, short windows (~6 minutes)",
-        ".venv/bin/python bench/run.py --only api    # one item: single, bulk, idle, growth, api",
+        ".venv/bin/python bench/run.py --only api    # one item: single, bulk, idle, growth, api,"
+        " cli",
+        ".venv/bin/python bench/cli_timing.py        # item 7 alone (~1 min), rewrites its section",
         ".venv/bin/python bench/run.py --cleanup     # containers of interrupted runs",
         "```",
         "",

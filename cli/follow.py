@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,7 +125,7 @@ class _LogPrinter:
         if self.output is Output.JSON:
             json_line({"type": "log", **data})
         else:
-            (notice if line.stream == "stderr" else _out)(line.text)
+            (notice if line.stream == "stderr" else say)(line.text)
         self.last = line
 
     def resume(self, tail: int | None) -> dict[str, Any]:
@@ -136,11 +135,6 @@ class _LogPrinter:
         if self.last is not None:
             return {"follow": "true", "since": self.last.time.isoformat()}
         return {"follow": "true"} if tail is None else {"follow": "true", "tail": tail}
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 async def logs(

@@ -41,6 +41,9 @@ def _group(help_text: str) -> typer.Typer:
         invoke_without_command=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        # click's plain help: typer's rich help imports rich's markdown and pygments, ~300 ms
+        # for a `--help` that must answer in 150 ms (docs/benchmarks.md, CLI).
+        rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
 

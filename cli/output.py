@@ -18,8 +18,9 @@ class Output(StrEnum):
 
 
 def say(text: str) -> None:
-    """One plain line for people."""
+    """One plain line for people (at once: a follow or a watch prints as things happen)."""
     sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def print_json(data: Any) -> None:

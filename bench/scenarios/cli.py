@@ -1,0 +1,94 @@
+"""7. The CLI: wall time of a whole `tether` command, from exec to exit.
+
+Against `tether api` (a child process, as in item 6) holding 20 projects with a deployment
+each, every one desired running, no operator: `tether status` (one GET and a table of all 20),
+`tether start NAME` on a project already desired running (one POST, answered "already running")
+and `tether --help`. Beside them, the floors: `curl` of the same API calls (`GET /v1/projects`,
+`POST /v1/projects/NAME/start`) and `python -c pass` (the interpreter's start alone). Each
+command runs `runs` times, the commands interleaved (each round runs every command once, in a
+rotating order), so that background load falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import PYTHON, Run
+from scenarios.api import Api
+from tether.api.store import PortRange
+from tether_side import OWNER, Tether
+
+PROJECTS = 20
+STORE_PORTS = PortRange(40000, 40999)  # stored per project, never published: no operator runs
+TARGET_MS = 150.0
+TETHER = str(Path(PYTHON).parent / "tether")
+
+
+def commands(url: str, token: str, name: str) -> dict[str, list[str]]:
+    curl = ["curl", "-sf", "-o", "/dev/null", "-H", f"Authorization: Bearer {token}"]
+    return {
+        "tether status": [TETHER, "status"],
+        f"tether start {name}": [TETHER, "start", name],
+        "tether --help": [TETHER, "--help"],
+        "curl GET /v1/projects": [*curl, f"{url}/v1/projects"],
+        f"curl POST /v1/projects/{name}/start": [
+            *curl,
+            "-X",
+            "POST",
+            f"{url}/v1/projects/{name}/start",
+        ],
+        "python -c pass": [PYTHON, "-c", "pass"],
+    }
+
+
+def wall_ms(argv: list[str], env: dict[str, str]) -> float:
+    began = time.perf_counter()
+    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = (time.perf_counter() - began) * 1000
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} failed: {done.stderr.decode()[-300:]}")
+    return elapsed
+
+
+def sample(argvs: dict[str, list[str]], env: dict[str, str], runs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {label: [] for label in argvs}
+    labels = list(argvs)
+    for round_ in range(runs + 1):
+        shift = round_ % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            ms = wall_ms(argvs[label], env)
+            if round_ > 0:  # the first round warms the page cache and is not counted
+                times[label].append(ms)
+    return times
+
+
+async def measure(run: Run, runs: int) -> dict[str, Any]:
+    database = await run.database("cli")
+    tether = await Tether.open(database, STORE_PORTS, None, run.installation("cli"))
+    names = [f"cli-{i}" for i in range(PROJECTS)]
+    api = Api(run, database.dsn())
+    try:
+        await tether.create(names, start=True)
+        token = await tether.store.create_token(OWNER.owner)
+        await tether.close()
+        await api.start()
+        url = f"http://127.0.0.1:{api.port}"
+        with tempfile.TemporaryDirectory() as home:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+            env.update(TETHER_URL=url, TETHER_TOKEN=token, TETHER_CONFIG=f"{home}/config.json")
+            times = sample(commands(url, token, names[0]), env, runs)
+    finally:
+        await api.stop()
+    return {
+        "projects": PROJECTS,
+        "runs": runs,
+        "target_ms": TARGET_MS,
+        "median_ms": {label: statistics.median(ms) for label, ms in times.items()},
+        "times_ms": times,
+    }
