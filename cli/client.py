@@ -3,14 +3,13 @@
 Every failure becomes a `CliError` whose message says what went wrong and what to do: the API's own
 `message` and `hint`, or, when no answer came, the URL that did not answer and how to start it.
 
-The one-request commands (`status`, `start`, ...) use the standard library's `http.client`: httpx
+The one-request commands (`status`, `start`, ...) send their request with `tether.cli.wire`: httpx
 costs ~100 ms to import, most of what such a command may take (docs/benchmarks.md). The streams
 (`tether.cli.stream`) use httpx.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from enum import StrEnum
@@ -18,6 +17,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from tether.cli import wire
 from tether.cli.config import ClientConfig
 from tether.cli.errors import CliError
 
@@ -57,12 +57,8 @@ class ApiClient:
         self.url = config.url
         self.timeout_s = config.timeout_s
         self._headers = headers_for(config)
-        parts = urlsplit(config.url)
-        self._prefix = parts.path.rstrip("/") + "/v1"
-        kind = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
-        self._http = kind(parts.netloc, timeout=config.timeout_s)
+        self._parts = urlsplit(config.url)
+        self._prefix = self._parts.path.rstrip("/") + "/v1"
 
     def __enter__(self) -> ApiClient:
         return self
@@ -73,7 +69,7 @@ class ApiClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._http.close()
+        return None  # each request has a connection of its own
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self._request("GET", path, params=params)
@@ -109,12 +105,10 @@ class ApiClient:
             headers["Content-Type"] = "application/json"
         target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
         try:
-            self._http.request(method, target, body=content, headers=headers)
-            response = self._http.getresponse()
-            status, text = response.status, response.read().decode("utf-8", "replace")
-        except (OSError, http.client.HTTPException) as exc:
-            self._http.close()
+            answer = wire.request(self._parts, method, target, headers, content, self.timeout_s)
+        except OSError as exc:
             raise transport_problem(self.url, self.timeout_s, exc, _kind(exc)) from exc
+        status, text = answer.status, answer.body.decode("utf-8", "replace")
         if 200 <= status < 300:
             try:
                 return json.loads(text)

@@ -1,7 +1,9 @@
 """What the commands share: the invocation they run in, and their arguments' types.
 
 Everything here is cheap to import (typer and the standard library only): `tether --help` and the
-one-request commands import no more than they use (docs/benchmarks.md).
+one-request commands import no more than they use (docs/benchmarks.md). The command modules
+(writes, reads, login, server_commands) leave their annotations unstringified, so that typer
+reads them as they are instead of evaluating each one as a string on every run.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A table is drawn with rich (`tether.cli.render`), imported by the commands that 
 printed as the API answered it.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in the command modules: typer would eval each
+# annotation string on every run (~25 ms of a command's 150; see cli/options.py).
 
 import re
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 RECENT_EVENTS = 5
 
 
-def _events(api: ApiClient, name: str, *, after: int = 0, tail: int | None = None) -> list[Any]:
+def _events(api: "ApiClient", name: str, *, after: int = 0, tail: int | None = None) -> list[Any]:
     """Every event after `after`, oldest first (the last `tail` of them if given)."""
     found: list[Any] = []
     more: int | None = after

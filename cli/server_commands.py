@@ -4,7 +4,8 @@ They read `TETHER_*` settings, not the CLI's config file, and import the server 
 store, the operator) only when run, which keeps the client commands quick.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in the command modules: typer would eval each
+# annotation string on every run (~25 ms of a command's 150; see cli/options.py).
 
 import sys
 from typing import TYPE_CHECKING, Annotated
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 def _server_settings(
     ctx: typer.Context, log_format: LogFormat | None, log_level: LogLevel | None
-) -> Settings:
+) -> "Settings":
     """The settings of a long-running server, its logs configured by them."""
     from tether.cli.settings import configure_logs, load_settings
 

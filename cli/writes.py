@@ -4,7 +4,8 @@ Each prints the server's message (or its JSON answer); with `--wait` it then wat
 until the operator has acted on the write (the same waiter as `tether watch`).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in the command modules: typer would eval each
+# annotation string on every run (~25 ms of a command's 150; see cli/options.py).
 
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ def _write(
     ctx: typer.Context,
     name: str,
     output: Output,
-    send: Callable[[ApiClient], Any],
+    send: Callable[["ApiClient"], Any],
     *,
     wait: bool = False,
     timeout: float | None = None,
@@ -78,7 +79,7 @@ def _desire(action: str, doc: str, *, method: str = "POST", deleting: bool = Fal
         timeout: Timeout = None,
         output: OutputOpt = Output.TABLE,
     ) -> None:
-        def send(api: ApiClient) -> Any:
+        def send(api: "ApiClient") -> Any:
             if method == "DELETE":
                 return api.delete(f"/projects/{name}", if_match=if_match)
             return api.post(f"/projects/{name}/{action}", if_match=if_match)
@@ -252,7 +253,7 @@ def _spec(
 
 
 def _deploy(
-    api: ApiClient, name: str, spec: dict[str, Any], params: dict[str, str], if_match: int | None
+    api: "ApiClient", name: str, spec: dict[str, Any], params: dict[str, str], if_match: int | None
 ) -> tuple[dict[str, Any], bool]:
     """Create the deployment (and the project, if it does not exist); the answer, and whether
     the project was created."""
