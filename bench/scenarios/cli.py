@@ -12,6 +12,7 @@ rotating order), so that background load falls on all of them alike.
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import PYTHON, Run
+from harness import PYTHON, Run, load_average
 from scenarios.api import Api
 from tether.api.store import PortRange
 from tether_side import OWNER, Tether
@@ -47,25 +48,37 @@ def commands(url: str, token: str, name: str) -> dict[str, list[str]]:
     }
 
 
-def wall_ms(argv: list[str], env: dict[str, str]) -> float:
-    began = time.perf_counter()
+def _cpu_s() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU milliseconds (user + system) of one run of `argv`, to its exit. CPU time
+    counts what the command itself costs; wall time adds the API's answer and any wait for a
+    core (the machine's other work)."""
+    cpu0, began = _cpu_s(), time.perf_counter()
     done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = (time.perf_counter() - began) * 1000
+    wall, cpu = (time.perf_counter() - began) * 1000, (_cpu_s() - cpu0) * 1000
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} failed: {done.stderr.decode()[-300:]}")
-    return elapsed
+    return wall, cpu
 
 
-def sample(argvs: dict[str, list[str]], env: dict[str, str], runs: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {label: [] for label in argvs}
+def sample(
+    argvs: dict[str, list[str]], env: dict[str, str], runs: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    walls: dict[str, list[float]] = {label: [] for label in argvs}
+    cpus: dict[str, list[float]] = {label: [] for label in argvs}
     labels = list(argvs)
     for round_ in range(runs + 1):
         shift = round_ % len(labels)
         for label in labels[shift:] + labels[:shift]:
-            ms = wall_ms(argvs[label], env)
+            wall, cpu = timed(argvs[label], env)
             if round_ > 0:  # the first round warms the page cache and is not counted
-                times[label].append(ms)
-    return times
+                walls[label].append(wall)
+                cpus[label].append(cpu)
+    return walls, cpus
 
 
 async def measure(run: Run, runs: int) -> dict[str, Any]:
@@ -82,7 +95,8 @@ async def measure(run: Run, runs: int) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as home:
             env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
             env.update(TETHER_URL=url, TETHER_TOKEN=token, TETHER_CONFIG=f"{home}/config.json")
-            times = sample(commands(url, token, names[0]), env, runs)
+            load_before = load_average()
+            times, cpus = sample(commands(url, token, names[0]), env, runs)
     finally:
         await api.stop()
     return {
@@ -90,5 +104,7 @@ async def measure(run: Run, runs: int) -> dict[str, Any]:
         "runs": runs,
         "target_ms": TARGET_MS,
         "median_ms": {label: statistics.median(ms) for label, ms in times.items()},
+        "median_cpu_ms": {label: statistics.median(ms) for label, ms in cpus.items()},
         "times_ms": times,
+        "load_average": [load_before, load_average()],
     }
