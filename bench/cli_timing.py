@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/cli_timing.py            # rewrites item 7 of docs/benchmarks.md
     .venv/bin/python bench/cli_timing.py --runs 11  # fewer runs per command (default 31)
+    .venv/bin/python bench/cli_timing.py --before OTHER/bin/tether  # and an earlier CLI beside it
 
 Starts a Postgres of its own (testcontainers, on the machine's Docker engine) and `tether api`,
 measures as `bench/run.py` does (scenarios/cli.py), and replaces only item 7's section and its
@@ -31,9 +32,9 @@ SECTION = "## 7. The CLI"
 TARGET_ROW = "| 7. CLI |"
 
 
-async def _measure(run: Run, runs: int) -> dict[str, Any]:
+async def _measure(run: Run, runs: int, before: str | None) -> dict[str, Any]:
     await run.prepare_databases()
-    return await cli.measure(run, runs=runs)
+    return await cli.measure(run, runs=runs, before=before)
 
 
 def splice(doc: Path, data: dict[str, Any]) -> None:
@@ -61,12 +62,15 @@ def splice(doc: Path, data: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=31, help="runs per command (default 31)")
+    parser.add_argument(
+        "--before", metavar="TETHER", help="another `tether` executable to measure beside this one"
+    )
     parser.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
     run = Run(quick=False, out_root=BENCH / "out")
     try:
         run.start_postgres()
-        data = asyncio.run(_measure(run, args.runs))
+        data = asyncio.run(_measure(run, args.runs, args.before))
     finally:
         run.cleanup()
     data["load_average"] = load_average()

@@ -888,6 +888,12 @@ def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         ["command", "median wall ms", "p90 ms", "min ms", "median CPU ms", f"≤ {target:.0f} ms"],
         rows,
     )
+    if data.get("before"):
+        d(
+            f"`before:` rows: the CLI of an earlier commit (`{data['before']}`), measured in the "
+            "same rounds.",
+            "",
+        )
     loads = data.get("load_average")
     if loads:
         d(

@@ -31,12 +31,22 @@ TARGET_MS = 150.0
 TETHER = str(Path(PYTHON).parent / "tether")
 
 
-def commands(url: str, token: str, name: str) -> dict[str, list[str]]:
+def commands(url: str, token: str, name: str, before: str | None) -> dict[str, list[str]]:
+    """Each command measured, by its label; with `before` (another `tether` executable, e.g. of an
+    earlier commit), its three commands too, labelled `before: ...`."""
     curl = ["curl", "-sf", "-o", "/dev/null", "-H", f"Authorization: Bearer {token}"]
+    others = {}
+    if before is not None:
+        others = {
+            "before: tether status": [before, "status"],
+            f"before: tether start {name}": [before, "start", name],
+            "before: tether --help": [before, "--help"],
+        }
     return {
         "tether status": [TETHER, "status"],
         f"tether start {name}": [TETHER, "start", name],
         "tether --help": [TETHER, "--help"],
+        **others,
         "curl GET /v1/projects": [*curl, f"{url}/v1/projects"],
         f"curl POST /v1/projects/{name}/start": [
             *curl,
@@ -81,7 +91,7 @@ def sample(
     return walls, cpus
 
 
-async def measure(run: Run, runs: int) -> dict[str, Any]:
+async def measure(run: Run, runs: int, before: str | None = None) -> dict[str, Any]:
     database = await run.database("cli")
     tether = await Tether.open(database, STORE_PORTS, None, run.installation("cli"))
     names = [f"cli-{i}" for i in range(PROJECTS)]
@@ -96,12 +106,13 @@ async def measure(run: Run, runs: int) -> dict[str, Any]:
             env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
             env.update(TETHER_URL=url, TETHER_TOKEN=token, TETHER_CONFIG=f"{home}/config.json")
             load_before = load_average()
-            times, cpus = sample(commands(url, token, names[0]), env, runs)
+            times, cpus = sample(commands(url, token, names[0], before), env, runs)
     finally:
         await api.stop()
     return {
         "projects": PROJECTS,
         "runs": runs,
+        "before": before,
         "target_ms": TARGET_MS,
         "median_ms": {label: statistics.median(ms) for label, ms in times.items()},
         "median_cpu_ms": {label: statistics.median(ms) for label, ms in cpus.items()},
