@@ -4,6 +4,10 @@
     .venv/bin/python bench/cli_timing.py --runs 11  # fewer runs per command (default 31)
     .venv/bin/python bench/cli_timing.py --before OTHER/bin/tether  # and an earlier CLI beside it
 
+An earlier CLI to compare with is installed in a venv of its own, e.g. for commit REV:
+`git archive REV | tar -x -C /tmp/old && python3 -m venv /tmp/oldvenv && /tmp/oldvenv/bin/pip
+install /tmp/old`, then `--before /tmp/oldvenv/bin/tether --before-label REV`.
+
 Starts a Postgres of its own (testcontainers, on the machine's Docker engine) and `tether api`,
 measures as `bench/run.py` does (scenarios/cli.py), and replaces only item 7's section and its
 rows of the Targets table in the report, keeping the rest of the last full run's figures.
@@ -65,6 +69,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--before", metavar="TETHER", help="another `tether` executable to measure beside this one"
     )
+    parser.add_argument(
+        "--before-label", metavar="TEXT", help="what the report calls it (default: its path)"
+    )
     parser.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
     run = Run(quick=False, out_root=BENCH / "out")
@@ -73,6 +80,8 @@ def main(argv: list[str]) -> int:
         data = asyncio.run(_measure(run, args.runs, args.before))
     finally:
         run.cleanup()
+    if args.before_label:
+        data["before"] = args.before_label
     run.write_json("results.json", {"cli": data})
     splice(Path(args.doc), data)
     print(json.dumps(data["median_ms"], indent=2))

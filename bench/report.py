@@ -871,7 +871,8 @@ def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         'running, so `tether start` answers "already running". `curl` sends the same API call '
         "(the network and the API's own cost); `python -c pass` is the interpreter's start. "
         "Rerun this item alone with `.venv/bin/python bench/cli_timing.py` (about a minute; it "
-        "rewrites this section only).",
+        "rewrites this section only)"
+        + (f"; these figures: {data['measured_at']}." if data.get("measured_at") else "."),
         "",
     )
     cpu = data.get("median_cpu_ms", {})
@@ -890,10 +891,23 @@ def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
     )
     if data.get("before"):
         d(
-            f"`before:` rows: the CLI of an earlier commit (`{data['before']}`), measured in the "
-            "same rounds.",
+            f"`before:` rows: the CLI of {data['before']}, installed in a venv of its own and "
+            "measured in the same rounds.",
             "",
         )
+    d(
+        "Where a command's time went, and what took it out (issue 17): importing the API's "
+        "pydantic models (~200 ms; the CLI reads the JSON into small records of its own, "
+        "`cli/views.py`), httpx (~100 ms; one request goes over a plain socket, `cli/wire.py`, "
+        "and httpx is left to the streams), typer 0.29, which coerces every parameter through a "
+        "pydantic TypeAdapter (pinned below 0.29), typer's rich help, which imports rich's "
+        "markdown and pygments (~300 ms; click's plain help instead), annotations typer "
+        "evaluated from strings on every run (the command modules keep them unstringified), and "
+        "rich for a table (a table of plain text that fits is written directly, as rich would "
+        "draw it). What is left is Python's start, typer (with click and `inspect`, ~60 ms of "
+        "CPU on this machine), building the command tree, and the API's answer.",
+        "",
+    )
     loads = data.get("load_average")
     if loads:
         d(

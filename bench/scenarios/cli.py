@@ -110,6 +110,7 @@ async def measure(run: Run, runs: int, before: str | None = None) -> dict[str, A
     finally:
         await api.stop()
     return {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M"),
         "projects": PROJECTS,
         "runs": runs,
         "before": before,
