@@ -64,7 +64,20 @@ class Backoff:
 
 
 class Reconnect:
-    """The reconnect loop of one connection (`what` names it in logs and errors)."""
+    """The reconnect loop of one connection (`what` names it in logs and errors).
+
+    A trigger that must run for as long as its process does, e.g. the operator's NOTIFY listener:
+
+        await Reconnect(
+            "notify listener",
+            retry_on=(StoreUnavailable, DockerFault, OSError),  # any other failure propagates
+            backoff=Backoff(first_s=0.5, max_s=10.0),
+            reset_after_s=30,
+        ).forever(listen_once)
+
+    A wait with a deadline: `until_done(once)` with `give_up_after_s`, which returns what `once`
+    returns. `retry_on` may also be a predicate, for failures that are worth retrying only in some
+    states (the CLI's streams: only once they had opened)."""
 
     def __init__(
         self,

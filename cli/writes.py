@@ -67,9 +67,9 @@ def _wait(
     )
 
 
-def _desire(action: str, doc: str, *, method: str = "POST", deleting: bool = False) -> Any:
-    """One command of start, stop, restart, destroy: a write to the project, `--wait` to see it
-    done."""
+def _desire(action: str, doc: str, *, deleting: bool = False) -> Callable[..., None]:
+    """One command of start, stop, restart, destroy (`deleting`): a write to the project, and
+    with `--wait` a watch until it is done."""
 
     def command(
         ctx: typer.Context,
@@ -80,7 +80,7 @@ def _desire(action: str, doc: str, *, method: str = "POST", deleting: bool = Fal
         output: OutputOpt = Output.TABLE,
     ) -> None:
         def send(api: "ApiClient") -> Any:
-            if method == "DELETE":
+            if deleting:
                 return api.delete(f"/projects/{name}", if_match=if_match)
             return api.post(f"/projects/{name}/{action}", if_match=if_match)
 
@@ -99,7 +99,6 @@ restart = _desire(
 destroy = _desire(
     "destroy",
     "Delete the project: its containers are removed, then the project is gone.",
-    method="DELETE",
     deleting=True,
 )
 
