@@ -5,6 +5,8 @@ The HTTP API turns them into JSON bodies with the same fields; the CLI prints th
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class TetherError(Exception):
     status_code = 400
@@ -76,3 +78,23 @@ class LogsUnavailable(TetherError):
 
     status_code = 503
     error = "logs_unavailable"
+
+
+class Refusal(StrEnum):
+    """What a Postgres that answered, but refused, wants done about it."""
+
+    NO_SCHEMA = "no_schema"  # the tables are missing: run the migrations
+    CREDENTIALS = "credentials"  # the user or password is wrong
+    NO_DATABASE = "no_database"  # the database named in the DSN does not exist
+    OTHER = "other"
+
+
+class DatabaseRefused(TetherError):
+    """Postgres (or its client library) failed in a way that waiting will not fix."""
+
+    status_code = 503
+    error = "database_refused"
+
+    def __init__(self, message: str, hint: str | None = None, *, refusal: Refusal) -> None:
+        super().__init__(message, hint)
+        self.refusal = refusal

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-PROJECT_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+# The vocabulary is defined without pydantic, for clients that read the API's JSON directly.
+from tether.api.vocabulary import PROJECT_NAME_PATTERN as PROJECT_NAME_PATTERN
+from tether.api.vocabulary import ConditionType as ConditionType
+from tether.api.vocabulary import DesiredState as DesiredState
+from tether.api.vocabulary import EventKind as EventKind
+from tether.api.vocabulary import Phase as Phase
+
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A Docker image reference: optional registry host[:port], path components, a tag and/or digest.
 IMAGE_PATTERN = re.compile(
@@ -31,6 +36,7 @@ MAX_COMMAND_ARGS = 256
 # bounded by them (a larger one is a 422, never a failed query).
 MAX_INT = 2**31 - 1
 MAX_BIGINT = 2**63 - 1
+HEALTH_NEEDS_PORT = "a health check probes the project's endpoint: set port as well"
 SECRET_MASK = "••••"  # what the API shows of a secret env value, whatever its length
 
 
@@ -80,11 +86,6 @@ ImageRef = Annotated[
 ]
 # Strict: JSON `true` or "80" is not a port (lax validation would take them as 1 and 80).
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
-
-
-class DesiredState(StrEnum):
-    RUNNING = "running"
-    STOPPED = "stopped"
 
 
 class HealthCheck(BaseModel):
@@ -217,7 +218,7 @@ class DeploymentSpec(BaseModel):
     @model_validator(mode="after")
     def _health_needs_port(self) -> DeploymentSpec:
         if self.health is not None and self.port is None:
-            raise ValueError("a health check probes the project's endpoint: set port as well")
+            raise ValueError(HEALTH_NEEDS_PORT)
         return self
 
 
@@ -258,12 +259,6 @@ class Project(BaseModel):
     updated_at: datetime
 
 
-class ConditionType(StrEnum):
-    READY = "Ready"
-    RECONCILING = "Reconciling"
-    STALLED = "Stalled"
-
-
 class Condition(BaseModel):
     type: ConditionType
     status: Literal["True", "False", "Unknown"]
@@ -271,26 +266,6 @@ class Condition(BaseModel):
     message: str
     last_transition_time: datetime
     observed_generation: int
-
-
-class Phase(StrEnum):
-    """Where a project is on its way to what is desired, for display; the conditions say whether
-    it got there."""
-
-    PENDING = "Pending"
-    WAITING = "Waiting"
-    CREATING = "Creating"
-    STARTING = "Starting"
-    RUNNING = "Running"
-    UNHEALTHY = "Unhealthy"
-    CRASH_LOOP = "CrashLoop"
-    REPLACING = "Replacing"
-    ROLLING_BACK = "RollingBack"
-    STOPPING = "Stopping"
-    STOPPED = "Stopped"
-    DELETING = "Deleting"
-    RETRYING = "Retrying"
-    STALLED = "Stalled"
 
 
 class Status(BaseModel):
@@ -325,18 +300,6 @@ class Status(BaseModel):
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
-
-
-class EventKind(StrEnum):
-    DESIRED = "desired"
-    ACTION = "action"
-    REFUSED = "refused"
-    HEALTH = "health"
-    CONVERGED = "converged"
-    GAVE_UP = "gave_up"
-    ROUTED = "routed"  # the endpoint's route set: to a Ready container, or held
-    DRAINING = "draining"  # the container that served is finishing what it has in flight
-    DRAINED = "drained"  # ... and is stopped
 
 
 class NewEvent(NamedTuple):

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 
 from tether.api.errors import (
+    DatabaseRefused,
     DeletionRequested,
     NameTaken,
     NoDeployment,
     NoFreePort,
     NotFound,
     PreconditionFailed,
+    Refusal,
     StoreUnavailable,
 )
 from tether.api.models import (
@@ -682,6 +684,30 @@ class Listener:
                 await self._conn.execute("SELECT 1", timeout=5)
             except (*_UNAVAILABLE, asyncpg.InterfaceError):
                 return
+
+
+_CLIENT_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def refusal(exc: BaseException) -> DatabaseRefused | None:
+    """A failure raised by asyncpg (connecting, migrating, querying) as tether's own error, so
+    that callers, which may not import asyncpg, can say what to do; None for any other failure."""
+    if not isinstance(exc, _CLIENT_ERRORS):
+        return None
+    reason = " ".join(str(getattr(exc, "message", "") or exc).split()) or type(exc).__name__
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        kind = Refusal.NO_SCHEMA
+    elif isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        kind = Refusal.CREDENTIALS  # InvalidPasswordError among them
+    elif isinstance(exc, asyncpg.InvalidCatalogNameError):
+        kind = Refusal.NO_DATABASE
+    else:
+        kind, reason = Refusal.OTHER, f"{type(exc).__name__}: {reason}"
+    return DatabaseRefused(reason, refusal=kind)
 
 
 def _not_found(name: str) -> NotFound:

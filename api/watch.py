@@ -13,7 +13,6 @@ The listener runs while anybody watches, and stops with the last watcher.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,12 +23,13 @@ import structlog
 from tether.api.errors import TetherError
 from tether.api.metrics import API_WATCHERS
 from tether.api.models import Principal, WatchView
+from tether.api.reconnect import Backoff, Reconnect
 from tether.api.sse import KEEPALIVE, cleanup, frame
 from tether.api.store import DESIRED_CHANNEL, STATUS_CHANNEL, Store
 
 log = structlog.get_logger("tether.api.watch")
 RECENT_EVENTS = 10
-RECONNECT_S = (0.5, 10.0)
+RECONNECT = Backoff(first_s=0.5, max_s=10.0)
 LISTENER_NAME = "tether-api-watch"  # its application_name in pg_stat_activity
 
 
@@ -79,13 +79,12 @@ class Subscription:
 
 
 class WatchHub:
-    def __init__(self, store: Store, *, reconnect_s: tuple[float, float] = RECONNECT_S) -> None:
+    def __init__(self, store: Store, *, reconnect: Backoff = RECONNECT) -> None:
         self._store = store
-        self._reconnect_s = reconnect_s
+        self._reconnect = Reconnect("watch listener", retry_on=(Exception,), backoff=reconnect)
         self._subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._rng = random.Random()
         self.connected = False
 
     def check_open(self) -> None:
@@ -126,27 +125,24 @@ class WatchHub:
                 subscription.touch(name)
 
     async def _listen(self) -> None:
-        delay = self._reconnect_s[0]
-        while True:
-            try:
-                async with self._store.listen_channels(
-                    (DESIRED_CHANNEL, STATUS_CHANNEL),
-                    self._notified,
-                    application_name=LISTENER_NAME,
-                ) as listener:
-                    self.connected = True
-                    delay = self._reconnect_s[0]
-                    # Whatever changed before this connection listened was not notified.
-                    for subscription in self._subscriptions:
-                        subscription.touch_all()
-                    await listener.wait_closed()
-                log.warning("watch listener connection lost: reconnecting")
-            except Exception as exc:  # the listener must outlive any failure: log it, retry
-                log.warning("watch listener failed: reconnecting", error=str(exc) or repr(exc))
-            finally:
-                self.connected = False
-            await asyncio.sleep(delay * self._rng.uniform(0.8, 1.2))
-            delay = min(delay * 2, self._reconnect_s[1])
+        # The listener must outlive any failure: each one is logged, and it connects again.
+        await self._reconnect.forever(self._listen_once)
+
+    async def _listen_once(self) -> None:
+        try:
+            async with self._store.listen_channels(
+                (DESIRED_CHANNEL, STATUS_CHANNEL),
+                self._notified,
+                application_name=LISTENER_NAME,
+            ) as listener:
+                self.connected = True
+                self._reconnect.connected()
+                # Whatever changed before this connection listened was not notified.
+                for subscription in self._subscriptions:
+                    subscription.touch_all()
+                await listener.wait_closed()
+        finally:
+            self.connected = False
 
 
 def _comparable(view: WatchView) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def write(results: dict[str, Any], out: Path, doc: str) -> None:
         ("growth", _growth),
         ("idle", _drift),
         ("api", _api),
+        ("cli", cli_section),
     ]
     body = Doc()
     for key, render in sections:
@@ -857,6 +858,71 @@ def _api(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
     _profile_section(d, data.get("profile"), "the API process under the same load")
 
 
+def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
+    """7. The CLI"""
+    medians = data["median_ms"]
+    target = data["target_ms"]
+    d(
+        f"## 7. The CLI: a whole command, exec to exit, against {data['projects']} projects",
+        "",
+        f"Median wall time of {data['runs']} runs each, interleaved (every round runs each "
+        "command once, in a rotating order; a first round warms the caches and is not counted). "
+        "`tether api` as in item 6, no operator; every project has a deployment and is desired "
+        'running, so `tether start` answers "already running". `curl` sends the same API call '
+        "(the network and the API's own cost); `python -c pass` is the interpreter's start. "
+        "Rerun this item alone with `.venv/bin/python bench/cli_timing.py` (about a minute; it "
+        "rewrites this section only)"
+        + (f"; these figures: {data['measured_at']}." if data.get("measured_at") else "."),
+        "",
+    )
+    cpu = data.get("median_cpu_ms", {})
+    rows = []
+    for label, median in medians.items():
+        times = sorted(data["times_ms"][label])
+        p90 = times[min(len(times) - 1, int(len(times) * 0.9))]
+        mark = ""
+        if label.startswith("tether "):
+            mark = d.target("7. CLI", f"`{label}` median wall", f"{_f(median)} ms",
+                            f"≤ {target:.0f} ms", median <= target)  # fmt: skip
+        rows.append([f"`{label}`", _f(median), _f(p90), _f(times[0]), _f(cpu.get(label)), mark])
+    d.table(
+        ["command", "median wall ms", "p90 ms", "min ms", "median CPU ms", f"≤ {target:.0f} ms"],
+        rows,
+    )
+    if data.get("before"):
+        d(
+            f"`before:` rows: the CLI of {data['before']}, installed in a venv of its own and "
+            "measured in the same rounds.",
+            "",
+        )
+    d(
+        "Where a command's time went, and what took it out (issue 17): importing the API's "
+        "pydantic models (~200 ms; the CLI reads the JSON into small records of its own, "
+        "`cli/views.py`), httpx (~100 ms; one request goes over a plain socket, `cli/wire.py`, "
+        "and httpx is left to the streams), typer 0.29, which coerces every parameter through a "
+        "pydantic TypeAdapter (pinned below 0.29), typer's rich help, which imports rich's "
+        "markdown and pygments (~300 ms; click's plain help instead), annotations typer "
+        "evaluated from strings on every run (the command modules keep them unstringified), and "
+        "rich for a table (a table of plain text that fits is written directly, as rich would "
+        "draw it). What is left is Python's start, typer (with click and `inspect`, ~60 ms of "
+        "CPU on this machine), building the command tree, and the API's answer. The next lever: "
+        "typer costs ~25 ms more to import than click alone (~64 against ~37 ms, measured here) "
+        "and ~10 ms to build its command tree; declaring the commands with click directly "
+        "(installed already, under uvicorn) would take those out, at the price of the CLI "
+        "library the design names.",
+        "",
+    )
+    loads = data.get("load_average")
+    if loads:
+        d(
+            f"Load average (1, 5, 15 min) before: {' '.join(loads[0])}; after: "
+            f"{' '.join(loads[1])} (2 cores). CPU time (user + system of the command's process) "
+            "is what the command itself costs; wall time adds the API's answer and every wait "
+            "for a core that other work on the machine holds.",
+            "",
+        )
+
+
 # Findings, reproduction
 
 
@@ -873,7 +939,9 @@ def _reproduce(d: Doc, results: dict[str, Any]) -> None:
         "```sh",
         f"{COMMAND}                      # everything, ≤ 25 minutes; rewrites this file",
         ".venv/bin/python bench/run.py --quick       # small sizes, short windows (~6 minutes)",
-        ".venv/bin/python bench/run.py --only api    # one item: single, bulk, idle, growth, api",
+        ".venv/bin/python bench/run.py --only api    # one item: single, bulk, idle, growth, api,"
+        " cli",
+        ".venv/bin/python bench/cli_timing.py        # item 7 alone (~1 min), rewrites its section",
         ".venv/bin/python bench/run.py --cleanup     # containers of interrupted runs",
         "```",
         "",

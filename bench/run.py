@@ -3,6 +3,7 @@
     python bench/run.py            # everything (about 20 minutes); writes docs/benchmarks.md
     python bench/run.py --quick    # smaller and shorter, for development (about 5 minutes)
     python bench/run.py --only single,api
+    python bench/cli_timing.py     # item 7 (the CLI) alone, about a minute; rewrites its section
     python bench/run.py --cleanup  # remove containers left by interrupted runs
     python bench/run.py --render bench/out/<time>/results.json   # rewrite the report only
 
@@ -42,12 +43,12 @@ import aiodocker
 import report
 from harness import BENCH, BENCH_LABEL, REPO, Run, load_average, machine, remove_run_containers
 from private_docker import PrivateDocker, default_images
-from scenarios import api, bulk, growth, idle, single
+from scenarios import api, bulk, cli, growth, idle, single
 from tether.operator.labels import LABEL_INSTALLATION
 
 # Bulk last: Docker Engine 20.10 can deadlock when many containers exit at once
 # (moby/moby#46661); if it does, every other item has been measured already.
-SCENARIOS = ("single", "idle", "growth", "api", "bulk")
+SCENARIOS = ("single", "idle", "growth", "api", "cli", "bulk")
 
 
 def say(message: str) -> None:
@@ -82,6 +83,7 @@ async def measure_all(run: Run, only: list[str], what_if: bool) -> dict[str, Any
             repeats=3 if quick else 5,
         ),
         "api": lambda: api.measure(run, duration_s=5 if quick else 12, repeats=1 if quick else 2),
+        "cli": lambda: cli.measure(run, runs=11 if quick else 31),
     }
     try:
         await run.prepare_databases()

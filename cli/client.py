@@ -2,15 +2,22 @@
 
 Every failure becomes a `CliError` whose message says what went wrong and what to do: the API's own
 `message` and `hint`, or, when no answer came, the URL that did not answer and how to start it.
+
+The one-request commands (`status`, `start`, ...) send their request with `tether.cli.wire`: httpx
+costs ~100 ms to import, most of what such a command may take (docs/benchmarks.md). The streams
+(`tether.cli.stream`) use httpx.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+from enum import StrEnum
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import httpx
-
+from tether.cli import wire
 from tether.cli.config import ClientConfig
 from tether.cli.errors import CliError
 
@@ -18,6 +25,7 @@ START_SERVER = (
     "start it with `tether up` (or `tether api`), or point TETHER_URL or `tether login --url` "
     "at a running server"
 )
+USER_AGENT = "tether-cli"
 
 
 class ApiError(CliError):
@@ -33,22 +41,24 @@ def _join(message: str, hint: str | None) -> str:
     return f"{message.rstrip('.')}; {hint}" if hint else message
 
 
+def headers_for(config: ClientConfig) -> dict[str, str]:
+    """The headers of every request: the token (a `CliError` saying how to get one if missing)."""
+    if not config.token:
+        raise CliError(
+            f"no API token for {config.url}: run `tether login --url {config.url} --token TOKEN` "
+            "or set TETHER_TOKEN (an admin creates tokens with `tether token create --owner "
+            "NAME`)"
+        )
+    return {"Authorization": f"Bearer {config.token}", "User-Agent": USER_AGENT}
+
+
 class ApiClient:
-    def __init__(self, config: ClientConfig, *, token: str | None = None) -> None:
+    def __init__(self, config: ClientConfig) -> None:
         self.url = config.url
         self.timeout_s = config.timeout_s
-        token = token or config.token
-        if not token:
-            raise CliError(
-                f"no API token for {self.url}: run `tether login --url {self.url} --token TOKEN` "
-                "or set TETHER_TOKEN (an admin creates tokens with `tether token create --owner "
-                "NAME`)"
-            )
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "tether-cli"},
-            timeout=config.timeout_s,
-        )
+        self._headers = headers_for(config)
+        self._parts = urlsplit(config.url)
+        self._prefix = self._parts.path.rstrip("/") + "/v1"
 
     def __enter__(self) -> ApiClient:
         return self
@@ -59,7 +69,7 @@ class ApiClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._http.close()
+        return None  # each request has a connection of its own
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self._request("GET", path, params=params)
@@ -86,31 +96,43 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         if_match: int | None = None,
     ) -> Any:
-        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
+        headers = dict(self._headers)
+        if if_match is not None:
+            headers["If-Match"] = f'"{if_match}"'
+        content = None
+        if body is not None:
+            content = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
         try:
-            response = self._http.request(
-                method, "/v1" + path, json=body, params=params, headers=headers
-            )
-        except httpx.TransportError as exc:
-            raise transport_problem(self.url, self.timeout_s, exc) from exc
-        if response.is_success:
+            answer = wire.request(self._parts, method, target, headers, content, self.timeout_s)
+        except OSError as exc:
+            raise transport_problem(self.url, self.timeout_s, exc, _kind(exc)) from exc
+        status, text = answer.status, answer.body.decode("utf-8", "replace")
+        if 200 <= status < 300:
             try:
-                return response.json()
+                return json.loads(text)
             except ValueError as exc:
                 raise CliError(
                     f"the server at {self.url} did not answer with JSON: is TETHER_URL the "
                     "tether API?"
                 ) from exc
-        raise api_failure(self.url, response)
+        raise api_failure(self.url, status, text)
 
 
-def transport_problem(url: str, timeout_s: float, exc: httpx.TransportError) -> CliError:
+class NoAnswer(StrEnum):
+    CONNECT = "connect"  # the connection was refused, or the host not found
+    TIMEOUT = "timeout"
+    BROKEN = "broken"  # anything else on the way
+
+
+def transport_problem(url: str, timeout_s: float, exc: BaseException, kind: NoAnswer) -> CliError:
     """What to say when no answer came from the API at `url`."""
-    if isinstance(exc, httpx.ConnectError):
+    if kind is NoAnswer.CONNECT:
         return CliError(
             f"cannot connect to the tether API at {url} ({_reason(exc)}); {START_SERVER}"
         )
-    if isinstance(exc, httpx.TimeoutException):
+    if kind is NoAnswer.TIMEOUT:
         return CliError(
             f"the tether API at {url} did not answer within {timeout_s:g} s; check that the "
             "server is healthy (raise TETHER_TIMEOUT for a slow link) and retry"
@@ -121,11 +143,18 @@ def transport_problem(url: str, timeout_s: float, exc: httpx.TransportError) -> 
     )
 
 
-def api_failure(url: str, response: httpx.Response) -> ApiError:
+def _kind(exc: BaseException) -> NoAnswer:
+    if isinstance(exc, TimeoutError):
+        return NoAnswer.TIMEOUT
+    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+        return NoAnswer.CONNECT
+    return NoAnswer.BROKEN
+
+
+def api_failure(url: str, status: int, content: str) -> ApiError:
     """The API's error answer (its body already read) as one line."""
-    status = response.status_code
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("message"), str):
@@ -148,16 +177,21 @@ def api_failure(url: str, response: httpx.Response) -> ApiError:
     elif message:
         text = _join(message, hint)
     else:
-        snippet = " ".join(response.text.split())[:200]
+        snippet = " ".join(content.split())[:200]
         text = f"the server at {url} answered HTTP {status}" + (f": {snippet}" if snippet else "")
     return ApiError(text, status=status, error=error)
 
 
-def _reason(exc: httpx.TransportError) -> str:
-    """The innermost cause, e.g. 'Connection refused', without the errno noise."""
-    cause: BaseException = exc
+def _innermost(exc: BaseException) -> BaseException:
+    cause = exc
     while (inner := cause.__cause__ or cause.__context__) is not None:
         cause = inner
+    return cause
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause, e.g. 'Connection refused', without the errno noise."""
+    cause = _innermost(exc)
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror
     return str(cause) or str(exc) or type(exc).__name__

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +96,8 @@ def timeout(env: Mapping[str, str]) -> float:
 
 def save(path: Path, *, url: str, token: str) -> None:
     """Write the config file atomically, readable and writable by its owner only (0600)."""
+    import tempfile  # only here: the commands that only read the file do not pay for it
+
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)  # created 0600

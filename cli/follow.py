@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from tether.api.models import Event, LogAttach, LogLine, WatchView
+from tether.cli import paging
 from tether.cli.client import ApiError
 from tether.cli.config import ClientConfig
 from tether.cli.errors import CliError
-from tether.cli.render import Output, say
-from tether.cli.stream import EventStreams, Reconnector, StreamBroken
-
-EVENTS_PAGE = 1000
+from tether.cli.output import Output, json_line, notice, say
+from tether.cli.stream import EventStreams, StreamBroken, StreamEnded, following, reconnecting
+from tether.cli.views import Event, LogAttach, LogLine, WatchView
 
 
 def event_line(event: Event) -> str:
@@ -32,36 +30,29 @@ def event_line(event: Event) -> str:
     )
 
 
-def _emit_json(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data) + "\n")
-    sys.stdout.flush()
-
-
-def _emit_event(event: Event, output: Output) -> None:
-    if output is Output.JSON:
-        _emit_json(event.model_dump(mode="json"))
-    else:
-        say(event_line(event))
-        sys.stdout.flush()
-
-
 async def _events_after(
     api: EventStreams, name: str, after: int, tail: int | None = None
-) -> list[Event]:
-    found: list[Event] = []
-    while True:
-        page = await api.get(f"/projects/{name}/events", {"after": after, "limit": EVENTS_PAGE})
-        found.extend(Event.model_validate(e) for e in page)
-        if len(page) < EVENTS_PAGE:
-            break
-        after = found[-1].id
-        if tail is not None:
-            found = found[-tail:]
-    return found[-tail:] if tail is not None else found
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    more: int | None = after
+    while more is not None:
+        more = paging.add_page(found, await api.get(paging.path(name), paging.query(more)), tail)
+    return found
 
 
-def _ended(problem: dict[str, Any]) -> StreamBroken:
-    return StreamBroken(f"the server ended the stream: {problem.get('message')}", opened=True)
+class _EventPrinter:
+    def __init__(self, output: Output, last: int) -> None:
+        self.output = output
+        self.last = last
+
+    def print(self, events: list[dict[str, Any]]) -> None:
+        for data in events:
+            event = Event.of(data)
+            if self.output is Output.JSON:
+                json_line(data)
+            else:
+                say(event_line(event))
+            self.last = event.id
 
 
 async def follow_events(
@@ -70,42 +61,80 @@ async def follow_events(
     """Print the project's events (after `after`, the last `tail`), then each new one as it
     comes, until the project is destroyed (or Ctrl-C)."""
     async with EventStreams(config) as api:
-        last = after
-        for event in await _events_after(api, name, after, tail):
-            _emit_event(event, output)
-            last = event.id
-        reconnect = Reconnector(f"the event stream of {name}")
-        while True:
+        printer = _EventPrinter(output, after)
+        printer.print(await _events_after(api, name, after, tail))
+        reconnect = reconnecting(f"the event stream of {name}")
+
+        async def once() -> None:
             try:
                 async for message in api.events(f"/projects/{name}/watch"):
-                    reconnect.opened()
+                    reconnect.connected()
                     if message.event == "view":
-                        view = WatchView.model_validate_json(message.data)
-                        if any(e.id > last for e in view.events):
-                            for event in await _events_after(api, name, last):
-                                _emit_event(event, output)
-                                last = event.id
+                        view = WatchView.of(json.loads(message.data))
+                        if any(e.id > printer.last for e in view.events):
+                            printer.print(await _events_after(api, name, printer.last))
                     elif message.event == "deleted":
-                        _gone(name, output)
-                        return
+                        return _gone(name, output)
                     elif message.event == "error":
                         raise _ended(json.loads(message.data))
-                problem: CliError = CliError(f"the server ended the event stream of {name}")
             except ApiError as exc:
-                if exc.status == 404 and reconnect.opened_once:
-                    _gone(name, output)
-                    return
-                problem = exc
-            except StreamBroken as exc:
-                problem = exc
-            await reconnect.after(problem)
+                if exc.status == 404 and reconnect.connected_once:
+                    return _gone(name, output)
+                raise
+            raise StreamEnded(f"the server ended the event stream of {name}")
+
+        await following(reconnect, once)
+
+
+def _ended(problem: dict[str, Any]) -> StreamBroken:
+    return StreamBroken(f"the server ended the stream: {problem.get('message')}", opened=True)
 
 
 def _gone(name: str, output: Output) -> None:
     if output is Output.JSON:
-        _emit_json({"type": "deleted", "project": name})
+        json_line({"type": "deleted", "project": name})
     else:
         say(f"{name} was destroyed")
+
+
+class _LogPrinter:
+    """Prints a project's output as it comes, and where to resume from after a break."""
+
+    def __init__(self, name: str, output: Output) -> None:
+        self.name = name
+        self.output = output
+        self.current: str | None = None
+        self.last: LogLine | None = None
+        self.resumed_after: LogLine | None = None
+
+    def attached(self, data: dict[str, Any]) -> None:
+        attach = LogAttach.of(data)
+        if self.output is Output.JSON:
+            json_line({"type": "container", **data})
+        elif self.current is not None and attach.container != self.current:
+            notice(
+                f"--- {self.name}: following container {attach.container[:12]} "
+                f"(v{attach.version}, {attach.state})"
+            )
+        self.current = attach.container
+
+    def line(self, data: dict[str, Any]) -> None:
+        line, before = LogLine.of(data), self.resumed_after
+        if before is not None and line.container == before.container and line.time <= before.time:
+            return  # printed before the stream broke
+        if self.output is Output.JSON:
+            json_line({"type": "log", **data})
+        else:
+            (notice if line.stream == "stderr" else say)(line.text)
+        self.last = line
+
+    def resume(self, tail: int | None) -> dict[str, Any]:
+        """The query that reads on from the last line printed (Docker's `since` takes it in
+        again: it is skipped)."""
+        self.resumed_after = self.last
+        if self.last is not None:
+            return {"follow": "true", "since": self.last.time.isoformat()}
+        return {"follow": "true"} if tail is None else {"follow": "true", "tail": tail}
 
 
 async def logs(
@@ -125,72 +154,28 @@ async def logs(
         params["tail"] = tail
     if since is not None:
         params["since"] = since.isoformat()
-    current: str | None = None
-    last: LogLine | None = None
-    resumed_after: LogLine | None = None
-    attached_any = False
-    reconnect = Reconnector(f"the output of {name}")
+    printer = _LogPrinter(name, output)
+    reconnect = reconnecting(f"the output of {name}")
     async with EventStreams(config) as api:
-        while True:
-            try:
-                async for message in api.events(f"/projects/{name}/logs", params):
-                    reconnect.opened()
-                    if message.event == "container":
-                        attach = LogAttach.model_validate_json(message.data)
-                        if output is Output.JSON:
-                            _emit_json({"type": "container", **attach.model_dump(mode="json")})
-                        elif current is not None and attach.container != current:
-                            _notice(
-                                f"--- {name}: following container {attach.container[:12]} "
-                                f"(v{attach.version}, {attach.state})"
-                            )
-                        current = attach.container
-                        attached_any = True
-                    elif message.event == "log":
-                        line = LogLine.model_validate_json(message.data)
-                        if (
-                            resumed_after is not None
-                            and line.container == resumed_after.container
-                            and line.time <= resumed_after.time
-                        ):
-                            continue  # printed before the stream broke
-                        _print_line(line, output)
-                        last = line
-                    elif message.event == "error":
-                        problem = json.loads(message.data)
-                        hint = f"; {problem['hint']}" if problem.get("hint") else ""
-                        raise CliError(f"{problem.get('message')}{hint}")
-                if not follow:
-                    break
-                broken: CliError = CliError(f"the server ended the output stream of {name}")
-            except ApiError as exc:
-                broken = exc
-            except StreamBroken as exc:
-                broken = exc
-            await reconnect.after(broken)
-            # Again from the last line printed (Docker's `since` takes it in again).
-            resumed_after = last
-            params = {"follow": "true"}
-            if last is not None:
-                params["since"] = last.time.isoformat()
-            elif tail is not None:
-                params["tail"] = tail
-    if not attached_any and output is not Output.JSON:
-        _notice(f"{name} has no container yet: nothing to show")
 
+        async def once() -> None:
+            query = params if not reconnect.connected_once else printer.resume(tail)
+            async for message in api.events(f"/projects/{name}/logs", query):
+                reconnect.connected()
+                if message.event == "container":
+                    printer.attached(json.loads(message.data))
+                elif message.event == "log":
+                    printer.line(json.loads(message.data))
+                elif message.event == "error":
+                    problem = json.loads(message.data)
+                    hint = f"; {problem['hint']}" if problem.get("hint") else ""
+                    raise CliError(f"{problem.get('message')}{hint}")
+            if follow:
+                raise StreamEnded(f"the server ended the output stream of {name}")
 
-def _print_line(line: LogLine, output: Output) -> None:
-    if output is Output.JSON:
-        _emit_json({"type": "log", **line.model_dump(mode="json")})
-        return
-    out = sys.stderr if line.stream == "stderr" else sys.stdout
-    out.write(line.text + "\n")
-    out.flush()
-
-
-def _notice(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+        await following(reconnect, once)
+    if printer.current is None and output is not Output.JSON:
+        notice(f"{name} has no container yet: nothing to show")
 
 
 def run_follow_events(

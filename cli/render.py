@@ -1,25 +1,26 @@
-"""What the CLI prints: rich tables for people, JSON for programs (`--output json`).
+"""The CLI's tables and grids for people (plain lines and JSON: `output`).
 
 Output goes to the `sys.stdout` of the moment (so tests can capture it); API text is never read as
 rich markup. Not on a terminal, lines are not wrapped at 80 columns, so they stay greppable.
+
+A table of plain ASCII text that fits the width is written directly, exactly as rich draws it
+(columns two spaces apart, the header in capitals); any other, and every grid, is drawn by rich.
+Importing rich costs ~50 ms of the 150 a `tether status` may take (docs/benchmarks.md, item 7),
+so rich is imported only when it draws.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
-from rich.text import Text
-
-from tether.api.models import (
+from tether.api.vocabulary import ConditionType
+from tether.cli.output import say
+from tether.cli.views import (
     Condition,
-    ConditionType,
     Deployment,
     Event,
     HealthCheck,
@@ -28,24 +29,22 @@ from tether.api.models import (
     Status,
 )
 
+if TYPE_CHECKING:
+    from rich.console import Console, Group, RenderableType
+    from rich.table import Table
+
 PIPE_WIDTH = 200
 NONE = "-"
-
-
-class Output(StrEnum):
-    TABLE = "table"
-    JSON = "json"
+GAP = "  "  # between two columns: each cell's padding of one space on either side
+BOLD, PLAIN = "\x1b[1m", "\x1b[0m"
 
 
 def console() -> Console:
+    from rich.console import Console
+
     out = sys.stdout
     width = None if out.isatty() else PIPE_WIDTH
     return Console(file=out, width=width, highlight=False, markup=False, emoji=False)
-
-
-def say(text: str) -> None:
-    """One plain line for people."""
-    console().print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def show(renderable: RenderableType) -> None:
@@ -57,11 +56,6 @@ def show(renderable: RenderableType) -> None:
     with out.capture() as captured:
         out.print(renderable)
     sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    sys.stdout.flush()
 
 
 def age(when: datetime | None, now: datetime | None = None) -> str:
@@ -76,7 +70,49 @@ def age(when: datetime | None, now: datetime | None = None) -> str:
     return f"{seconds}s"
 
 
+def _width() -> int:
+    if not sys.stdout.isatty():
+        return PIPE_WIDTH
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return 80  # rich's own default
+
+
+def _plain(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str] | None:
+    """The table's lines as rich draws them, or None where it would fold or measure cells of
+    other than one column per character."""
+    cells = [[h.upper() for h in headers], *rows]
+    if not all(cell.isascii() and cell.isprintable() for row in cells for cell in row):
+        return None
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    if sum(widths) + len(GAP) * (len(widths) - 1) > _width():
+        return None
+    return [
+        GAP.join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+
+
+def draw(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table in the CLI's style, with these column headers and rows of text."""
+    lines = _plain(headers, rows)
+    if lines is None:
+        from rich.text import Text
+
+        table = _table(*headers)
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        show(table)
+        return
+    if sys.stdout.isatty():
+        lines[0] = BOLD + lines[0] + PLAIN
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
+
+
 def _table(*columns: str) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     for column in columns:
         table.add_column(column.upper(), overflow="fold")
@@ -135,45 +171,43 @@ def projects_table(views: Sequence[ProjectView]) -> None:
     if not views:
         say("no projects yet: create one with `tether deploy NAME --image IMAGE`")
         return
-    table = _table("name", "owner", "desired", "deployment", "generation", "host port", "age")
-    for view in views:
-        p = view.project
-        table.add_row(
-            p.name,
-            p.owner,
-            desired(p),
-            deployment(p, view.status),
-            str(p.generation),
-            str(p.host_port),
-            age(p.created_at),
-        )
-    show(table)
+    rows = [
+        [
+            v.project.name,
+            v.project.owner,
+            desired(v.project),
+            deployment(v.project, v.status),
+            str(v.project.generation),
+            str(v.project.host_port),
+            age(v.project.created_at),
+        ]
+        for v in views
+    ]
+    draw(("name", "owner", "desired", "deployment", "generation", "host port", "age"), rows)
 
 
 def status_table(views: Sequence[ProjectView]) -> None:
     if not views:
         say("no projects yet: create one with `tether deploy NAME --image IMAGE`")
         return
-    show(status_rows(views))
-
-
-def status_rows(views: Sequence[ProjectView]) -> Table:
-    table = _table("name", "desired", "phase", "ready", "deployment", "age", "message")
-    for view in views:
-        p, s = view.project, view.status
-        table.add_row(
-            p.name,
-            desired(p),
-            phase(s),
-            ready(s),
-            deployment(p, s),
-            age(p.created_at),
-            Text(status_message(p, s)),
-        )
-    return table
+    rows = [
+        [
+            v.project.name,
+            desired(v.project),
+            phase(v.status),
+            ready(v.status),
+            deployment(v.project, v.status),
+            age(v.project.created_at),
+            status_message(v.project, v.status),
+        ]
+        for v in views
+    ]
+    draw(("name", "desired", "phase", "ready", "deployment", "age", "message"), rows)
 
 
 def _conditions(conditions: Sequence[Condition]) -> Table:
+    from rich.text import Text
+
     table = _table("condition", "status", "reason", "age", "message")
     for c in conditions:
         table.add_row(c.type, c.status, c.reason, age(c.last_transition_time), Text(c.message))
@@ -186,6 +220,10 @@ def status_detail(view: ProjectView, events: Sequence[Event]) -> None:
 
 def detail(view: ProjectView, events: Sequence[Event]) -> Group:
     """One project: desired and observed side by side, conditions, and the latest events."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     p, s = view.project, view.status
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -259,10 +297,8 @@ def deployments_table(deployments: Sequence[Deployment], project: Project) -> No
     if not deployments:
         say(f"{project.name} has no deployments: run `tether deploy {project.name} --image IMAGE`")
         return
-    table = _table("version", "image", "port", "health", "env", "created by", "age", "")
-    for d in deployments:
-        mark = "target" if d.version == project.target_version else ""
-        table.add_row(
+    rows = [
+        [
             f"v{d.version}",
             d.image,
             str(d.port) if d.port else NONE,
@@ -270,23 +306,37 @@ def deployments_table(deployments: Sequence[Deployment], project: Project) -> No
             ", ".join(f"{k} (secret)" if k in d.secret_env else k for k in sorted(d.env)) or NONE,
             d.created_by,
             age(d.created_at),
-            mark,
-        )
-    show(table)
+            "target" if d.version == project.target_version else "",
+        ]
+        for d in deployments
+    ]
+    draw(("version", "image", "port", "health", "env", "created by", "age", ""), rows)
 
 
-def _events(events: Sequence[Event]) -> Table:
-    table = _table("id", "time", "generation", "kind", "reason", "actor", "message")
-    for e in events:
-        table.add_row(
+EVENT_COLUMNS = ("id", "time", "generation", "kind", "reason", "actor", "message")
+
+
+def _event_rows(events: Sequence[Event]) -> list[list[str]]:
+    return [
+        [
             str(e.id),
             e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
             str(e.generation) if e.generation is not None else NONE,
             e.kind,
             e.reason,
             e.actor,
-            Text(e.message),
-        )
+            e.message,
+        ]
+        for e in events
+    ]
+
+
+def _events(events: Sequence[Event]) -> Table:
+    from rich.text import Text
+
+    table = _table(*EVENT_COLUMNS)
+    for row in _event_rows(events):
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 
@@ -294,4 +344,4 @@ def events_table(events: Sequence[Event], project: str) -> None:
     if not events:
         say(f"no events for {project}")
         return
-    show(_events(events))
+    draw(EVENT_COLUMNS, _event_rows(events))

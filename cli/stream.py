@@ -1,37 +1,39 @@
 """Server-sent events from the API: the streams behind `watch`, `--wait`, `events --follow` and
-`logs`, read with httpx as they come (never by polling).
+`logs`, read with httpx as they come (never by polling) and parsed by httpx-sse.
 
-A stream that breaks after it was open is the caller's to reconnect (`Reconnector`); one that cannot
-be opened at all is a failure, reported like any other request's.
+A stream that breaks after it was open is opened again (`reconnecting`, on tether's one reconnect
+primitive); one that cannot be opened at all is a failure, reported like any other request's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 
-from tether.cli.client import ApiError, api_failure, transport_problem
+from tether.api.reconnect import Backoff, GaveUp, Reconnect
+from tether.cli.client import ApiError, NoAnswer, api_failure, headers_for, transport_problem
 from tether.cli.config import ClientConfig
 from tether.cli.errors import CliError
 
+T = TypeVar("T")
 # The API sends a keep-alive comment every 15 s: a stream silent for longer is dead.
 READ_TIMEOUT_S = 45.0
-RETRY_FIRST_S = 0.25
-RETRY_MAX_S = 5.0
+RETRY = Backoff(first_s=0.25, max_s=5.0)
 GIVE_UP_S = 60.0
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
-
-@dataclass(frozen=True)
-class ServerEvent:
-    event: str
-    data: str
+__all__ = [
+    "EventStreams",
+    "ServerSentEvent",
+    "StreamBroken",
+    "StreamEnded",
+    "following",
+    "reconnecting",
+]
 
 
 class StreamBroken(CliError):
@@ -42,21 +44,27 @@ class StreamBroken(CliError):
         self.opened = opened
 
 
+class StreamEnded(CliError):
+    """The server ended a stream the command was still reading: it is opened again."""
+
+
+def _kind(exc: httpx.TransportError) -> NoAnswer:
+    if isinstance(exc, httpx.ConnectError):
+        return NoAnswer.CONNECT
+    if isinstance(exc, httpx.TimeoutException):
+        return NoAnswer.TIMEOUT
+    return NoAnswer.BROKEN
+
+
 class EventStreams:
     """An async client of the API for its event streams (and the few reads that go with them)."""
 
     def __init__(self, config: ClientConfig, *, read_timeout_s: float = READ_TIMEOUT_S) -> None:
-        if not config.token:
-            raise CliError(
-                f"no API token for {config.url}: run `tether login --url {config.url} --token "
-                "TOKEN` or set TETHER_TOKEN (an admin creates tokens with `tether token create "
-                "--owner NAME`)"
-            )
         self.url = config.url
         self.timeout_s = config.timeout_s
         self._http = httpx.AsyncClient(
             base_url=config.url,
-            headers={"Authorization": f"Bearer {config.token}", "User-Agent": "tether-cli"},
+            headers=headers_for(config),
             timeout=httpx.Timeout(config.timeout_s, read=max(read_timeout_s, config.timeout_s)),
         )
 
@@ -75,43 +83,33 @@ class EventStreams:
         try:
             response = await self._http.get("/v1" + path, params=params)
         except httpx.TransportError as exc:
-            raise transport_problem(self.url, self.timeout_s, exc) from exc
+            raise transport_problem(self.url, self.timeout_s, exc, _kind(exc)) from exc
         if not response.is_success:
-            raise api_failure(self.url, response)
+            raise api_failure(self.url, response.status_code, response.text)
         return response.json()
 
     async def events(
         self, path: str, params: dict[str, Any] | None = None
-    ) -> AsyncIterator[ServerEvent]:
+    ) -> AsyncIterator[ServerSentEvent]:
         """The events of one stream until the server ends it. Raises `ApiError` when the API
         refuses it, `StreamBroken` when it cannot be opened or breaks off."""
         opened = False
-        data: list[str]
         try:
-            async with self._http.stream(
-                "GET", "/v1" + path, params=params, headers={"Accept": "text/event-stream"}
-            ) as response:
+            async with aconnect_sse(self._http, "GET", "/v1" + path, params=params) as source:
+                response = source.response
                 if not response.is_success:
                     await response.aread()
-                    raise api_failure(self.url, response)
+                    raise api_failure(self.url, response.status_code, response.text)
                 opened = True
-                event, data = "message", []
-                async for line in response.aiter_lines():
-                    if not line:
-                        if data:
-                            yield ServerEvent(event, "\n".join(data))
-                        event, data = "message", []
-                    elif line.startswith(":"):
-                        continue  # a comment: the server's keep-alive
-                    else:
-                        field, _, value = line.partition(":")
-                        value = value.removeprefix(" ")
-                        if field == "event":
-                            event = value
-                        elif field == "data":
-                            data.append(value)
+                async for event in source.aiter_sse():
+                    yield event
+        except SSEError as exc:
+            raise CliError(
+                f"the server at {self.url} did not answer with an event stream: is TETHER_URL "
+                "the tether API?"
+            ) from exc
         except httpx.TransportError as exc:
-            problem = transport_problem(self.url, self.timeout_s, exc)
+            problem = transport_problem(self.url, self.timeout_s, exc, _kind(exc))
             if opened and isinstance(exc, httpx.ReadTimeout):
                 problem = CliError(
                     f"the stream from the tether API at {self.url} was silent for over "
@@ -120,35 +118,34 @@ class EventStreams:
             raise StreamBroken(problem.message, opened=opened) from exc
 
 
-class Reconnector:
-    """When to try a broken stream again: soon, then less often, and not forever."""
+def reconnecting(what: str, on_failure: Callable[[CliError], None] | None = None) -> Reconnect:
+    """How a broken stream is tried again: soon, then less often, and not forever. A stream
+    that never opened, or an API refusal other than unavailability, ends the command at once.
+    Call `connected()` on it whenever the stream delivers."""
 
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._delay = RETRY_FIRST_S
-        self._failing_since: float | None = None
-        self.opened_once = False
+    def transient(exc: BaseException) -> bool:
+        if isinstance(exc, ApiError):
+            return exc.status in TRANSIENT_STATUSES and reconnect.connected_once
+        if isinstance(exc, StreamBroken):
+            return exc.opened or reconnect.connected_once
+        return isinstance(exc, StreamEnded)
 
-    def opened(self) -> None:
-        self.opened_once = True
-        self._delay = RETRY_FIRST_S
-        self._failing_since = None
+    def report(failure: BaseException | None, _delay_s: float) -> None:
+        if on_failure is not None and isinstance(failure, CliError):
+            on_failure(failure)
 
-    async def after(self, problem: CliError) -> None:
-        """Wait before the next try, or raise when this failure ends the command: a stream that
-        never opened, an API refusal other than unavailability, or failures for `GIVE_UP_S`."""
-        if isinstance(problem, ApiError):
-            if problem.status not in TRANSIENT_STATUSES or not self.opened_once:
-                raise problem
-        elif isinstance(problem, StreamBroken) and not problem.opened and not self.opened_once:
-            raise problem
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        elif now - self._failing_since > GIVE_UP_S:
-            raise CliError(
-                f"lost {self._what} and could not get it back for {GIVE_UP_S:g} s: "
-                f"{problem.message}"
-            )
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, RETRY_MAX_S)
+    reconnect = Reconnect(
+        what, retry_on=transient, backoff=RETRY, give_up_after_s=GIVE_UP_S, on_failure=report
+    )
+    return reconnect
+
+
+async def following(reconnect: Reconnect, once: Callable[[], Awaitable[T]]) -> T:
+    """`once()` (reading a stream) until it returns, opened again after each break."""
+    try:
+        return await reconnect.until_done(once)
+    except GaveUp as exc:
+        message = exc.last.message if isinstance(exc.last, CliError) else str(exc.last)
+        raise CliError(
+            f"lost {reconnect.what} and could not get it back for {GIVE_UP_S:g} s: {message}"
+        ) from exc.last

@@ -24,25 +24,25 @@ from datetime import UTC
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pydantic import ValidationError
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from tether.api.models import (
-    Condition,
-    ConditionType,
-    DesiredState,
-    Event,
-    ProjectView,
-    WatchView,
-)
+from tether.api.vocabulary import ConditionType, DesiredState
 from tether.cli import render
 from tether.cli.client import ApiError
 from tether.cli.config import ClientConfig
 from tether.cli.errors import EXIT_FAILURE, CliError
-from tether.cli.render import Output, say
-from tether.cli.stream import EventStreams, Reconnector, ServerEvent, StreamBroken
+from tether.cli.output import Output, json_line, notice, say
+from tether.cli.stream import (
+    EventStreams,
+    ServerSentEvent,
+    StreamBroken,
+    StreamEnded,
+    following,
+    reconnecting,
+)
+from tether.cli.views import Condition, Event, ProjectView, Unreadable, WatchView
 
 EXIT_OK = 0
 EXIT_TIMEOUT = 2
@@ -132,12 +132,14 @@ class Tracker:
         self.name = name
         self.expect_deletion = expect_deletion
         self.views: dict[str, WatchView] = {}
+        self.shown: dict[str, dict[str, Any]] = {}  # each view as the API sent it
         self.judgements: dict[str, Judgement] = {}
         self.synced = False
 
-    def view(self, view: WatchView) -> Judgement:
+    def view(self, view: WatchView, data: dict[str, Any]) -> Judgement:
         name = view.project.name
         self.views[name] = view
+        self.shown[name] = data
         self.judgements[name] = judgement = judge(view)
         if self.name is not None:
             self.synced = True
@@ -146,6 +148,7 @@ class Tracker:
     def deleted(self, name: str) -> Judgement | None:
         """The project is gone: as asked (a destroy), or from under the watch of it."""
         seen = self.views.pop(name, None)
+        self.shown.pop(name, None)
         if self.name is None:
             self.judgements.pop(name, None)
             return None
@@ -247,8 +250,7 @@ class Lines:
             say(line)
 
     def note(self, text: str) -> None:
-        sys.stderr.write(f"note: {text}\n")
-        sys.stderr.flush()
+        notice(f"note: {text}")
 
     def tick(self, tracker: Tracker) -> None:
         return None
@@ -266,34 +268,29 @@ class JsonLines:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def _emit(self, data: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(data) + "\n")
-        sys.stdout.flush()
-
     def changed(self, tracker: Tracker, name: str) -> None:
         judgement = tracker.judgements.get(name)
-        view = tracker.views.get(name)
-        if view is None:
-            self._emit({"type": "deleted", "project": name})
+        shown = tracker.shown.get(name)
+        if shown is None:
+            json_line({"type": "deleted", "project": name})
             return
-        self._emit(
+        json_line(
             {
                 "type": "view",
                 "verdict": judgement.verdict if judgement else Verdict.PENDING,
                 "message": judgement.message if judgement else "",
-                **view.model_dump(mode="json"),
+                **shown,
             }
         )
 
     def note(self, text: str) -> None:
-        sys.stderr.write(f"note: {text}\n")
-        sys.stderr.flush()
+        notice(f"note: {text}")
 
     def tick(self, tracker: Tracker) -> None:
         return None
 
     def result(self, tracker: Tracker, code: int, message: str) -> None:
-        self._emit({"type": "result", "exit_code": code, "message": message})
+        json_line({"type": "result", "exit_code": code, "message": message})
 
 
 class LiveView:
@@ -424,35 +421,36 @@ async def wait(
 async def _watch(config: ClientConfig, tracker: Tracker, display: Display) -> None:
     path = f"/projects/{tracker.name}/watch" if tracker.name else "/watch"
     what = f"the watch stream of {tracker.name or 'the projects'}"
-    reconnect = Reconnector(what)
+    reconnect = reconnecting(what, lambda problem: display.note(f"reconnecting: {problem.message}"))
     ticker = asyncio.create_task(_tick(display, tracker))
     try:
         async with EventStreams(config) as api:
-            while True:
+
+            async def once() -> None:
                 try:
                     async for event in api.events(path):
-                        reconnect.opened()
+                        reconnect.connected()
                         if _apply(event, tracker, display) or tracker.done:
                             return
-                    problem = CliError(f"the server ended {what}")
                 except ApiError as exc:
-                    if (
-                        exc.status == 404
-                        and tracker.name is not None
-                        and (tracker.expect_deletion or tracker.name in tracker.views)
-                    ):
+                    if exc.status == 404 and _gone_as_watched(tracker):
+                        assert tracker.name is not None
                         tracker.deleted(tracker.name)
                         display.changed(tracker, tracker.name)
                         return
-                    problem = exc
-                except StreamBroken as exc:
-                    problem = exc
-                await reconnect.after(problem)
-                display.note(f"reconnecting: {problem.message}")
+                    raise
+                raise StreamEnded(f"the server ended {what}")
+
+            await following(reconnect, once)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
+
+
+def _gone_as_watched(tracker: Tracker) -> bool:
+    """A 404 for the watched project: it is gone (a destroy, as asked, or from under the watch)."""
+    return tracker.name is not None and (tracker.expect_deletion or tracker.name in tracker.views)
 
 
 async def _tick(display: Display, tracker: Tracker) -> None:
@@ -461,17 +459,18 @@ async def _tick(display: Display, tracker: Tracker) -> None:
         display.tick(tracker)
 
 
-def _apply(event: ServerEvent, tracker: Tracker, display: Display) -> bool:
+def _apply(event: ServerSentEvent, tracker: Tracker, display: Display) -> bool:
     """Take one event in; True when the stream is over for good."""
     if event.event == "view":
+        data = json.loads(event.data)
         try:
-            view = WatchView.model_validate_json(event.data)
-        except ValidationError as exc:
+            view = WatchView.of(data)
+        except Unreadable as exc:
             raise CliError(
-                f"the watch stream sent a view this CLI cannot read ({exc.error_count()} "
-                "problems): is the CLI older than the server?"
+                f"the watch stream sent a view this CLI cannot read ({exc}): is the CLI older "
+                "than the server?"
             ) from exc
-        tracker.view(view)
+        tracker.view(view, data)
         display.changed(tracker, view.project.name)
     elif event.event == "deleted":
         name = str(json.loads(event.data).get("project", ""))

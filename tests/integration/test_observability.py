@@ -27,7 +27,9 @@ from tether.api import probes
 from tether.api.migrator import available, migrate
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
-from tether.cli.server import OperatorReadiness, Stopper, bind, serve
+from tether.cli.readiness import OperatorReadiness
+from tether.cli.server import bind, serve
+from tether.cli.signals import Stopper
 
 TETHER = str(Path(sys.executable).parent / "tether")
 WORKLOAD = "tether-test/workload:latest"

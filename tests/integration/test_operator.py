@@ -543,7 +543,7 @@ async def test_a_resync_of_converged_projects_costs_one_list_and_no_inspect(
         await wait_for(lambda name=name: ready(store, name), f"{name} Ready")
     # An operator whose every Docker call (list, inspect, ping, anything) the proxy records.
     counted = DockerDriver(docker_proxy.url, settings.installation_id)
-    quiet = Operator(settings, store, counted)
+    quiet = Operator(settings, store, engine_runtime(settings, counted))
     try:
         await counted.list_all()  # aiodocker asks the engine's API version on its first call
         before = len(docker_proxy.calls)

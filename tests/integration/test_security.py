@@ -34,7 +34,8 @@ from tether.api.ratelimit import FailureLimiter
 from tether.api.settings import Settings
 from tether.api.store import TOKEN_TRUSTED_S, PortRange, Store
 from tether.cli.main import run
-from tether.cli.server import Stopper, bind, serve
+from tether.cli.server import bind, serve
+from tether.cli.signals import Stopper
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.service import Operator
 

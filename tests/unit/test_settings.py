@@ -146,7 +146,7 @@ def test_a_misspelt_setting_is_warned_about(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_valid_settings_are_read() -> None:
-    from tether.cli.server import load_settings
+    from tether.cli.settings import load_settings
 
     settings = load_settings(
         {

@@ -1,0 +1,54 @@
+"""The words of the desired-state contract, without pydantic: names, states, conditions, events.
+
+`tether.api.models` builds the API's models from them; the CLI reads the API's JSON with them
+directly (`tether.cli.views`), which keeps pydantic out of the client commands.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+PROJECT_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+
+
+class DesiredState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class Phase(StrEnum):
+    """Where a project is on its way to what is desired, for display; the conditions say whether
+    it got there."""
+
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    CREATING = "Creating"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    UNHEALTHY = "Unhealthy"
+    CRASH_LOOP = "CrashLoop"
+    REPLACING = "Replacing"
+    ROLLING_BACK = "RollingBack"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    DELETING = "Deleting"
+    RETRYING = "Retrying"
+    STALLED = "Stalled"
+
+
+class EventKind(StrEnum):
+    DESIRED = "desired"
+    ACTION = "action"
+    REFUSED = "refused"
+    HEALTH = "health"
+    CONVERGED = "converged"
+    GAVE_UP = "gave_up"
+    ROUTED = "routed"  # the endpoint's route set: to a Ready container, or held
+    DRAINING = "draining"  # the container that served is finishing what it has in flight
+    DRAINED = "drained"  # ... and is stopped

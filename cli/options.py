@@ -1,0 +1,124 @@
+"""What the commands share: the invocation they run in, and their arguments' types.
+
+Everything here is cheap to import (typer and the standard library only): `tether --help` and the
+one-request commands import no more than they use (docs/benchmarks.md). The command modules
+(writes, reads, login, server_commands) leave their annotations unstringified, so that typer
+reads them as they are instead of evaluating each one as a string on every run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tether.api.vocabulary import PROJECT_NAME_PATTERN
+from tether.cli import config
+from tether.cli.output import Output
+
+if TYPE_CHECKING:
+    from tether.cli.client import ApiClient
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What one invocation runs against: its environment (TETHER_*, config file location)."""
+
+    env: Mapping[str, str]
+
+    def client(self) -> ApiClient:
+        from tether.cli.client import ApiClient
+
+        return ApiClient(config.load(self.env))
+
+    def config(self) -> config.ClientConfig:
+        return config.load(self.env)
+
+
+def invocation(ctx: typer.Context) -> Invocation:
+    found = ctx.find_object(Invocation)
+    assert found is not None, "run() passes an Invocation as the context object"
+    return found
+
+
+def _check_label(value: str, what: str) -> str:
+    if not re.fullmatch(PROJECT_NAME_PATTERN, value):
+        raise typer.BadParameter(
+            f"{value!r} is not {what}: use a lowercase letter, then up to 62 of a-z, 0-9 or '-'"
+        )
+    return value
+
+
+def check_name(value: str | None) -> str | None:
+    return None if value is None else _check_label(value, "a project name")
+
+
+def check_owner(value: str) -> str:
+    return _check_label(value, "an owner name")
+
+
+def check_wait(wait: bool, timeout: float | None) -> None:
+    if timeout is not None and not wait:
+        raise typer.BadParameter("--timeout goes with --wait", param_hint="'--timeout'")
+
+
+Name = Annotated[str, typer.Argument(help="The project name.", callback=check_name)]
+OutputOpt = Annotated[
+    Output,
+    typer.Option(
+        "--output", "-o", help="table for people, json for programs.", case_sensitive=False
+    ),
+]
+IfMatch = Annotated[
+    int | None,
+    typer.Option(
+        "--if-match",
+        metavar="GEN",
+        min=0,
+        help="Only if the project is still at this generation (else refused, nothing changed).",
+    ),
+]
+Wait = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="Then watch the project until it is as asked: exit 0 when it is, 1 when it stalls "
+        "or its rollout fails, 2 after --timeout (see `tether watch`).",
+    ),
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="S",
+        min=0,
+        help="Stop waiting after S seconds and exit 2 (default: wait as long as it takes).",
+    ),
+]
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+LogFormatOpt = Annotated[
+    LogFormat | None,
+    typer.Option("--log-format", help="Log lines as json or console (default: TETHER_LOG_FORMAT)."),
+]
+LogLevelOpt = Annotated[
+    LogLevel | None,
+    typer.Option("--log-level", help="Lowest level logged (default: TETHER_LOG_LEVEL)."),
+]
