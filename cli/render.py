@@ -245,6 +245,7 @@ def detail(view: ProjectView, events: Sequence[Event]) -> Group:
             ("ready", ready(s)),
             ("running", f"v{s.running_version}" if s.running_version is not None else NONE),
             ("endpoint", s.endpoint or f"host port {p.host_port} (not published)"),
+            ("route", route(s)),
             ("container", s.container_id[:12] if s.container_id else NONE),
             ("attempts", attempts(s)),
             ("crashes", _crashes(s)),
@@ -264,6 +265,17 @@ def detail(view: ProjectView, events: Sequence[Event]) -> Group:
     if events:
         parts += [Text(""), Text("recent events"), _events(events)]
     return Group(*parts)
+
+
+def route(s: Status) -> str:
+    """Where the proxy sends the endpoint's traffic: `→ v2 (127.0.0.1:32768)`, and during a
+    rollout which deployment that is while another is wanted."""
+    if s.route is None:
+        return "none: connections are refused"
+    if s.route == "held":
+        return "held: new connections wait for a container that is ready"
+    serving = f"v{s.serving_version}" if s.serving_version is not None else "?"
+    return f"→ {serving} ({s.route})"
 
 
 def attempts(s: Status) -> str:

@@ -113,6 +113,8 @@ class Status:
     last_crash_at: datetime | None
     oom_killed: bool
     failed_version: int | None
+    route: str | None
+    serving_version: int | None
 
     @classmethod
     def of(cls, data: Json) -> Status:
@@ -132,6 +134,8 @@ class Status:
                 last_crash_at=_maybe_when(d.get("last_crash_at")),
                 oom_killed=bool(d.get("oom_killed", False)),
                 failed_version=d.get("failed_version"),
+                route=d.get("route"),
+                serving_version=d.get("serving_version"),
             ),
             data,
         )

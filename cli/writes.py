@@ -206,6 +206,8 @@ OPTION_OF = {
     "secret_env": "--secret-env",
     "port": "--port",
     "health": "--health-path / --health-tcp",
+    "strategy": "--strategy",
+    "drain_timeout_s": "--drain-timeout",
 }
 
 
@@ -215,6 +217,7 @@ def _spec(
     secrets: dict[str, str],
     port: int | None,
     health: dict[str, str] | None,
+    replacement: dict[str, Any],
 ) -> dict[str, Any]:
     """The deployment spec of these options, checked by `DeploymentSpec` itself (the API checks
     it again): a spec it refuses is a usage error that names the option."""
@@ -228,7 +231,7 @@ def _spec(
             f"{', '.join(both)} given both as --env and as --secret-env: give each once",
             param_hint="'--secret-env'",
         )
-    spec: dict[str, Any] = {"image": image, "env": {**plain, **secrets}}
+    spec: dict[str, Any] = {"image": image, "env": {**plain, **secrets}, **replacement}
     if secrets:
         spec["secret_env"] = list(secrets)
     if port is not None:
@@ -313,6 +316,23 @@ HealthTcp = Annotated[
 NoStart = Annotated[
     bool, typer.Option("--no-start", help="Register the deployment without wanting it running.")
 ]
+Strategy = Annotated[
+    str | None,
+    typer.Option(
+        "--strategy",
+        metavar="start-first|stop-first",
+        help="How it replaces the running one (default start-first: the new one starts beside "
+        "the old and gets the endpoint once ready; stop-first: for what cannot run twice).",
+    ),
+]
+DrainTimeout = Annotated[
+    int | None,
+    typer.Option(
+        "--drain-timeout",
+        metavar="SECONDS",
+        help="How long the old container may finish what it has in flight (default 30).",
+    ),
+]
 
 
 def deploy(
@@ -325,6 +345,8 @@ def deploy(
     health_path: HealthPath = None,
     health_tcp: HealthTcp = False,
     no_start: NoStart = False,
+    strategy: Strategy = None,
+    drain_timeout: DrainTimeout = None,
     if_match: IfMatch = None,
     wait: Wait = False,
     timeout: Timeout = None,
@@ -333,7 +355,13 @@ def deploy(
     """Create a new deployment of the project and target it (creating the project if needed)."""
     check_wait(wait, timeout)
     secrets = _secret_pairs(secret_env or [], invocation(ctx).env)
-    spec = _spec(image, _env_pairs(env or []), secrets, port, _health(health_path, health_tcp))
+    replacement = {
+        key: value
+        for key, value in (("strategy", strategy), ("drain_timeout_s", drain_timeout))
+        if value is not None
+    }
+    health = _health(health_path, health_tcp)
+    spec = _spec(image, _env_pairs(env or []), secrets, port, health, replacement)
     params = {"start": "false" if no_start else "true"}
     with invocation(ctx).client() as api:
         answer, created = _deploy(api, name, spec, params, if_match)
