@@ -61,9 +61,17 @@ def install(app: FastAPI, store: Store, principal_of: PrincipalOf) -> Sessions:
     sessions = Sessions()
     app.state.console_sessions = sessions
     app.add_middleware(SessionAuth, sessions=sessions)
+    router = APIRouter(include_in_schema=False)
+    _add_pages(router, store, principal_of)
+    _add_sessions(router, sessions, principal_of)
+    app.include_router(router)
+    return sessions
+
+
+def _add_pages(router: APIRouter, store: Store, principal_of: PrincipalOf) -> None:
+    """The page shell (one for every page: the script draws it) and its static files."""
     files = _static_files()
     shell = files["index.html"][0]
-    router = APIRouter(include_in_schema=False)
 
     def page(status: int = 200) -> Response:
         headers = {"Cache-Control": "no-store", **SECURITY_HEADERS}
@@ -103,6 +111,10 @@ def install(app: FastAPI, store: Store, principal_of: PrincipalOf) -> Sessions:
         body, media_type = found
         headers = {"Cache-Control": "no-cache", **SECURITY_HEADERS}
         return Response(body, media_type=media_type, headers=headers)
+
+
+def _add_sessions(router: APIRouter, sessions: Sessions, principal_of: PrincipalOf) -> None:
+    """Signing in (a token for a session cookie), who is signed in, and signing out."""
 
     @router.get("/console/session")
     async def current_session(request: Request) -> JSONResponse:
@@ -144,9 +156,6 @@ def install(app: FastAPI, store: Store, principal_of: PrincipalOf) -> Sessions:
             {"message": "signed out"},
             headers={"Set-Cookie": cookie_header("", 0, secure=secure)},
         )
-
-    app.include_router(router)
-    return sessions
 
 
 def _is_name(name: str) -> bool:
