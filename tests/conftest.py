@@ -47,6 +47,9 @@ from tether.api.migrator import migrate
 from tether.api.models import Principal
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
+from tether.operator.haproxy.admin import HAProxy
+from tether.operator.haproxy.config import ProxyConfig
+from tether.operator.haproxy.process import HAProxyProcess
 
 TEMPLATE = "tether_template"
 
@@ -213,3 +216,44 @@ async def docker_proxy() -> AsyncIterator[FaultProxy]:
     finally:
         await proxy.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class RunningProxy:
+    """A supervised HAProxy of one test's own, and a client of its admin socket."""
+
+    process: HAProxyProcess
+    client: HAProxy
+
+    @property
+    def config(self) -> ProxyConfig:
+        return self.process.config
+
+
+@pytest.fixture
+async def proxy_process(port_range: PortRange) -> AsyncIterator[RunningProxy]:
+    """HAProxy, started by its supervisor, binding this test's port block on 127.0.0.1 (hold
+    time 2 s), in a directory of its own; stopped and removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="tether-haproxy-", dir="/tmp"))
+    config = ProxyConfig(
+        directory=directory,
+        socket=directory / "admin.sock",
+        address="127.0.0.1",
+        ports=port_range,
+        hold_s=2.0,
+    )
+    process = HAProxyProcess(config)
+    await process.start()
+    client = HAProxy(config, timeout_s=2.0)
+    try:
+        yield RunningProxy(process, client)
+    finally:
+        await client.close()
+        await process.stop(grace_s=2.0)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+async def haproxy(proxy_process: RunningProxy) -> HAProxy:
+    """A connected `HAProxy` client of this test's own HAProxy (`proxy_process`)."""
+    return proxy_process.client
