@@ -239,7 +239,8 @@ async def proxy_process(port_range: PortRange) -> AsyncIterator[RunningProxy]:
         directory=directory,
         socket=directory / "admin.sock",
         address="127.0.0.1",
-        ports=port_range,
+        first_port=port_range.first,
+        last_port=port_range.last,
         hold_s=2.0,
     )
     process = HAProxyProcess(config)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +23,6 @@ from conftest import RunningProxy
 from prometheus_client import REGISTRY
 from upstream import Upstream
 
-from tether.api.store import PortRange
 from tether.operator.haproxy.admin import HAProxy
 from tether.operator.haproxy.config import ProxyConfig
 from tether.operator.routing import ProxyFault, Route
@@ -58,11 +59,11 @@ async def upstreams() -> AsyncIterator[tuple[Upstream, Upstream]]:
 
 
 def endpoint(proxy: RunningProxy, index: int = 0) -> int:
-    return proxy.config.ports.first + index
+    return proxy.config.first_port + index
 
 
-async def get(port: int, path: str = "/", timeout: float = 10.0) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=timeout) as client:
+async def get(port: int, path: str = "/") -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
         return await client.get(f"http://127.0.0.1:{port}{path}")
 
 
@@ -129,7 +130,7 @@ async def test_ports_without_a_route_are_refused(
     a, _ = upstreams
     await haproxy.set_route(endpoint(proxy_process, 5), http(a))
     assert await refused(endpoint(proxy_process, 4))
-    assert await refused(proxy_process.config.ports.last)
+    assert await refused(proxy_process.config.last_port)
     assert (await get(endpoint(proxy_process, 5))).text == "a"
 
 
@@ -241,7 +242,7 @@ async def test_a_reload_under_load_fails_nothing(
             before = await worker()
             await proxy_process.process.reload()
 
-            async def new_worker() -> bool:
+            async def new_worker(before: str = before) -> bool:
                 return await worker() != before
 
             await eventually(new_worker, 10, "a new worker")
@@ -357,14 +358,13 @@ async def test_an_admin_socket_that_is_down_is_a_proxy_fault_after_retries(
 ) -> None:
     await proxy_process.process.stop(grace_s=2)
     before = calls("routes", "unreachable")
-    with pytest.raises(ProxyFault, match="routes: .* did not answer"):
+    with pytest.raises(ProxyFault, match=r"routes: .* did not answer"):
         await haproxy.routes()
     assert calls("routes", "unreachable") == before + 1
 
 
 async def test_a_silent_admin_socket_is_tried_again_then_a_proxy_fault() -> None:
-    directory = Path(os.path.realpath("/tmp")) / f"tether-silent-{os.getpid()}"
-    directory.mkdir(exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="tether-silent-", dir="/tmp"))
     path = directory / "admin.sock"
     connections = 0
 
@@ -375,7 +375,8 @@ async def test_a_silent_admin_socket_is_tried_again_then_a_proxy_fault() -> None
         writer.close()
 
     server = await asyncio.start_unix_server(silent, str(path))
-    config = ProxyConfig(directory, path, "127.0.0.1", proxy_ports(), 1.0)
+    port = free_port()
+    config = ProxyConfig(directory, path, "127.0.0.1", port, port, 1.0)
     client = HAProxy(config, timeout_s=0.2, attempts=3)
     try:
         with pytest.raises(ProxyFault, match=r"3 tries.*no answer within 0.2 s"):
@@ -384,12 +385,10 @@ async def test_a_silent_admin_socket_is_tried_again_then_a_proxy_fault() -> None
     finally:
         server.close()
         await server.wait_closed()
-        path.unlink(missing_ok=True)
-        directory.rmdir()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def proxy_ports() -> PortRange:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return PortRange(port, port)
+        return int(sock.getsockname()[1])

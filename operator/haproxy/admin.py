@@ -10,6 +10,7 @@ reloaded or restarted HAProxy starts with the routes of the moment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import time
@@ -43,9 +44,7 @@ class _Unreachable(Exception):
 class HAProxy:
     """The stable endpoints' proxy: HAProxy, driven through its admin socket."""
 
-    def __init__(
-        self, config: ProxyConfig, *, timeout_s: float = 5.0, attempts: int = 3
-    ) -> None:
+    def __init__(self, config: ProxyConfig, *, timeout_s: float = 5.0, attempts: int = 3) -> None:
         self.config = config
         self._timeout_s = timeout_s
         self._attempts = attempts
@@ -130,10 +129,8 @@ class HAProxy:
                     answer = await reader.read()
                 finally:
                     writer.close()
-                    try:
+                    with contextlib.suppress(OSError):
                         await writer.wait_closed()
-                    except OSError:
-                        pass
         except TimeoutError as exc:
             raise _Unreachable(f"no answer within {self._timeout_s:g} s") from exc
         except OSError as exc:

@@ -1,5 +1,6 @@
-"""HAProxy's configuration, rendered from tether's settings. Pure: text in, text out; nothing here
-touches a file or a socket (`process.py` writes what this renders, `admin.py` talks to it).
+"""HAProxy's configuration, rendered from tether's settings (via `haproxy.proxy_config`).
+Pure: text in, text out; nothing here touches a file or a socket (`process.py` writes what this
+renders, `admin.py` talks to it).
 
 One frontend, in TCP mode, binds the whole port range, so that adding, switching or removing a
 project never needs a reload. A connection's destination port is looked up in the route map (a
@@ -23,9 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.api.settings import Settings
-from tether.api.store import PortRange
-
 FRONTEND = "endpoints"
 HTTP_BACKEND = "http_upstream"
 TCP_BACKEND = "tcp_upstream"
@@ -46,18 +44,9 @@ class ProxyConfig:
     directory: Path
     socket: Path
     address: str
-    ports: PortRange
+    first_port: int
+    last_port: int
     hold_s: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ProxyConfig:
-        return cls(
-            directory=Path(settings.proxy_dir),
-            socket=Path(settings.proxy_socket),
-            address=settings.publish_address,
-            ports=settings.ports,
-            hold_s=settings.proxy_hold_s,
-        )
 
     @property
     def config_file(self) -> Path:
@@ -76,9 +65,9 @@ class ProxyConfig:
         return self.directory / "haproxy.pid"
 
 
-def _bind(address: str, ports: PortRange) -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"{host}:{ports.first}-{ports.last}"
+def _bind(config: ProxyConfig) -> str:
+    host = f"[{config.address}]" if ":" in config.address else config.address
+    return f"{host}:{config.first_port}-{config.last_port}"
 
 
 def render_config(config: ProxyConfig) -> str:
@@ -116,7 +105,7 @@ defaults
 
 frontend {FRONTEND}
     mode tcp
-    bind {_bind(config.address, config.ports)}
+    bind {_bind(config)}
     tcp-request inspect-delay {inspect_ms}ms
     tcp-request connection set-var(sess.port) dst_port
     tcp-request connection reject unless {{ {lookup} -m found }}

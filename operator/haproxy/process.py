@@ -54,7 +54,8 @@ def write_files(config: ProxyConfig) -> None:
     none (it holds the routes the operator set last)."""
     config.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for path, text in ((config.config_file, render_config(config)), (config.lua_file, render_lua(config))):
+    rendered = ((config.config_file, render_config(config)), (config.lua_file, render_lua(config)))
+    for path, text in rendered:
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(text)
         temporary.replace(path)
@@ -73,6 +74,10 @@ class HAProxyProcess:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._running = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     @property
     def pid(self) -> int | None:
@@ -146,7 +151,7 @@ class HAProxyProcess:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_s):
                         await master.wait()
-                if master.returncode is not None:
+                if _exited(master):
                     break
         if self._task is not None:
             self._task.cancel()
@@ -160,7 +165,7 @@ class HAProxyProcess:
         while not self._stopping:
             started = time.monotonic()
             code = await self._run_once(binary)
-            if self._stopping:
+            if self.stopping:
                 return
             failures = 1 if time.monotonic() - started >= STABLE_S else failures + 1
             delay = retry_delay(failures, 0.0) if failures > 1 else 0.0
@@ -194,6 +199,10 @@ class HAProxyProcess:
             self._master = None
 
 
+def _exited(process: asyncio.subprocess.Process) -> bool:
+    return process.returncode is not None
+
+
 async def _log_output(master: asyncio.subprocess.Process) -> None:
     assert master.stdout is not None
     async for line in _lines(master.stdout):
@@ -203,4 +212,3 @@ async def _log_output(master: asyncio.subprocess.Process) -> None:
 async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
     while raw := await stream.readline():
         yield raw.decode(errors="replace").rstrip()
-
