@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,10 @@ from conftest import RunningProxy
 from prometheus_client import REGISTRY
 from upstream import Upstream
 
+from tether.api.settings import Settings
+from tether.api.store import PortRange
+from tether.cli.proxy_server import running_proxy
+from tether.operator.haproxy import proxy_config
 from tether.operator.haproxy.admin import HAProxy
 from tether.operator.haproxy.config import ProxyConfig
 from tether.operator.routing import ProxyFault, Route
@@ -392,3 +397,81 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def proxy_settings(port_range: PortRange, directory: Path) -> Settings:
+    return Settings(
+        port_range=f"{port_range.first}-{port_range.last}",
+        proxy_dir=str(directory),
+        proxy_socket=str(directory / "admin.sock"),
+        proxy_hold_s=1,
+    )
+
+
+async def test_the_proxy_of_tether_up_serves_until_its_block_ends(
+    port_range: PortRange, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    a, _ = upstreams
+    directory = Path(tempfile.mkdtemp(prefix="tether-up-proxy-", dir="/tmp"))
+    settings = proxy_settings(port_range, directory)
+    client = HAProxy(proxy_config(settings), attempts=1)
+    try:
+        async with running_proxy(settings):
+            await client.set_route(port_range.first, http(a))
+            assert (await get(port_range.first)).text == "a"
+        with pytest.raises(ProxyFault):
+            await client.ping()
+        assert await refused(port_range.first)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_tether_proxy_runs_in_the_foreground_reloads_on_sighup_and_stops_on_sigterm(
+    port_range: PortRange, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    a, _ = upstreams
+    directory = Path(tempfile.mkdtemp(prefix="tether-proxy-cmd-", dir="/tmp"))
+    settings = proxy_settings(port_range, directory)
+    client = HAProxy(proxy_config(settings), attempts=1)
+    env = {
+        **os.environ,
+        "TETHER_PORT_RANGE": settings.port_range,
+        "TETHER_PROXY_DIR": settings.proxy_dir,
+        "TETHER_PROXY_SOCKET": settings.proxy_socket,
+        "TETHER_LOG_FORMAT": "json",
+    }
+    code = "from tether.api.settings import Settings; from tether.cli.proxy_server import proxy; "
+    code += "proxy(Settings())"
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+
+        async def answers() -> bool:
+            try:
+                await client.ping()
+            except ProxyFault:
+                return False
+            return True
+
+        await eventually(answers, 20, "tether proxy answering")
+        await client.set_route(port_range.first, http(a))
+        before = await client.command("info", "show info")
+        server.send_signal(signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            return await client.command("info", "show info") != before
+
+        await eventually(reloaded, 10, "a reload")
+        assert (await get(port_range.first)).text == "a"  # the map file survived the reload
+        server.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            output, _ = await server.communicate()
+        assert server.returncode == 0, output.decode()
+        assert await refused(port_range.first)
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -32,6 +32,7 @@ log = structlog.get_logger("tether.proxy")
 # A master that ran this long before it exited starts again without delay.
 STABLE_S = 30.0
 STOP_GRACE_S = 10.0
+READY_WITHIN_S = 15.0
 
 
 class ProxyNotStarted(Exception):
@@ -100,7 +101,7 @@ class HAProxyProcess:
                 f"HAProxy refuses {self.config.config_file}: {output.decode(errors='replace')}"
             )
 
-    async def start(self, *, ready_within_s: float = 15.0) -> None:
+    async def start(self, *, ready_within_s: float = READY_WITHIN_S) -> None:
         """Check the configuration, start the master, supervise it; return once the admin
         socket answers (`ProxyNotStarted` if it does not within `ready_within_s`)."""
         await self.check()
@@ -120,7 +121,10 @@ class HAProxyProcess:
             if self._task is not None and self._task.done():
                 self._task.result()  # the supervisor failed: say why
                 raise ProxyNotStarted("the proxy's supervisor has stopped")
-            if self.pid is not None:
+            pid = self.pid
+            # The worker answers before the master has set up its signal handlers (a SIGUSR1 or
+            # SIGUSR2 sent in between is lost): ready means both.
+            if pid is not None and _handles_signals(pid):
                 with contextlib.suppress(ProxyFault):
                     await client.ping()
                     return
@@ -134,6 +138,10 @@ class HAProxyProcess:
     async def reload(self) -> None:
         """Rewrite the configuration and reload it, hitless (SIGUSR2 to the master)."""
         await self.check()
+        try:
+            await self.wait_ready(READY_WITHIN_S)  # a master just re-executed loses a SIGUSR2
+        except ProxyNotStarted as exc:
+            raise ProxyFault("reload", f"HAProxy is not running: {exc}") from exc
         pid = self.pid
         if pid is None:
             raise ProxyFault("reload", "HAProxy is not running: nothing to reload")
@@ -197,6 +205,17 @@ class HAProxyProcess:
                 os.killpg(master.pid, signal.SIGKILL)  # its workers, if any outlived it
             await output
             self._master = None
+
+
+def _handles_signals(pid: int) -> bool:
+    """Whether process `pid` catches SIGUSR1 and SIGUSR2 (Linux: /proc/PID/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    mask = int(caught.split()[1], 16)
+    return all(mask & (1 << (sig - 1)) for sig in (signal.SIGUSR1, signal.SIGUSR2))
 
 
 def _exited(process: asyncio.subprocess.Process) -> bool:
