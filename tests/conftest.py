@@ -244,9 +244,9 @@ async def proxy_process(port_range: PortRange) -> AsyncIterator[RunningProxy]:
         hold_s=2.0,
     )
     process = HAProxyProcess(config)
-    await process.start()
     client = HAProxy(config, timeout_s=2.0)
     try:
+        await process.start()
         yield RunningProxy(process, client)
     finally:
         await client.close()

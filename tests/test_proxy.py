@@ -475,3 +475,44 @@ async def test_tether_proxy_runs_in_the_foreground_reloads_on_sighup_and_stops_o
             server.kill()
             await server.wait()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_no_haproxy_outlives_a_killed_tether_proxy(port_range: PortRange) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="tether-proxy-cmd-", dir="/tmp"))
+    settings = proxy_settings(port_range, directory)
+    client = HAProxy(proxy_config(settings), attempts=1)
+    env = {
+        **os.environ,
+        "TETHER_PORT_RANGE": settings.port_range,
+        "TETHER_PROXY_DIR": settings.proxy_dir,
+        "TETHER_PROXY_SOCKET": settings.proxy_socket,
+    }
+    code = "from tether.api.settings import Settings; from tether.cli.proxy_server import proxy; "
+    code += "proxy(Settings())"
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        async def answers() -> bool:
+            try:
+                await client.ping()
+            except ProxyFault:
+                return False
+            return True
+
+        await eventually(answers, 20, "tether proxy answering")
+        server.kill()
+        await server.wait()
+
+        async def gone() -> bool:
+            return not await answers()
+
+        await eventually(gone, 10, "HAProxy gone with its supervisor")
+        assert await refused(port_range.first)
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+        shutil.rmtree(directory, ignore_errors=True)

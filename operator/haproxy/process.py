@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ log = structlog.get_logger("tether.proxy")
 STABLE_S = 30.0
 STOP_GRACE_S = 10.0
 READY_WITHIN_S = 15.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ProxyNotStarted(Exception):
@@ -189,6 +191,7 @@ class HAProxyProcess:
             "-p", str(self.config.pid_file),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_end_with_parent,
         )  # fmt: skip
         self._master = master
         self.starts += 1
@@ -205,6 +208,14 @@ class HAProxyProcess:
                 os.killpg(master.pid, signal.SIGKILL)  # its workers, if any outlived it
             await output
             self._master = None
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervising process dies, however it dies, so
+    that no HAProxy outlives its supervisor (Linux; the setting survives HAProxy's re-exec on a
+    reload)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _handles_signals(pid: int) -> bool:
