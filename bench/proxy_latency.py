@@ -82,7 +82,8 @@ async def main(requests: int) -> None:
             await admin.routes()
             commands.append(time.perf_counter() - started)
         for name, values in (("direct", d), ("proxy", p)):
-            print(f"{name:7} p50 {quantile(values, 0.5):.3f} ms  p99 {quantile(values, 0.99):.3f} ms")
+            p50, p99 = quantile(values, 0.5), quantile(values, 0.99)
+            print(f"{name:7} p50 {p50:.3f} ms  p99 {p99:.3f} ms")
         print(f"overhead p50 {quantile(p, 0.5) - quantile(d, 0.5):.3f} ms (target <= 0.5 ms)")
         print(f"admin command (show map) p50 {quantile(commands, 0.5):.3f} ms")
         for _, writer in (direct, proxied):
