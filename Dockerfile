@@ -1,5 +1,5 @@
 # tether's image: one image for every role; the command picks it (`tether api`, `tether operator`,
-# `tether migrate`, `tether token create ...`). See README, "Running the stack with compose".
+# `tether proxy`, `tether migrate`, `tether token create ...`). See README, "Running the stack with compose".
 #
 # Build arguments:
 #   BASE    a Python 3.11 image on Debian bookworm (default: the official slim image). Without a
@@ -32,6 +32,15 @@ RUN set -eu; \
     /opt/tether/bin/tether --help >/dev/null
 
 FROM ${BASE}
+# HAProxy (Debian's package) for `tether proxy`: images/python/build.sh puts it in the offline
+# base already; on another base it comes from the Debian mirror. Its service is never started.
+RUN set -eu; \
+    if ! [ -x /usr/sbin/haproxy ]; then \
+        apt-get update; \
+        apt-get install -y --no-install-recommends haproxy; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    /usr/sbin/haproxy -v >/dev/null
 # The venv holds tether and its dependencies; the interpreter is the base image's.
 COPY --from=build /opt/tether /opt/tether
 RUN groupadd --system --gid 10001 tether \

@@ -21,6 +21,8 @@ from tether.api.models import IMAGE_PATTERN
 from tether.api.store import PortRange
 
 PREFIX = "TETHER_"
+# sun_path holds 108 bytes on Linux, one of them the terminating NUL.
+UNIX_PATH_MAX = 107
 
 
 def _docker_url_default() -> str:
@@ -54,6 +56,25 @@ def _check_host(value: str) -> str:
 def _check_docker_url(value: str) -> str:
     if not re.fullmatch(r"(unix://\S+|(tcp|http|https)://[^\s/]+/?)", value):
         raise ValueError("not a Docker Engine URL")
+    return value
+
+
+def _check_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError("not an absolute path without spaces")
+    return value
+
+
+def _check_socket_path(value: str) -> str:
+    _check_path(value)
+    if len(value.encode()) > UNIX_PATH_MAX:
+        raise ValueError("too long for a unix socket")
+    return value
+
+
+def _check_command(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_./+-]+", value) or ("/" in value and value[0] != "/"):
+        raise ValueError("not a command name or absolute path")
     return value
 
 
@@ -135,6 +156,33 @@ class Settings(BaseSettings):
         max_length=255,
         expected="a Docker image reference, e.g. postgres:15",
         description="Image `tether up` runs Postgres from.",
+    )
+    proxy_dir: Annotated[str, AfterValidator(_check_path)] = setting(
+        "/run/tether/proxy",
+        max_length=80,
+        expected="an absolute path without spaces, at most 80 characters, e.g. /run/tether/proxy",
+        description="Directory of the proxy's configuration and route map (written by the proxy "
+        "process and the operator: share it between them).",
+    )
+    proxy_socket: Annotated[str, AfterValidator(_check_socket_path)] = setting(
+        "/run/tether/proxy/admin.sock",
+        expected="an absolute path without spaces, at most 107 bytes, e.g. "
+        "/run/tether/proxy/admin.sock",
+        description="HAProxy's admin socket (its runtime API), where the operator changes routes.",
+    )
+    proxy_hold_s: float = setting(
+        10.0,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 300, e.g. 10",
+        description="How long the proxy holds a new connection or request to a project between "
+        "two containers (a stop-first replacement) before it answers 503 or closes it.",
+    )
+    proxy_binary: Annotated[str, AfterValidator(_check_command)] = setting(
+        "haproxy",
+        expected="a command on PATH or an absolute path, e.g. haproxy or /usr/sbin/haproxy",
+        description="The HAProxy executable `tether proxy` and `tether up` run.",
     )
     workers: int = setting(
         8,

@@ -71,6 +71,7 @@ for name, command in (
     ("migrate", server_commands.migrate),
     ("api", server_commands.api),
     ("operator", server_commands.operator),
+    ("proxy", server_commands.proxy),
     ("up", server_commands.up),
 ):
     app.command(name)(command)

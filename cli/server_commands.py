@@ -60,8 +60,18 @@ def operator(
     server.operator(_server_settings(ctx, log_format, log_level))
 
 
+def proxy(
+    ctx: typer.Context, log_format: LogFormatOpt = None, log_level: LogLevelOpt = None
+) -> None:
+    """Run the project endpoints' proxy (HAProxy) until SIGINT/SIGTERM; SIGHUP reloads it."""
+    from tether.cli import proxy_server
+
+    proxy_server.proxy(_server_settings(ctx, log_format, log_level))
+
+
 def up(ctx: typer.Context, log_format: LogFormatOpt = None, log_level: LogLevelOpt = None) -> None:
-    """Run tether on this machine: Postgres in Docker, migrations, the API and the operator.
+    """Run tether on this machine: Postgres in Docker, the proxy, migrations, the API and the
+    operator.
 
     Ctrl-C stops everything, including the Postgres container; its data stays in a volume.
     """

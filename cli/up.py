@@ -18,6 +18,7 @@ from tether.cli.database import apply_migrations, report_migrations
 from tether.cli.errors import CliError
 from tether.cli.output import say
 from tether.cli.problems import redact
+from tether.cli.proxy_server import running_proxy
 from tether.cli.server import bind, serve
 from tether.cli.settings import client_url
 from tether.cli.signals import Interrupted, Stopper
@@ -60,7 +61,8 @@ async def _up(settings: Settings, env: Mapping[str, str], sock: socket.socket) -
                     raise
             else:
                 say(f"using the Postgres at {redact(dsn)} (TETHER_DATABASE_URL)")
-            await _run_up(settings, env, sock, stopper, server if managed else None)
+            async with running_proxy(settings):  # the project endpoints' proxy (HAProxy)
+                await _run_up(settings, env, sock, stopper, server if managed else None)
         except Interrupted:
             say("interrupted while starting")
         except BaseException:

@@ -21,3 +21,14 @@ DOCKER_CALLS = Counter(
 )
 QUEUE_DEPTH = Gauge("tether_queue_depth", "Projects waiting for a reconcile pass.")
 PROJECTS = Gauge("tether_projects", "Projects by phase, as of the last resync.", ["phase"])
+PROXY_CALLS = Counter(
+    "tether_proxy_calls",
+    "Calls to the proxy's admin socket by operation and outcome (ok, refused, unreachable).",
+    ["operation", "status"],
+)
+PROXY_CALL_SECONDS = Histogram(
+    "tether_proxy_call_seconds",
+    "Duration of one call to the proxy's admin socket, retries included.",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 15),
+)

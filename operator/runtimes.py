@@ -7,6 +7,8 @@ from typing import Any
 from tether.api.settings import Settings
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.runtime import EngineRuntime
+from tether.operator.haproxy import proxy_config
+from tether.operator.haproxy.admin import HAProxy
 from tether.operator.health import Prober
 from tether.operator.routing import Proxy
 from tether.operator.runtime import Runtime
@@ -26,7 +28,5 @@ def engine_runtime(
             settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
         )
     if proxy is None:
-        from tether.operator.haproxy.admin import HAProxy
-
-        proxy = HAProxy.from_settings(settings)
+        proxy = HAProxy(proxy_config(settings))
     return EngineRuntime(driver, Prober(settings.publish_address), proxy)

@@ -23,6 +23,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -44,6 +45,9 @@ from tether.api.migrator import migrate
 from tether.api.models import Principal
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
+from tether.operator.haproxy.admin import HAProxy
+from tether.operator.haproxy.config import ProxyConfig
+from tether.operator.haproxy.process import HAProxyProcess
 
 TEMPLATE = "tether_template"
 
@@ -155,14 +159,25 @@ async def tokens(store: Store) -> Tokens:
 
 
 @pytest.fixture
-def settings(database_url: str, port_range: PortRange) -> Settings:
-    """An installation of this test's own, for in-process operators."""
+def settings(
+    request: pytest.FixtureRequest, database_url: str, port_range: PortRange
+) -> Settings:
+    """An installation of this test's own, for in-process operators; a test that needs Docker
+    (marked `docker`) also gets a proxy of its own for its projects' endpoints."""
+    proxy: dict[str, str] = {}
+    if request.node.get_closest_marker("docker") is not None:
+        running: RunningProxy = request.getfixturevalue("proxy_process")
+        proxy = {
+            "proxy_dir": str(running.config.directory),
+            "proxy_socket": str(running.config.socket),
+        }
     return Settings(
         database_url=database_url,
         installation_id=f"test-{uuid.uuid4().hex[:8]}",
         port_range=f"{port_range.first}-{port_range.last}",
         publish_address="127.0.0.1",
         workers=4,
+        **proxy,
     )
 
 
@@ -210,3 +225,45 @@ async def docker_proxy() -> AsyncIterator[FaultProxy]:
     finally:
         await proxy.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class RunningProxy:
+    """A supervised HAProxy of one test's own, and a client of its admin socket."""
+
+    process: HAProxyProcess
+    client: HAProxy
+
+    @property
+    def config(self) -> ProxyConfig:
+        return self.process.config
+
+
+@pytest.fixture
+async def proxy_process(port_range: PortRange) -> AsyncIterator[RunningProxy]:
+    """HAProxy, started by its supervisor, binding this test's port block on 127.0.0.1 (hold
+    time 2 s), in a directory of its own; stopped and removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="tether-haproxy-", dir="/tmp"))
+    config = ProxyConfig(
+        directory=directory,
+        socket=directory / "admin.sock",
+        address="127.0.0.1",
+        first_port=port_range.first,
+        last_port=port_range.last,
+        hold_s=2.0,
+    )
+    process = HAProxyProcess(config)
+    client = HAProxy(config, timeout_s=2.0)
+    try:
+        await process.start()
+        yield RunningProxy(process, client)
+    finally:
+        await client.close()
+        await process.stop(grace_s=2.0)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+async def haproxy(proxy_process: RunningProxy) -> HAProxy:
+    """A connected `HAProxy` client of this test's own HAProxy (`proxy_process`)."""
+    return proxy_process.client

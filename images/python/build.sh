@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build a Python 3.11 base image for tether's Dockerfile without any registry:
-#   debootstrap (minbase + python3 + python3-venv, Debian bookworm, whose python3 is 3.11, from
+#   debootstrap (minbase + python3 + python3-venv + haproxy for `tether proxy`, Debian bookworm, whose python3 is 3.11, from
 #   the apt mirror configured on this machine) -> docker import.
 # It stands in for python:3.11-slim-bookworm where nothing can be pulled:
 #   docker build --build-arg BASE=IMAGE_NAME ...   (see README, "Running the stack with compose")
@@ -64,8 +64,8 @@ trap cleanup EXIT
 
 start=$SECONDS
 old_id="$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || :)"
-say "debootstrap bookworm (minbase + python3, python3-venv) from $mirror"
-if ! debootstrap --variant=minbase --include=python3,python3-venv bookworm "$root" "$mirror" \
+say "debootstrap bookworm (minbase + python3, python3-venv, haproxy) from $mirror"
+if ! debootstrap --variant=minbase --include=python3,python3-venv,haproxy bookworm "$root" "$mirror" \
         >"$work/debootstrap.log" 2>&1; then
     tail -n 30 "$work/debootstrap.log" >&2
     [ -f "$root/debootstrap/debootstrap.log" ] && tail -n 30 "$root/debootstrap/debootstrap.log" >&2

@@ -58,9 +58,10 @@ async def spawn(
     installation: str,
     tmp_path: Path,
     docker_api: aiodocker.Docker,
+    proxy_process: Any,
 ) -> AsyncIterator[Spawn]:
-    """Operator processes (`spawn(TETHER_X=...)` to add settings), killed before `docker_api`
-    removes the test's containers."""
+    """Operator processes (`spawn(TETHER_X=...)` to add settings) routing through the test's
+    own HAProxy, killed before `docker_api` removes the test's containers."""
     processes: list[asyncio.subprocess.Process] = []
     env = {
         **os.environ,
@@ -70,6 +71,8 @@ async def spawn(
         "TETHER_LEASE_TTL_S": "3",
         "TETHER_LOG_FORMAT": "json",
         "TETHER_OPERATOR_PORT": "0",  # several operators at once: each its own endpoint
+        "TETHER_PROXY_DIR": str(proxy_process.config.directory),
+        "TETHER_PROXY_SOCKET": str(proxy_process.config.socket),
     }
 
     async def start(**settings: str) -> asyncio.subprocess.Process:

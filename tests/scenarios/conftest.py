@@ -29,12 +29,19 @@ def make_stack(
     tokens: Any,
     port_range: PortRange,
     docker_proxy: FaultProxy,
+    proxy_process: Any,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> StackFactory:
-    """`async with make_stack(**operator_settings) as stack`: the whole stack for alice."""
+    """`async with make_stack(**operator_settings) as stack`: the whole stack for alice, its
+    endpoints behind an HAProxy of the test's own."""
 
     def make(**settings: Any) -> contextlib.AbstractAsyncContextManager[Stack]:
+        settings = {
+            "proxy_dir": str(proxy_process.config.directory),
+            "proxy_socket": str(proxy_process.config.socket),
+            **settings,
+        }
         return running_stack(
             database_url=database_url,
             api_store=store,
