@@ -127,12 +127,14 @@ def _all_free(first: int, last: int) -> bool:
 
 @pytest.fixture
 def port_range() -> PortRange:
-    """Host ports for this test's projects: a block of 100 that nothing on this host holds."""
+    """Host ports for this test's projects: a block of 100 that nothing on this host holds,
+    below the ephemeral range (32768 up), where Docker publishes containers' ports for the
+    proxy and the kernel picks client ports: the test's proxy binds the whole block."""
     for _ in range(50):
-        first = 20000 + (uuid.uuid4().int % 400) * 100
+        first = 20000 + (uuid.uuid4().int % 120) * 100
         if _all_free(first, first + 99):
             return PortRange(first, first + 99)
-    raise RuntimeError("no free block of 100 host ports between 20000 and 59999")
+    raise RuntimeError("no free block of 100 host ports between 20000 and 31999")
 
 
 @pytest.fixture
@@ -159,9 +161,7 @@ async def tokens(store: Store) -> Tokens:
 
 
 @pytest.fixture
-def settings(
-    request: pytest.FixtureRequest, database_url: str, port_range: PortRange
-) -> Settings:
+def settings(request: pytest.FixtureRequest, database_url: str, port_range: PortRange) -> Settings:
     """An installation of this test's own, for in-process operators; a test that needs Docker
     (marked `docker`) also gets a proxy of its own for its projects' endpoints."""
     proxy: dict[str, str] = {}

@@ -5,11 +5,12 @@ renders, `admin.py` talks to it).
 One frontend, in TCP mode, binds the whole port range, so that adding, switching or removing a
 project never needs a reload. A connection's destination port is looked up in the route map (a
 runtime map, changed on the admin socket): its value is a `Route` as `Route.encode` writes it,
-`MODE:HOST:PORT:SINCE` (or `MODE:hold:SINCE`). HTTP routes switch the connection to HTTP and look
-the route up again for every request, so a switch applies to the next request even on a kept-alive
-client connection; TCP routes set the destination once per connection (open ones drain). A port
-not in the map is refused (closed at once). A held route waits in a Lua action that polls the map,
-for up to the hold time, then answers 503 (HTTP) or closes (TCP).
+`MODE:HOST:PORT:SINCE:PROJECT` (held: `MODE:hold:0:SINCE:PROJECT`). HTTP routes switch the
+connection to HTTP and look the route up again for every request, so a switch applies to the
+next request even on a kept-alive client connection; TCP routes set the destination once per
+connection (open ones drain). A port not in the map is refused (closed at once). A held route
+waits in a Lua action that polls the map, for up to the hold time, then answers 503 (HTTP) or
+closes (TCP).
 
 Server-side connections are kept alive and reused: HAProxy hashes the destination address of a
 server without an address (`0.0.0.0:0`) into the key of its idle connections, so a request is
@@ -29,7 +30,7 @@ HTTP_BACKEND = "http_upstream"
 TCP_BACKEND = "tcp_upstream"
 SERVER = "upstream"
 # A value `Route.encode` writes (IPv4 upstreams); the proxy refuses any other.
-VALID = r"^(http|tcp):([0-9.]+:[0-9]+|hold):[0-9.]+$"
+VALID = r"^(http|tcp):([0-9.]+:[0-9]+|hold:0):[0-9.]+:[a-z][a-z0-9-]*$"
 # How often a held request looks at the map again.
 HOLD_POLL_MS = 25
 # An old worker left by a reload gets this long to finish what it serves.

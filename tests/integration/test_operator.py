@@ -458,7 +458,7 @@ async def test_each_pass_logs_one_outcome_line_with_every_field_and_no_env_value
         assert line.keys() >= PASS_FIELDS, PASS_FIELDS - line.keys()
         assert secret not in repr(line)
     assert [p["result"] for p in passes] == [o.result for o in outcomes]
-    assert passes[0]["action"] == ["create v1", "start v1"]
+    assert passes[0]["action"] == ["create v1", "start v1", "route v1"]
     assert passes[1]["result"] == "stalled"
     assert passes[1]["docker_status"] == 404
     assert passes[3]["attempt"] == 2

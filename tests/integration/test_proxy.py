@@ -30,7 +30,7 @@ from tether.cli.proxy_server import running_proxy
 from tether.operator.haproxy import proxy_config
 from tether.operator.haproxy.admin import HAProxy
 from tether.operator.haproxy.config import ProxyConfig
-from tether.operator.routing import ProxyFault, Route
+from tether.operator.routing import HELD, ProxyFault, Route
 
 CLIENTS = 16
 
@@ -46,8 +46,13 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
+PROJECT = "shop"
+
+
 def http(upstream: Upstream, since: float | None = None) -> Route:
-    return Route("http", upstream.address, round(time.time() if since is None else since, 3))
+    return Route(
+        "http", upstream.address, round(time.time() if since is None else since, 3), PROJECT
+    )
 
 
 @pytest.fixture
@@ -119,7 +124,7 @@ async def test_routes_are_added_switched_and_removed(
 
     # A second project, in TCP mode: the upstream's bytes pass as they are.
     other = endpoint(proxy_process, 1)
-    await haproxy.set_route(other, Route("tcp", a.address, time.time()))
+    await haproxy.set_route(other, Route("tcp", a.address, time.time(), PROJECT))
     assert (await get(other)).text == "a"
 
     await haproxy.remove_route(port)
@@ -296,7 +301,7 @@ async def test_a_held_route_holds_requests_until_a_route_is_set_then_503_after_t
 ) -> None:
     _, b = upstreams
     port = endpoint(proxy_process)
-    await haproxy.set_route(port, Route("http", "hold", time.time()))
+    await haproxy.set_route(port, Route("http", HELD, time.time(), PROJECT))
     held = asyncio.create_task(get(port))
     done, _ = await asyncio.wait({held}, timeout=0.5)
     assert not done  # waiting, not refused
@@ -304,7 +309,7 @@ async def test_a_held_route_holds_requests_until_a_route_is_set_then_503_after_t
     response = await asyncio.wait_for(held, 5)
     assert (response.status_code, response.text) == (200, "b")
 
-    await haproxy.set_route(port, Route("http", "hold", time.time()))
+    await haproxy.set_route(port, Route("http", HELD, time.time(), PROJECT))
     started = time.monotonic()
     response = await get(port)
     elapsed = time.monotonic() - started
@@ -317,14 +322,14 @@ async def test_a_held_tcp_route_holds_connections_then_closes_them(
 ) -> None:
     a, _ = upstreams
     port = endpoint(proxy_process)
-    await haproxy.set_route(port, Route("tcp", "hold", time.time()))
+    await haproxy.set_route(port, Route("tcp", HELD, time.time(), PROJECT))
     held = asyncio.create_task(get(port))
     done, _ = await asyncio.wait({held}, timeout=0.5)
     assert not done
-    await haproxy.set_route(port, Route("tcp", a.address, time.time()))
+    await haproxy.set_route(port, Route("tcp", a.address, time.time(), PROJECT))
     assert (await asyncio.wait_for(held, 5)).text == "a"
 
-    await haproxy.set_route(port, Route("tcp", "hold", time.time()))
+    await haproxy.set_route(port, Route("tcp", HELD, time.time(), PROJECT))
     started = time.monotonic()
     assert await refused(port)
     assert time.monotonic() - started >= proxy_process.config.hold_s - 0.1
