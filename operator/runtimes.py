@@ -29,4 +29,5 @@ def engine_runtime(
         )
     if proxy is None:
         proxy = HAProxy(proxy_config(settings))
-    return EngineRuntime(driver, Prober(settings.publish_address), proxy)
+    ports = range(settings.ports.first, settings.ports.last + 1)
+    return EngineRuntime(driver, Prober(settings.publish_address), proxy, ports)

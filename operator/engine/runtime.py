@@ -26,9 +26,12 @@ ORPHAN_STOP_GRACE_S = 10
 
 
 class EngineRuntime:
-    def __init__(self, driver: DockerDriver, prober: Prober, proxy: Proxy) -> None:
+    def __init__(self, driver: DockerDriver, prober: Prober, proxy: Proxy, ports: range) -> None:
+        """`ports`: this installation's endpoint ports; routes of other ports (another
+        installation's, on a shared proxy) are never read as its own, nor removed."""
         self.driver = driver
         self.proxy = proxy
+        self._ports = ports
         self._prober = prober
         self._failed_starts: dict[str, int] = {}  # container id → passes whose start failed
 
@@ -153,7 +156,7 @@ class EngineRuntime:
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
         removed = []
-        for port, route in (await self.proxy.routes()).items():
+        for port, route in (await self._routes()).items():
             if route is not None and route.project == project and acting():
                 await self.proxy.remove_route(port)
                 removed.append(RemoveRoute(port).label)
@@ -174,7 +177,11 @@ class EngineRuntime:
         by_project: dict[str, list[Summary]] = {}
         for summary in await self.driver.list_all():
             by_project.setdefault(summary.project, []).append(summary)
-        return EngineSurvey(by_project, await self.proxy.routes())
+        return EngineSurvey(by_project, await self._routes())
+
+    async def _routes(self) -> dict[int, Route | None]:
+        routes = await self.proxy.routes()
+        return {port: route for port, route in routes.items() if port in self._ports}
 
     def changes(self, since: float) -> AsyncGenerator[str, None]:
         return self.driver.events(since=since)

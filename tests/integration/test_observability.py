@@ -78,7 +78,7 @@ def installation() -> str:
 
 @pytest.fixture
 async def start(
-    database_url: str, port_range: PortRange, installation: str
+    database_url: str, port_range: PortRange, installation: str, proxy_process: Any
 ) -> AsyncIterator[Start]:
     """Servers as `tether api` / `tether operator` / `tether up` compose them, in this process, on
     loopback ports of their own; stopped (and their containers removed) when the test ends."""
@@ -93,6 +93,8 @@ async def start(
             port_range=f"{port_range.first}-{port_range.last}",
             lease_ttl_s=3,
             log_level="warning",
+            proxy_dir=str(proxy_process.config.directory),
+            proxy_socket=str(proxy_process.config.socket),
             **settings,
         )
         if store is None:

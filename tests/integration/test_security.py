@@ -40,6 +40,16 @@ from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.service import Operator
 
 WORKLOAD = "tether-test/workload:latest"
+
+
+def proxied(proxy_process: Any) -> dict[str, str]:
+    """The settings that route an operator's endpoints through the test's own HAProxy."""
+    return {
+        "proxy_dir": str(proxy_process.config.directory),
+        "proxy_socket": str(proxy_process.config.socket),
+    }
+
+
 SECRET = "s3cr3t-" + uuid.uuid4().hex  # unique: found nowhere by chance
 ALICE = Principal(owner="alice")
 SPEC: dict[str, Any] = {
@@ -459,11 +469,13 @@ async def test_a_secret_reaches_the_container_and_no_log(
     docker_api: aiodocker.Docker,
     run_operator: RunOperator,
     caplog: pytest.LogCaptureFixture,
+    proxy_process: Any,
 ) -> None:
     settings = Settings(
         database_url=database_url,
         installation_id=installation,
         port_range=f"{port_range.first}-{port_range.last}",
+        **proxied(proxy_process),
     )
     token = await store.create_token("alice")
     caplog.set_level(logging.DEBUG)
@@ -517,6 +529,7 @@ async def test_two_installations_on_one_engine_ignore_each_other(
     installation: str,
     docker_api: aiodocker.Docker,
     run_operator: RunOperator,
+    proxy_process: Any,
 ) -> None:
     """Two tether installations (two databases, two installation ids) on one Docker engine,
     each with a project named shop: both converge, and neither touches the other's container,
@@ -528,12 +541,14 @@ async def test_two_installations_on_one_engine_ignore_each_other(
         installation_id=f"{installation}-blue",
         port_range=f"{port_range.first}-{half}",
         resync_interval_s=0.5,
+        **proxied(proxy_process),  # one proxy for both: each reads only its own ports' routes
     )
     green = Settings(
         database_url=green_store.dsn,
         installation_id=f"{installation}-green",
         port_range=f"{half + 1}-{port_range.last}",
         resync_interval_s=0.5,
+        **proxied(proxy_process),
     )
     spec = DeploymentSpec(
         image=WORKLOAD,
