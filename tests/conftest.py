@@ -240,7 +240,14 @@ class RunningProxy:
 
 
 @pytest.fixture
-async def proxy_process(port_range: PortRange) -> AsyncIterator[RunningProxy]:
+def proxy_hold_s() -> float:
+    """How long the test's proxy holds requests to a held route: short, for the proxy's own
+    tests of what comes after the hold (tests/scenarios keep the default 10 s)."""
+    return 2.0
+
+
+@pytest.fixture
+async def proxy_process(port_range: PortRange, proxy_hold_s: float) -> AsyncIterator[RunningProxy]:
     """HAProxy, started by its supervisor, binding this test's port block on 127.0.0.1 (hold
     time 2 s), in a directory of its own; stopped and removed afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="tether-haproxy-", dir="/tmp"))
@@ -250,7 +257,7 @@ async def proxy_process(port_range: PortRange) -> AsyncIterator[RunningProxy]:
         address="127.0.0.1",
         first_port=port_range.first,
         last_port=port_range.last,
-        hold_s=2.0,
+        hold_s=proxy_hold_s,
     )
     process = HAProxyProcess(config)
     client = HAProxy(config, timeout_s=2.0)

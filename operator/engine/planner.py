@@ -365,6 +365,20 @@ def _make_way(
             memory,
             workload=keep,
         )
+    in_flight = observed.in_flight.get(other.upstream or "", 0)
+    left = (route.since if route else 0.0) + want.deployment.drain_timeout_s
+    left -= observed.now.timestamp()
+    if in_flight and left > 0:  # what it serves finishes first; new requests wait meanwhile
+        return Decision(
+            None,
+            Phase.REPLACING,
+            False,
+            "Draining",
+            f"{other.name} is draining before it stops: {in_flight} in flight",
+            memory,
+            requeue_after=min(DRAIN_RECHECK_S, left),
+            workload=keep,
+        )
     return Decision(
         _stop_or_unpause(other, desired),
         Phase.REPLACING,

@@ -615,7 +615,7 @@ async def test_docker_events_wake_the_operator_except_the_echoes_of_its_own_acti
             ("crash", DeploymentSpec(image=WORKLOAD, command=["sh", "-c", "exit 3"])),
             ("outside", quiet),
         ):
-            await driver.create(project, want_of(project, spec), host_port=0, publish_address="")
+            await driver.create(project, want_of(project, spec))
         [own, crash, outside] = [
             (await driver.observe(project))[0].id for project in ("own", "crash", "outside")
         ]

@@ -15,11 +15,17 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy
-from scenarios.harness import PrivateEngine, Stack, StackFactory, running_stack
+from scenarios.harness import PrivateEngine, Stack, StackFactory, proxied, running_stack
 from support import free_port
 
 from tether.api.migrator import migrate
 from tether.api.store import PortRange, Store
+
+
+@pytest.fixture
+def proxy_hold_s() -> float:
+    """The default hold time (TETHER_PROXY_HOLD_S): what a stop-first replacement's gap has."""
+    return 10.0
 
 
 @pytest.fixture
@@ -37,11 +43,7 @@ def make_stack(
     endpoints behind an HAProxy of the test's own."""
 
     def make(**settings: Any) -> contextlib.AbstractAsyncContextManager[Stack]:
-        settings = {
-            "proxy_dir": str(proxy_process.config.directory),
-            "proxy_socket": str(proxy_process.config.socket),
-            **settings,
-        }
+        settings = {**proxied(proxy_process), **settings}
         return running_stack(
             database_url=database_url,
             api_store=store,

@@ -206,6 +206,14 @@ class Stack:
         return snap if not any(c["State"]["Running"] for c in found) else None
 
 
+def proxied(proxy_process: Any) -> dict[str, str]:
+    """The settings that route a stack's endpoints through the test's own HAProxy."""
+    return {
+        "proxy_dir": str(proxy_process.config.directory),
+        "proxy_socket": str(proxy_process.config.socket),
+    }
+
+
 def condition(snap: DesiredSnapshot, kind: ConditionType) -> str | None:
     found = snap.status.condition(kind) if snap.status else None
     return found.status if found else None

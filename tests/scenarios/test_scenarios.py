@@ -46,6 +46,7 @@ from scenarios.harness import (
     StackFactory,
     condition,
     endpoint_answers,
+    proxied,
     running_stack,
     spec,
 )
@@ -728,6 +729,7 @@ async def test_postgres_stopped_for_20_s_api_and_operator_recover_without_restar
     port_range: PortRange,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    proxy_process: Any,
 ) -> None:
     """Postgres stops for about 20 s and starts again. During the outage the API answers 503 with
     a clear message and changes nothing, and the operator leaves every container as it is; after
@@ -745,6 +747,7 @@ async def test_postgres_stopped_for_20_s_api_and_operator_recover_without_restar
             proxy=docker_proxy,
             capsys=capsys,
             config_dir=tmp_path,
+            **proxied(proxy_process),
         ) as stack:
             await outage_scenario(stack, postgres_id)
     finally:
@@ -838,6 +841,7 @@ async def test_docker_engine_restarted_every_project_desired_running_runs_again(
     port_range: PortRange,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    proxy_process: Any,
 ) -> None:
     """dockerd stops (taking every container down with it) and starts again: each project
     desired running runs again, Ready, in its same container; a stopped one stays stopped.
@@ -858,6 +862,7 @@ async def test_docker_engine_restarted_every_project_desired_running_runs_again(
             capsys=capsys,
             config_dir=tmp_path,
             engine_url=private_engine.url,
+            **proxied(proxy_process),
         ) as stack:
             await engine_restart_scenario(stack, private_engine)
     finally:

@@ -10,11 +10,11 @@ import time
 from typing import Any
 
 import pytest
-from scenarios.harness import Stack, StackFactory
+from scenarios.harness import Stack, StackFactory, endpoint_answers
 from scenarios.load import Load, Tally
 from support import wait_for
 
-from tether.api.models import EventKind
+from tether.api.models import DesiredSnapshot, EventKind
 
 pytestmark = pytest.mark.docker
 
@@ -119,8 +119,13 @@ async def test_no_request_fails_across_rollouts_rollbacks_and_a_proxy_reload(
 
         async def gave_up() -> bool:
             events = await stack.events("shop")
-            return any(e.reason == "RolloutFailed" for e in events) and bool(
-                await stack.running_as_desired("shop")
+            snap = await stack.converged("shop")
+            return (
+                any(e.reason == "RolloutFailed" for e in events)
+                and snap is not None
+                and snap.status is not None
+                and snap.status.serving_version == 1
+                and len(await stack.containers("shop")) == 1
             )
 
         await wait_for(gave_up, "the v3 rollout to fail", within_s=60)
@@ -161,3 +166,51 @@ async def test_a_stop_first_deployment_holds_requests_through_its_gap(
         gap = max(b - a for a, b in itertools.pairwise(sorted(times)))
         print(f"stop-first gap: the longest time without an answer was {gap * 1000:.0f} ms")
         assert set(tally.versions()) == {"1", "2"}
+
+
+async def test_a_route_changed_by_hand_is_corrected_within_one_resync(
+    make_stack: StackFactory, proxy_process: Any
+) -> None:
+    async with make_stack(resync_interval_s=1.0) as stack:
+        await stack.deploy("shop", **release(1))
+        await rolled_out(stack, 1)
+        snap = await stack.snapshot("shop")
+        port = snap.project.host_port
+        haproxy = proxy_process.client
+        await haproxy.command(
+            "edit", f"set map {haproxy.config.map_file} {port} tcp:127.0.0.1:9:0:x"
+        )
+
+        async def corrected() -> bool:
+            route = await haproxy.route(port)
+            return (
+                route is not None and route.upstream == (await stack.snapshot("shop")).status.route
+            )
+
+        await wait_for(corrected, "the hand-made route put back", within_s=15)
+        assert await endpoint_answers(await stack.snapshot("shop"))
+
+
+async def test_a_killed_serving_container_is_replaced_and_the_route_follows(
+    make_stack: StackFactory, proxy_process: Any
+) -> None:
+    async with make_stack() as stack:
+        await stack.deploy("shop", **release(1))
+        before = await wait_for(lambda: stack.running_as_desired("shop"), "shop Ready")
+        assert before.status is not None
+        dead = before.status.route
+        await stack.docker.containers.container(before.status.container_id).kill()
+
+        async def routed_again() -> DesiredSnapshot | None:
+            snap = await stack.running_as_desired("shop")
+            if snap is None or snap.status is None or snap.status.route in (None, "held", dead):
+                return None
+            return snap
+
+        after = await wait_for(routed_again, "shop routed to its restarted container")
+        assert after.status is not None
+        route = await proxy_process.client.route(after.project.host_port)
+        assert route is not None
+        assert route.upstream == after.status.route != dead
+        kinds = [(e.kind, e.reason) for e in await stack.events("shop")]
+        assert (EventKind.ROUTED, "hold") in kinds  # nothing was sent to the dead port meanwhile

@@ -365,6 +365,18 @@ def test_stop_first_holds_new_connections_then_stops_the_old_deployment() -> Non
     assert not decision.ready
 
 
+def test_stop_first_lets_the_old_deployment_finish_what_it_has_in_flight() -> None:
+    old = ctr("old", "running", 1)
+    decision = decide(
+        desired(STOP_FIRST_V2, V1),
+        old,
+        healthy=("old",),
+        route=held(since=T0 - s(1)),
+        in_flight={upstream_of("old"): 2},
+    )
+    assert (decision.action, decision.reason) == (None, "Draining")
+
+
 def test_stop_first_unpauses_a_paused_old_deployment_to_stop_it() -> None:
     old = ctr("old", "paused", 1)
     assert decide(desired(STOP_FIRST_V2, V1), old, route=held()).action == Unpause(old)
