@@ -76,3 +76,19 @@ class LogsUnavailable(TetherError):
 
     status_code = 503
     error = "logs_unavailable"
+
+
+class Fenced(TetherError):
+    """An operator write carried an epoch older than the lease's: another operator took over, and
+    the database refused the write (nothing was changed)."""
+
+    status_code = 409
+    error = "fenced"
+
+    def __init__(self, epoch: int, current: int | None) -> None:
+        super().__init__(
+            f"operator epoch {epoch} is fenced: the lease is at epoch {current}; "
+            "nothing was changed"
+        )
+        self.epoch = epoch
+        self.current = current

@@ -357,6 +357,9 @@ class OperatorReadiness:
                 checks.failed(self.prefix + name, problem)
         if "active" in report:
             checks.note(self.prefix + "active", report["active"])
+        with contextlib.suppress(TimeoutError):
+            for key, value in (await probes.bounded(self._operator.lease_info())).items():
+                checks.note(self.prefix + key, value)
 
 
 def _uvicorn(app: ASGIApp, settings: Settings, *, access_log: bool = True) -> _ApiServer:

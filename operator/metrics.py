@@ -21,3 +21,10 @@ DOCKER_CALLS = Counter(
 )
 QUEUE_DEPTH = Gauge("tether_queue_depth", "Projects waiting for a reconcile pass.")
 PROJECTS = Gauge("tether_projects", "Projects by phase, as of the last resync.", ["phase"])
+OPERATOR_ACTIVE = Gauge(
+    "tether_operator_active", "1 while this operator holds the lease and may act, else 0."
+)
+LEASE_EPOCH = Gauge(
+    "tether_lease_epoch",
+    "The lease epoch this operator last acquired (its fencing token); 0 before the first.",
+)

@@ -168,12 +168,23 @@ class EngineSurvey:
         )
 
 
-def engine_runtime(settings: Settings, driver: DockerDriver | None = None) -> EngineRuntime:
-    """The engine runtime on the Docker engine the settings name (through `driver`, if given)."""
+def engine_runtime(
+    settings: Settings,
+    driver: DockerDriver | None = None,
+    *,
+    guard: Callable[[], None] | None = None,
+) -> EngineRuntime:
+    """The engine runtime on the Docker engine the settings name (through `driver`, if given);
+    `guard` is called before every Docker request (the operator's lease check)."""
     if driver is None:
         driver = DockerDriver(
-            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+            settings.docker_url,
+            settings.installation_id,
+            concurrency=settings.docker_concurrency,
+            guard=guard,
         )
+    elif guard is not None:
+        driver.guard = guard
     return EngineRuntime(
         driver, Prober(settings.publish_address), publish_address=settings.publish_address
     )
