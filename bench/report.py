@@ -487,7 +487,7 @@ def _plot_bulk(plot: dict[tuple[int, str], tuple[float, float, float]], path: Pa
 
 
 def _ha(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
-    """7. High availability: takeover on death and on a hang, and the lease's idle cost"""
+    """8. High availability: takeover on death and on a hang, and the lease's idle cost"""
     ttl = data["ttl_s"]
     death, hang, idle = data["death"], data["hang"], data["idle"]
     base = data.get("baseline_idle") or data["baseline_by_construction"]
@@ -509,7 +509,7 @@ def _ha(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
                 f"{_f(max(death['seconds']), 2)} s",
                 f"{_f(ttl, 0)} s",
                 d.target(
-                    "7. HA",
+                    "8. HA",
                     "takeover on death",
                     f"{_f(death['p50'], 2)} s",
                     "≤ 1 s",
@@ -523,7 +523,7 @@ def _ha(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
                 f"{_f(max(hang['seconds']), 2)} s",
                 f"{_f(ttl, 0)} s",
                 d.target(
-                    "7. HA",
+                    "8. HA",
                     "takeover on a hang",
                     f"{_f(hang['p50'], 2)} s",
                     "≤ TTL + 2 s",

@@ -1,4 +1,4 @@
-"""7. High availability: takeover on death and on a hang, beside the lease TTL; the lease's idle
+"""8. High availability: takeover on death and on a hang, beside the lease TTL; the lease's idle
 cost beside the single-lease design it replaced.
 
 Operators are real `tether operator` processes (default settings: TTL 10 s) on one database.
