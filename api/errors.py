@@ -98,3 +98,19 @@ class DatabaseRefused(TetherError):
     def __init__(self, message: str, hint: str | None = None, *, refusal: Refusal) -> None:
         super().__init__(message, hint)
         self.refusal = refusal
+
+
+class Fenced(TetherError):
+    """An operator write carried an epoch older than the lease's: another operator took over, and
+    the database refused the write (nothing was changed)."""
+
+    status_code = 409
+    error = "fenced"
+
+    def __init__(self, epoch: int, current: int | None) -> None:
+        super().__init__(
+            f"operator epoch {epoch} is fenced: the lease is at epoch {current}; "
+            "nothing was changed"
+        )
+        self.epoch = epoch
+        self.current = current

@@ -36,10 +36,11 @@ class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, bool] = Field(description="Each check, true when it passes.")
     message: str = Field(description="'ready', or which checks failed and why.")
-    info: dict[str, bool] = Field(
+    info: dict[str, bool | int | str | None] = Field(
         default_factory=dict,
         description="Reported, but not needed to be ready (e.g. whether this operator is the "
-        "active one: a standby is ready to take over).",
+        "active one: a standby is ready to take over; its name and lease epoch, and the active "
+        "holder's).",
     )
 
 
@@ -49,7 +50,7 @@ class Checks:
     def __init__(self) -> None:
         self._checks: dict[str, bool] = {}
         self._problems: dict[str, str] = {}
-        self._info: dict[str, bool] = {}
+        self._info: dict[str, bool | int | str | None] = {}
 
     def passed(self, name: str) -> None:
         self._checks[name] = True
@@ -58,7 +59,7 @@ class Checks:
         self._checks[name] = False
         self._problems[name] = why
 
-    def note(self, name: str, value: bool) -> None:
+    def note(self, name: str, value: bool | int | str | None) -> None:
         self._info[name] = value
 
     def readiness(self) -> Readiness:

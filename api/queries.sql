@@ -70,8 +70,9 @@ SELECT max(version) FROM deployments WHERE project = $1;
 SELECT max(version) FROM deployments WHERE project = $1 AND version < $2;
 
 -- name: insert_event
-INSERT INTO events (project, generation, kind, reason, message, actor)
-VALUES ($1, $2, $3, $4, $5, $6)
+-- An operator's event, after upsert_status in the same transaction (which fenced it).
+INSERT INTO events (project, generation, kind, reason, message, actor, epoch)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING id;
 
 -- name: record_desired_change
@@ -97,33 +98,46 @@ SELECT s.* FROM status s JOIN projects p ON p.name = s.project
 WHERE $1::text IS NULL OR p.owner = $1;
 
 -- name: upsert_status
-INSERT INTO status (
-    project, observed_generation, phase, conditions, running_version, container_id,
-    ready_container_id, endpoint, attempts, next_attempt_at, last_error, crash_count,
-    last_exit_code, last_crash_at, oom_killed, failed_version, route, serving_version,
-    serving_container_id, updated_at
+-- Fenced: written only while $17 is the lease's epoch. The lease row stays locked (FOR SHARE)
+-- until the transaction ends, so no acquisition commits between this check and the commit; the
+-- events written after it in the same transaction are covered too. Returns the lease's epoch and
+-- whether the row was written. $17 NULL: unfenced (passes run by hand, in tests).
+WITH lease AS (
+    SELECT epoch FROM operator_lease WHERE name = 'operator' FOR SHARE
+), written AS (
+    INSERT INTO status (
+        project, observed_generation, phase, conditions, running_version, container_id,
+        ready_container_id, endpoint, attempts, next_attempt_at, last_error, crash_count,
+        last_exit_code, last_crash_at, oom_killed, failed_version, updated_at, epoch, route,
+        serving_version, serving_container_id
+    )
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, now(),
+           $17::bigint, $18, $19, $20
+    WHERE $17::bigint IS NULL OR $17::bigint = (SELECT epoch FROM lease)
+    ON CONFLICT (project) DO UPDATE SET
+        observed_generation = EXCLUDED.observed_generation,
+        phase = EXCLUDED.phase,
+        conditions = EXCLUDED.conditions,
+        running_version = EXCLUDED.running_version,
+        container_id = EXCLUDED.container_id,
+        ready_container_id = EXCLUDED.ready_container_id,
+        endpoint = EXCLUDED.endpoint,
+        attempts = EXCLUDED.attempts,
+        next_attempt_at = EXCLUDED.next_attempt_at,
+        last_error = EXCLUDED.last_error,
+        crash_count = EXCLUDED.crash_count,
+        last_exit_code = EXCLUDED.last_exit_code,
+        last_crash_at = EXCLUDED.last_crash_at,
+        oom_killed = EXCLUDED.oom_killed,
+        failed_version = EXCLUDED.failed_version,
+        updated_at = now(),
+        epoch = EXCLUDED.epoch,
+        route = EXCLUDED.route,
+        serving_version = EXCLUDED.serving_version,
+        serving_container_id = EXCLUDED.serving_container_id
+    RETURNING project
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, now())
-ON CONFLICT (project) DO UPDATE SET
-    observed_generation = EXCLUDED.observed_generation,
-    phase = EXCLUDED.phase,
-    conditions = EXCLUDED.conditions,
-    running_version = EXCLUDED.running_version,
-    container_id = EXCLUDED.container_id,
-    ready_container_id = EXCLUDED.ready_container_id,
-    endpoint = EXCLUDED.endpoint,
-    attempts = EXCLUDED.attempts,
-    next_attempt_at = EXCLUDED.next_attempt_at,
-    last_error = EXCLUDED.last_error,
-    crash_count = EXCLUDED.crash_count,
-    last_exit_code = EXCLUDED.last_exit_code,
-    last_crash_at = EXCLUDED.last_crash_at,
-    oom_killed = EXCLUDED.oom_killed,
-    failed_version = EXCLUDED.failed_version,
-    route = EXCLUDED.route,
-    serving_version = EXCLUDED.serving_version,
-    serving_container_id = EXCLUDED.serving_container_id,
-    updated_at = now();
+SELECT (SELECT epoch FROM lease) AS epoch, EXISTS (SELECT 1 FROM written) AS written;
 
 -- name: desired
 -- The whole desired state of one project ($1), or of every project ($1 NULL), for reconcile passes:
@@ -141,20 +155,74 @@ WHERE $1::text IS NULL OR p.name = $1
 ORDER BY p.name;
 
 -- name: delete_project
--- Only a project whose deletion was asked for, and at the generation the operator finished with.
-DELETE FROM projects WHERE name = $1 AND deletion_requested_at IS NOT NULL AND generation = $2
-RETURNING name;
+-- Only a project whose deletion was asked for, at the generation the operator finished with, and
+-- fenced like upsert_status by the epoch $3 (NULL: unfenced). Returns the lease's epoch and
+-- whether the project was deleted.
+WITH lease AS (
+    SELECT epoch FROM operator_lease WHERE name = 'operator' FOR SHARE
+), deleted AS (
+    DELETE FROM projects
+    WHERE name = $1 AND deletion_requested_at IS NOT NULL AND generation = $2
+      AND ($3::bigint IS NULL OR $3::bigint = (SELECT epoch FROM lease))
+    RETURNING name
+)
+SELECT (SELECT epoch FROM lease) AS epoch, EXISTS (SELECT 1 FROM deleted) AS deleted;
 
--- name: take_lease
-INSERT INTO operator_lease AS l (name, holder, expires_at)
-VALUES ('operator', $1, now() + make_interval(secs => $2))
-ON CONFLICT (name) DO UPDATE
-SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
-WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
-RETURNING holder;
+-- name: lease_lock
+-- The operator lease's advisory lock, on the lease connection only (session-scoped: Postgres
+-- releases it the moment that session ends). Waits at most the session's lock_timeout.
+SELECT pg_advisory_lock(7272002);
 
--- name: release_lease
-DELETE FROM operator_lease WHERE name = 'operator' AND holder = $1;
+-- name: lease_acquire
+-- Under the advisory lock: the next epoch, this session's backend recorded, expiry on the DB clock.
+WITH acquired AS (
+    INSERT INTO operator_lease AS l (name, holder, expires_at, epoch, backend_pid, acquired_at)
+    VALUES ('operator', $1, now() + make_interval(secs => $2), 1, pg_backend_pid(), now())
+    ON CONFLICT (name) DO UPDATE
+    SET holder = EXCLUDED.holder,
+        expires_at = EXCLUDED.expires_at,
+        epoch = l.epoch + 1,
+        backend_pid = EXCLUDED.backend_pid,
+        acquired_at = EXCLUDED.acquired_at
+    RETURNING holder, epoch
+)
+SELECT epoch, pg_notify('tether_lease', holder || ' acquired ' || epoch) AS notified FROM acquired;
+
+-- name: lease_renew
+-- Extends the lease, only for the epoch that holds it: no row means it was lost.
+UPDATE operator_lease SET expires_at = now() + make_interval(secs => $3)
+WHERE name = 'operator' AND holder = $1 AND epoch = $2
+RETURNING epoch;
+
+-- name: lease_end_stale
+-- A lease expired on the DB clock whose holder's session still holds the advisory lock (it hangs,
+-- or was cut off without a close): end that session, so that the lock cannot outlive the lease.
+-- Only the backend that holds the lock is ended, never one that reused a dead holder's pid.
+SELECT pg_terminate_backend(l.backend_pid) AS ended
+FROM operator_lease l
+WHERE l.name = 'operator' AND l.expires_at < now() AND l.backend_pid <> pg_backend_pid()
+  AND EXISTS (
+      SELECT 1 FROM pg_locks k
+      WHERE k.locktype = 'advisory' AND k.classid = 0 AND k.objid = 7272002 AND k.objsubid = 1
+        AND k.granted AND k.pid = l.backend_pid
+  );
+
+-- name: lease_release
+-- Ends the lease now (the epoch stays), and tells whoever listens; the caller then unlocks.
+WITH released AS (
+    UPDATE operator_lease SET expires_at = now()
+    WHERE name = 'operator' AND holder = $1 AND epoch = $2
+    RETURNING holder, epoch
+)
+SELECT pg_notify('tether_lease', holder || ' released ' || epoch) FROM released;
+
+-- name: lease_unlock
+SELECT pg_advisory_unlock(7272002);
+
+-- name: lease
+-- Who holds the operator lease, from which epoch, and until when (DB clock).
+SELECT holder, epoch, expires_at, acquired_at, expires_at > now() AS live
+FROM operator_lease WHERE name = 'operator';
 
 -- name: watch_views
 -- What watchers see of each project: desired state, status and the latest $3 events, oldest

@@ -207,12 +207,13 @@ class Settings(BaseSettings):
         description="Full resync period (jittered by ±10 %).",
     )
     lease_ttl_s: float = setting(
-        15.0,
+        10.0,
         ge=1,
         le=300,
         allow_inf_nan=False,
-        expected="a number of seconds from 1 to 300, e.g. 15",
-        description="Operator lease: a standby takes over this long after the active one dies.",
+        expected="a number of seconds from 1 to 300, e.g. 10",
+        description="Operator lease (DB clock): a standby takes over at most this long after "
+        "the active operator hangs or is cut off (at once when it dies or hands over).",
     )
     auth_failures: int = setting(
         10,

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -23,6 +24,7 @@ import asyncpg
 from tether.api.errors import (
     DatabaseRefused,
     DeletionRequested,
+    Fenced,
     NameTaken,
     NoDeployment,
     NoFreePort,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 
 DESIRED_CHANNEL = "tether_desired"
 STATUS_CHANNEL = "tether_status"
+LEASE_CHANNEL = "tether_lease"
 TOKEN_PREFIX = "tth_"
 # A token found is trusted this long without asking Postgres again: one query less per request
 # (docs/benchmarks.md, API writes). A token deleted from the table works that long after.
@@ -556,11 +559,20 @@ class Store:
         async with self._connection() as conn:
             return [_snapshot(r) for r in await conn.fetch(sql("desired"), None)]
 
-    async def write_status(self, status: Status, events: Sequence[NewEvent], actor: str) -> None:
+    async def write_status(
+        self,
+        status: Status,
+        events: Sequence[NewEvent],
+        actor: str,
+        *,
+        epoch: int | None = None,
+    ) -> None:
         """Write what a pass observed and did, its events, and tell watchers; never a desired
-        change, so it triggers no pass."""
+        change, so it triggers no pass. Fenced by `epoch`: refused by the database (`Fenced`,
+        nothing written) once a newer epoch holds the lease. None: unfenced (tests' passes run
+        by hand)."""
         async with self._transaction() as conn:
-            await conn.execute(
+            row = await conn.fetchrow(
                 sql("upsert_status"),
                 status.project,
                 status.observed_generation,
@@ -578,10 +590,14 @@ class Store:
                 status.last_crash_at,
                 status.oom_killed,
                 status.failed_version,
+                epoch,
                 status.route,
                 status.serving_version,
                 status.serving_container_id,
             )
+            assert row is not None  # one row, always
+            if not row["written"]:
+                raise Fenced(epoch or 0, row["epoch"])
             for kind, reason, message in events:
                 await conn.execute(
                     sql("insert_event"),
@@ -591,26 +607,45 @@ class Store:
                     reason,
                     message,
                     actor,
+                    epoch,
                 )
             await conn.execute(sql("notify_status"), status.project)
 
-    async def finish_deletion(self, name: str, generation: int) -> bool:
+    async def finish_deletion(
+        self, name: str, generation: int, *, epoch: int | None = None
+    ) -> bool:
         """Delete a project the operator has cleaned up, unless its desired state moved on;
-        watchers are told (on the status channel), as after any pass."""
+        watchers are told (on the status channel), as after any pass. Fenced like
+        `write_status`."""
         async with self._transaction() as conn:
-            deleted = await conn.fetchval(sql("delete_project"), name, generation)
-            if deleted is not None:
+            row = await conn.fetchrow(sql("delete_project"), name, generation, epoch)
+            assert row is not None  # one row, always
+            if epoch is not None and row["epoch"] != epoch:
+                raise Fenced(epoch, row["epoch"])
+            if row["deleted"]:
                 await conn.execute(sql("notify_status"), name)
-        return deleted is not None
+        return bool(row["deleted"])
 
-    async def take_lease(self, holder: str, ttl_s: float) -> bool:
+    async def lease(self) -> LeaseInfo | None:
+        """Who holds the operator lease, from which epoch (None: no operator ever took it)."""
         async with self._connection() as conn:
-            holder_now = await conn.fetchval(sql("take_lease"), holder, ttl_s)
-        return bool(holder_now == holder)
+            row = await conn.fetchrow(sql("lease"))
+        return LeaseInfo(**dict(row)) if row is not None else None
 
-    async def release_lease(self, holder: str) -> None:
-        async with self._connection() as conn:
-            await conn.execute(sql("release_lease"), holder)
+    async def lease_session(self, holder: str, *, lock_wait_s: float) -> LeaseSession:
+        """A dedicated connection for the operator lease (see `LeaseSession`)."""
+        try:
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=5,
+                server_settings={
+                    "application_name": f"tether-lease {holder}"[:63],
+                    "lock_timeout": f"{max(1, round(lock_wait_s * 1000))}ms",
+                },
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot open the lease connection: {exc}") from exc
+        return LeaseSession(conn, holder)
 
     @asynccontextmanager
     async def listen(
@@ -660,6 +695,79 @@ class Store:
             yield listener
         finally:
             await conn.close(timeout=5)
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    holder: str
+    epoch: int
+    expires_at: datetime
+    acquired_at: datetime | None
+    live: bool
+
+
+class LeaseSession:
+    """The operator lease on a connection of its own. Its session holds a session-level advisory
+    lock while this operator is active: when the process dies, Postgres ends the session and
+    releases the lock at once, and a standby waiting for it takes over. The lease row adds what
+    a lock cannot: an expiry on the DB clock (renewed by the holder) after which a standby ends a
+    holder's session that hangs or was cut off, and an epoch that fences every operator write.
+
+    Every statement is bounded: one that does not answer (a connection cut without a close) is a
+    `StoreUnavailable`, and the caller closes the session."""
+
+    def __init__(self, conn: asyncpg.Connection[asyncpg.Record], holder: str) -> None:
+        self._conn = conn
+        self.holder = holder
+        self.closed = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: self.closed.set())
+
+    @property
+    def backend_pid(self) -> int:
+        return self._conn.get_server_pid()
+
+    async def _run(self, timeout_s: float, query: str, *args: object) -> asyncpg.Record | None:
+        try:
+            return await self._conn.fetchrow(query, *args, timeout=timeout_s)
+        except (*_UNAVAILABLE, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"lease connection: {type(exc).__name__}: {exc}") from exc
+
+    async def wait_lock(self, timeout_s: float) -> bool:
+        """Wait for the advisory lock, at most the session's lock_timeout: True once held."""
+        try:
+            await self._run(timeout_s, sql("lease_lock"))
+        except asyncpg.LockNotAvailableError:
+            return False
+        return True
+
+    async def acquire(self, ttl_s: float, timeout_s: float) -> int:
+        """With the lock held: take the lease with the next epoch, and return it."""
+        row = await self._run(timeout_s, sql("lease_acquire"), self.holder, ttl_s)
+        assert row is not None  # an upsert returns its row
+        return int(row["epoch"])
+
+    async def renew(self, epoch: int, ttl_s: float, timeout_s: float) -> bool:
+        """Extend the lease of `epoch`: False if it is not this holder's any more."""
+        return await self._run(timeout_s, sql("lease_renew"), self.holder, epoch, ttl_s) is not None
+
+    async def end_stale(self, timeout_s: float) -> bool:
+        """End the session of a holder whose lease has expired but which still holds the lock."""
+        row = await self._run(timeout_s, sql("lease_end_stale"))
+        return row is not None and bool(row["ended"])
+
+    async def release(self, epoch: int, timeout_s: float) -> None:
+        """End the lease of `epoch` now (NOTIFY on the lease channel) and unlock: a standby
+        waiting for the lock gets it at once."""
+        await self._run(timeout_s, sql("lease_release"), self.holder, epoch)
+        await self._run(timeout_s, sql("lease_unlock"))
+
+    async def close(self) -> None:
+        """Close (on a connection that does not answer: abort) the session; its lock goes with
+        it once Postgres sees the session end."""
+        try:
+            await self._conn.close(timeout=2)
+        except (*_UNAVAILABLE, asyncpg.InterfaceError):
+            self._conn.terminate()
 
 
 class Listener:

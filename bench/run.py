@@ -43,12 +43,12 @@ import aiodocker
 import report
 from harness import BENCH, BENCH_LABEL, REPO, Run, load_average, machine, remove_run_containers
 from private_docker import PrivateDocker, default_images
-from scenarios import api, bulk, cli, growth, idle, single
+from scenarios import api, bulk, cli, growth, ha, idle, single
 from tether.operator.labels import LABEL_INSTALLATION
 
 # Bulk last: Docker Engine 20.10 can deadlock when many containers exit at once
 # (moby/moby#46661); if it does, every other item has been measured already.
-SCENARIOS = ("single", "idle", "growth", "api", "cli", "bulk")
+SCENARIOS = ("single", "idle", "growth", "api", "cli", "ha", "bulk")
 
 
 def say(message: str) -> None:
@@ -84,6 +84,9 @@ async def measure_all(run: Run, only: list[str], what_if: bool) -> dict[str, Any
         ),
         "api": lambda: api.measure(run, duration_s=5 if quick else 12, repeats=1 if quick else 2),
         "cli": lambda: cli.measure(run, runs=11 if quick else 31),
+        "ha": lambda: ha.measure(
+            run, deaths=3 if quick else 10, hangs=2 if quick else 5, idle_s=20 if quick else 60
+        ),
     }
     try:
         await run.prepare_databases()

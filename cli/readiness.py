@@ -22,6 +22,7 @@ class OperatorReadiness:
         "docker": "Docker does not answer",
         "notify_listener": "not listening for desired-state changes (reconnecting to Postgres)",
         "docker_events": "not following Docker's events (reconnecting)",
+        "proxy": "the proxy's admin socket does not answer (is `tether proxy` running?)",
     }
 
     def __init__(self, prefix: str = "") -> None:
@@ -55,3 +56,9 @@ class OperatorReadiness:
                 checks.failed(self.prefix + name, problem)
         if "active" in report:
             checks.note(self.prefix + "active", report["active"])
+            try:  # which holder and epoch: reported, never required
+                lease = await probes.bounded(self._operator.lease_info())
+            except Exception:
+                lease = {}
+            for key, value in lease.items():
+                checks.note(self.prefix + key, value)

@@ -76,6 +76,7 @@ CREATE TABLE status (
     oom_killed          boolean NOT NULL DEFAULT false,
     failed_version      integer,
     updated_at          timestamptz NOT NULL DEFAULT now(),
+    epoch               bigint,  -- the operator lease epoch that wrote it
     -- Where the proxy sends the endpoint (an upstream address, "held"), and what serves it.
     route               text,
     serving_version     integer,
@@ -94,13 +95,20 @@ CREATE TABLE events (
     reason      text NOT NULL,
     message     text NOT NULL,
     actor       text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    epoch       bigint  -- the operator lease epoch that wrote it; NULL for desired changes
 );
 CREATE INDEX events_project ON events (project, id);
 
--- Only one operator acts at a time; a standby takes over when the holder's lease expires.
+-- Only one operator acts at a time. The holder's session holds an advisory lock (a standby gets it
+-- the moment that session ends) and renews `expires_at` (DB clock); once it has expired a standby
+-- ends `backend_pid`'s session. Each acquisition increments `epoch`, the fencing token every
+-- operator write carries. The row is never deleted: a release only ends the lease.
 CREATE TABLE operator_lease (
-    name        text PRIMARY KEY,
-    holder      text NOT NULL,
-    expires_at  timestamptz NOT NULL
+    name         text PRIMARY KEY,
+    holder       text NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    epoch        bigint NOT NULL DEFAULT 0 CHECK (epoch >= 0),
+    backend_pid  integer,
+    acquired_at  timestamptz
 );

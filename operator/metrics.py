@@ -32,3 +32,10 @@ PROXY_CALL_SECONDS = Histogram(
     ["operation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 15),
 )
+OPERATOR_ACTIVE = Gauge(
+    "tether_operator_active", "1 while this operator holds the lease and may act, else 0."
+)
+LEASE_EPOCH = Gauge(
+    "tether_lease_epoch",
+    "The lease epoch this operator last acquired (its fencing token); 0 before the first.",
+)

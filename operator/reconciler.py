@@ -30,6 +30,7 @@ from tether.operator.runtime import (
     Decision,
     FailRollout,
     Finalize,
+    LostLease,
     ObservedT,
     Refused,
     Runtime,
@@ -45,10 +46,6 @@ class NoProgress(Exception):
     undone."""
 
 
-class LostLease(Exception):
-    """Another operator may be active: act no further."""
-
-
 class Reconciler(Generic[ObservedT]):
     def __init__(
         self,
@@ -58,6 +55,7 @@ class Reconciler(Generic[ObservedT]):
         publish_address: str,
         installation: str,
         holds_lease: Callable[[], bool],
+        epoch: Callable[[], int | None] = lambda: None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -65,6 +63,7 @@ class Reconciler(Generic[ObservedT]):
         self._publish_address = publish_address
         self._installation = installation
         self._holds_lease = holds_lease
+        self._epoch = epoch  # fences every status write (None: unfenced, passes run by hand)
         self._rng = rng or random.Random()
 
     async def reconcile(self, name: str) -> Outcome:
@@ -100,7 +99,7 @@ class Reconciler(Generic[ObservedT]):
             )
             return await self._record(snapshot, desired, memory, failure, record)
         if isinstance(ending.action, Finalize):
-            await self._store.finish_deletion(name, desired.generation)
+            await self._store.finish_deletion(name, desired.generation, epoch=self._epoch())
             log_pass(record, "deleted", attempt=0, next_delay_s=None)
             return Outcome("deleted")
         return await self._record(snapshot, desired, ending.memory, ending, record)
@@ -162,7 +161,9 @@ class Reconciler(Generic[ObservedT]):
         if isinstance(ending, Failure):
             error = ending.message
             try:
-                await self._store.write_status(status, record.events, actor="operator")
+                await self._store.write_status(
+                    status, record.events, actor="operator", epoch=self._epoch()
+                )
             except StoreUnavailable as exc:
                 error = f"{error}; status not written: {exc}"
             delay = round(ending.delay_s, 3)
@@ -175,7 +176,7 @@ class Reconciler(Generic[ObservedT]):
                 level="warning",
             )
             return Outcome(result, ending.delay_s, backoff=True)
-        await self._store.write_status(status, record.events, actor="operator")
+        await self._store.write_status(status, record.events, actor="operator", epoch=self._epoch())
         if any(event.kind == EventKind.CONVERGED for event in record.events):
             CONVERGENCE_SECONDS.observe((now - snapshot.project.updated_at).total_seconds())
         log_pass(record, result, attempt=0, next_delay_s=ending.requeue_after)

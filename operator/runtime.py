@@ -30,6 +30,11 @@ class RuntimeFault(Exception):
         self.status = status
 
 
+class LostLease(Exception):
+    """This operator does not hold the lease (any more): another one may be active, so nothing
+    more may be asked of the runtime. Raised before a call, never after one was made."""
+
+
 class Refused(RuntimeFault):
     """The runtime refused an action about the state of what it runs. Not believed: the pass
     looks again and its planner decides."""
@@ -153,6 +158,10 @@ class Runtime(Protocol[ObservedT]):
         ...
 
     async def ping(self) -> None: ...
+
+    async def ping_proxy(self) -> None:
+        """Whether the proxy of the projects' endpoints answers (raises `RuntimeFault`)."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tether.api.settings import Settings
@@ -14,19 +15,30 @@ from tether.operator.routing import Proxy
 from tether.operator.runtime import Runtime
 
 
-def open_runtime(settings: Settings) -> Runtime[Any]:
-    return engine_runtime(settings)
+def open_runtime(settings: Settings, guard: Callable[[], None] | None = None) -> Runtime[Any]:
+    """`guard` is called before every request to what runs projects: the lease check."""
+    return engine_runtime(settings, guard=guard)
 
 
 def engine_runtime(
-    settings: Settings, driver: DockerDriver | None = None, proxy: Proxy | None = None
+    settings: Settings,
+    driver: DockerDriver | None = None,
+    proxy: Proxy | None = None,
+    *,
+    guard: Callable[[], None] | None = None,
 ) -> EngineRuntime:
     """The engine runtime on the Docker engine the settings name (through `driver`, if given),
-    routing through the proxy they name (or `proxy`)."""
+    routing through the proxy they name (or `proxy`); `guard` is called before every Docker
+    request and every route change (the operator's lease check)."""
     if driver is None:
         driver = DockerDriver(
-            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+            settings.docker_url,
+            settings.installation_id,
+            concurrency=settings.docker_concurrency,
+            guard=guard,
         )
+    elif guard is not None:
+        driver.guard = guard
     if proxy is None:
         proxy = HAProxy(proxy_config(settings))
     ports = range(settings.ports.first, settings.ports.last + 1)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import uuid
 from collections.abc import Callable
 
 from tether.api.settings import Settings
 from tether.api.store import Store
+from tether.operator.lease import Lease
 from tether.operator.runtimes import open_runtime
 from tether.operator.service import Operator
 
@@ -31,8 +33,10 @@ async def serve_operator(
 ) -> None:
     """Run the operator until `stop` is set: what `tether operator` and `tether up` run.
     `on_start` receives the operator before it runs (for its readiness, in health endpoints)."""
-    runtime = open_runtime(settings)
-    operator = Operator(settings, store, runtime)
+    lease = Lease(store, f"operator-{uuid.uuid4().hex[:8]}", settings.lease_ttl_s)
+    # Every runtime call checks the lease first: a stale operator makes none.
+    runtime = open_runtime(settings, guard=lease.check)
+    operator = Operator(settings, store, runtime, lease=lease)
     if on_start is not None:
         on_start(operator)
     try:

@@ -1,35 +1,40 @@
 """The operator process: a lease, workers, and the triggers that tell them when to look.
 
-Triggers only enqueue project names: NOTIFY from desired writes, the Docker events stream, a full
-resync every ~30 s, and per-project retry timers. Each side task reconnects on its own and resyncs
-after any gap, since notifications and events sent while disconnected are lost.
+A standby waits for the lease (tether.operator.lease) and makes no runtime call at all. Once
+active, for one tenure (one epoch), it runs workers and the triggers, which only enqueue project
+names: NOTIFY from desired writes, the Docker events stream, a full resync every ~30 s, and
+per-project retry timers. Each trigger reconnects on its own and resyncs after any gap, since
+notifications and events sent while disconnected are lost. When the lease is lost (taken, expired,
+its connection gone, or a write fenced), the tenure ends at once: its passes are cancelled, its
+queue dropped, and the operator is a standby again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from tether.api.errors import StoreUnavailable
+from tether.api.errors import Fenced, StoreUnavailable
 from tether.api.models import DesiredSnapshot
 from tether.api.settings import Settings
 from tether.api.store import DESIRED_CHANNEL, Store
 from tether.operator.desired import build_desired
 from tether.operator.health import Prober
+from tether.operator.lease import Lease
 from tether.operator.metrics import PASS_SECONDS, PASSES, PROJECTS, QUEUE_DEPTH, RETRIES
 from tether.operator.queue import WorkQueue
 from tether.operator.reconciler import Reconciler
 from tether.operator.record import PassRecord, PassResult, log_pass
-from tether.operator.runtime import Runtime, RuntimeFault
+from tether.operator.runtime import LostLease, Runtime, RuntimeFault
 
 log = structlog.get_logger("tether.operator")
 RECONNECT_DELAY_S = (0.5, 10.0)
@@ -38,6 +43,20 @@ EVENTS_SILENCE_S = 300.0
 READINESS_PING_S = 3.0
 RETRY_UNREAD_S = 2.0  # a pass that could not read Postgres or Docker
 RETRY_CRASHED_S = 10.0  # a pass that failed on a bug
+
+
+@dataclass(eq=False)
+class _Tenure:
+    """What runs while this operator holds the lease for one epoch."""
+
+    epoch: int
+    triggers: list[asyncio.Task[None]] = field(default_factory=list)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    idle: dict[asyncio.Task[None], bool] = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [*self.triggers, *self.workers]
 
 
 class Operator:
@@ -50,15 +69,21 @@ class Operator:
         lease_ttl_s: float | None = None,
         holder: str | None = None,
         drain_grace_s: float = 30.0,
+        lease: Lease | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._runtime = runtime
-        self._lease_ttl_s = lease_ttl_s or settings.lease_ttl_s
-        self.holder = holder or f"operator-{uuid.uuid4().hex[:8]}"
+        if lease is None:
+            lease = Lease(
+                store,
+                holder or f"operator-{uuid.uuid4().hex[:8]}",
+                lease_ttl_s or settings.lease_ttl_s,
+            )
+        self.lease = lease
+        self.holder = lease.holder
         self._drain_grace_s = drain_grace_s
-        self._lease_until = 0.0
-        self._lease_gained = asyncio.Event()
+        self._tenure: _Tenure | None = None
         self._stopping = False
         self._alive = {"notify_listener": False, "docker_events": False}
         self._rng = random.Random()
@@ -71,77 +96,140 @@ class Operator:
             publish_address=settings.publish_address,
             installation=settings.installation_id,
             holds_lease=self.holds_lease,
+            epoch=self.lease.fencing_token,
         )
 
     def holds_lease(self) -> bool:
-        return time.monotonic() < self._lease_until
+        return self.lease.holds()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Reconcile until `stop` is set, then let in-flight passes finish within the grace."""
+        """Reconcile until `stop` is set, then let in-flight passes finish within the grace and
+        hand the lease over."""
         log.info(
             "operator starting", holder=self.holder, installation=self._settings.installation_id
         )
         side = [
-            asyncio.create_task(self._keep_lease(), name="lease"),
+            asyncio.create_task(self._lead(), name="lease"),
             asyncio.create_task(self._listen_desired(), name="notify"),
-            asyncio.create_task(self._follow_docker_events(), name="docker-events"),
-            asyncio.create_task(self._resync_periodically(), name="resync"),
         ]
-        idle: dict[asyncio.Task[None], bool] = {}
-        workers = [
-            asyncio.create_task(self._work(idle), name=f"worker-{i}")
-            for i in range(self._settings.workers)
-        ]
-        for worker in workers:
-            idle[worker] = True
         stopping = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait(
-                [stopping, *side, *workers], return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait([stopping, *side], return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stopping}:
-                task.result()  # a side task or worker that ends on its own is a bug: surface it
+                task.result()  # a side task that ends on its own is a bug: surface it
                 raise RuntimeError(f"{task.get_name()} ended unexpectedly")
         finally:
             self._stopping = True
-            for task in side:
-                task.cancel()
-            busy = [w for w in workers if not idle.get(w) and not w.done()]
-            for worker in workers:
-                if idle.get(worker):
-                    worker.cancel()
-            if busy:
-                log.info("draining in-flight passes", passes=len(busy))
-                _, late = await asyncio.wait(busy, timeout=self._drain_grace_s)
-                for worker in late:
-                    worker.cancel()
-            await asyncio.gather(*side, *workers, stopping, return_exceptions=True)
+            side[1].cancel()
+            if self._tenure is not None:
+                await self._drain(self._tenure)  # the lease is still renewed meanwhile
+            side[0].cancel()
+            await asyncio.gather(*side, stopping, return_exceptions=True)
             stopping.cancel()
             self.queue.close()
-            with contextlib.suppress(StoreUnavailable):
-                await self._store.release_lease(self.holder)
+            await self.lease.release()  # a standby waiting for the lock takes over at once
             log.info("operator stopped", holder=self.holder)
 
-    async def _work(self, idle: dict[asyncio.Task[None], bool]) -> None:
+    async def _lead(self) -> None:
+        """Standby until the lease is won, active until it is lost; and again."""
+        while True:
+            epoch = await self.lease.acquire()
+            log.info(
+                "lease acquired: this operator is active",
+                holder=self.holder,
+                epoch=epoch,
+                monotonic=time.monotonic(),
+            )
+            tenure = self._begin(epoch)
+            keep = asyncio.create_task(self.lease.keep(), name="lease-renewal")
+            try:
+                done, _ = await asyncio.wait(
+                    [keep, *tenure.tasks], return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done - {keep}:
+                    task.result()  # a trigger or worker that ends on its own is a bug
+                    raise RuntimeError(f"{task.get_name()} ended unexpectedly")
+                reason = keep.result()
+            finally:
+                keep.cancel()
+                await asyncio.gather(keep, return_exceptions=True)
+                dropped = await self._end(tenure)
+            log.warning(
+                "lease lost: this operator is a standby again",
+                holder=self.holder,
+                epoch=epoch,
+                reason=reason,
+                dropped=dropped,
+                monotonic=time.monotonic(),
+            )
+
+    def _begin(self, epoch: int) -> _Tenure:
+        tenure = _Tenure(epoch)
+        tenure.triggers = [
+            asyncio.create_task(self._follow_docker_events(), name="docker-events"),
+            asyncio.create_task(self._resync_periodically(), name="resync"),
+        ]
+        tenure.workers = [
+            asyncio.create_task(self._work(tenure), name=f"worker-{i}")
+            for i in range(self._settings.workers)
+        ]
+        for worker in tenure.workers:
+            tenure.idle[worker] = True
+        self._tenure = tenure
+        return tenure
+
+    async def _end(self, tenure: _Tenure) -> int:
+        """Stop acting at once: cancel the tenure's passes and triggers, drop its queue. Returns
+        how many projects were queued."""
+        for task in tenure.tasks:
+            task.cancel()
+        await asyncio.gather(*tenure.tasks, return_exceptions=True)
+        self._tenure = None
+        dropped = len(self.queue)
+        self.queue.close()
+        self.queue = WorkQueue()
+        return dropped
+
+    async def _drain(self, tenure: _Tenure) -> None:
+        """Shutdown: no new passes; in-flight ones finish within the grace."""
+        for task in tenure.triggers:
+            task.cancel()
+        busy = [w for w in tenure.workers if not tenure.idle.get(w) and not w.done()]
+        for worker in tenure.workers:
+            if tenure.idle.get(worker):
+                worker.cancel()
+        if busy:
+            log.info("draining in-flight passes", passes=len(busy))
+            _, late = await asyncio.wait(busy, timeout=self._drain_grace_s)
+            for worker in late:
+                worker.cancel()
+        await asyncio.gather(*tenure.tasks, return_exceptions=True)
+
+    async def _work(self, tenure: _Tenure) -> None:
         me = asyncio.current_task()
         assert me is not None
         while not self._stopping:
-            await self._lease_gained.wait()
             name = await self.queue.get()
-            idle[me] = False
+            tenure.idle[me] = False
             try:
                 await self._pass(name)
             finally:
                 self.queue.done(name)
-                idle[me] = True
+                tenure.idle[me] = True
 
     async def _pass(self, name: str) -> None:
         if not self.holds_lease():
-            self.queue.add_after(name, 1.0)
-            return
+            return  # the tenure is ending: its queue is dropped
         began = time.monotonic()
         try:
             outcome = await self.reconciler.reconcile(name)
+        except (LostLease, Fenced) as exc:
+            # The lease expired under this pass, or the database refused its write: another
+            # operator may be active. Act no more; the tenure ends.
+            log.warning("pass stopped: not the active operator", project=name, error=str(exc))
+            if isinstance(exc, Fenced):
+                self.lease.drop()
+            return
         except (StoreUnavailable, RuntimeFault) as exc:
             # Could not even read the desired state or observe: the next attempt will.
             unread = PassRecord(project=name, began=began)
@@ -172,35 +260,11 @@ class Operator:
         elif outcome.requeue_after is not None:
             self.queue.add_after(name, outcome.requeue_after, backoff=outcome.backoff)
 
-    async def _keep_lease(self) -> None:
-        while True:
-            asked = time.monotonic()
-            try:
-                held = await self._store.take_lease(self.holder, self._lease_ttl_s)
-            except StoreUnavailable as exc:
-                log.warning("lease renewal failed", error=str(exc))
-                held = None
-            if held:
-                first = not self.holds_lease()
-                # Counted from before the call: the database's expiry is always later than ours.
-                self._lease_until = asked + self._lease_ttl_s - 1.0
-                if first:
-                    log.info("lease acquired: this operator is active", holder=self.holder)
-                    self._lease_gained.set()
-                    await self._resync_quietly()
-            elif held is False:
-                if self.holds_lease():
-                    log.warning("lease lost: another operator is active", holder=self.holder)
-                self._lease_until = 0.0
-            await asyncio.sleep(self._lease_ttl_s / 3)
-
     async def _listen_desired(self) -> None:
         await self._reconnecting(self._listen_desired_once, "notify listener")
 
     async def _listen_desired_once(self) -> None:
-        async with self._store.listen(
-            DESIRED_CHANNEL, lambda name: self.queue.add(name, urgent=True)
-        ) as listener:
+        async with self._store.listen(DESIRED_CHANNEL, self._desired_changed) as listener:
             log.info("listening for desired-state changes")
             self._alive["notify_listener"] = True
             try:
@@ -209,6 +273,10 @@ class Operator:
             finally:
                 self._alive["notify_listener"] = False
         log.warning("notify listener connection lost")
+
+    def _desired_changed(self, name: str) -> None:
+        if self.holds_lease():  # a standby queues nothing: it resyncs when it takes over
+            self.queue.add(name, urgent=True)
 
     async def _follow_docker_events(self) -> None:
         await self._reconnecting(self._follow_docker_events_once, "docker events")
@@ -239,15 +307,45 @@ class Operator:
             await events.aclose()
 
     async def readiness(self) -> dict[str, bool]:
-        """What `/readyz` reports: Docker answers, and both triggers are connected. A standby
-        operator (not `active`) is ready too: it takes over when the active one dies."""
+        """What `/readyz` reports: Docker answers, and the triggers are connected. A standby
+        operator (not `active`) is ready too: it takes over when the active one dies; it follows
+        no Docker events (it acts on nothing), so that check is the active one's only."""
         try:
             async with asyncio.timeout(READINESS_PING_S):
                 await self._runtime.ping()
             docker = True
-        except (RuntimeFault, TimeoutError):
+        except (RuntimeFault, TimeoutError, LostLease):
             docker = False
-        return {"docker": docker, **self._alive, "active": self.holds_lease()}
+        try:
+            async with asyncio.timeout(READINESS_PING_S):
+                await self._runtime.ping_proxy()
+            proxy = True
+        except (RuntimeFault, TimeoutError):
+            proxy = False
+        active = self.holds_lease()
+        return {
+            "docker": docker,
+            "proxy": proxy,
+            "notify_listener": self._alive["notify_listener"],
+            "docker_events": self._alive["docker_events"] or not active,
+            "active": active,
+        }
+
+    async def lease_info(self) -> dict[str, str | int | None]:
+        """What `/readyz` reports of the lease: this operator's name and epoch (None while a
+        standby), and the active holder and epoch as the database has them."""
+        info: dict[str, str | int | None] = {
+            "holder": self.holder,
+            "epoch": self.lease.epoch if self.holds_lease() else None,
+        }
+        try:
+            current = await self._store.lease()
+        except StoreUnavailable:
+            return info
+        if current is not None:
+            info["lease_holder"] = current.holder if current.live else None
+            info["lease_epoch"] = current.epoch
+        return info
 
     async def _reconnecting(self, once: Callable[[], Awaitable[None]], what: str) -> None:
         delay = RECONNECT_DELAY_S[0]
@@ -255,7 +353,7 @@ class Operator:
             began = time.monotonic()
             try:
                 await once()
-            except (StoreUnavailable, RuntimeFault, OSError) as exc:
+            except (StoreUnavailable, RuntimeFault, OSError, LostLease) as exc:
                 log.warning(f"{what} failed", error=str(exc))
             if time.monotonic() - began > 30:
                 delay = RECONNECT_DELAY_S[0]
@@ -269,10 +367,14 @@ class Operator:
             await self._resync_quietly()
 
     async def _resync_quietly(self) -> None:
+        if not self.holds_lease():
+            return  # a standby calls no runtime: it resyncs when it takes over
         try:
             await self.resync()
         except (StoreUnavailable, RuntimeFault) as exc:
             log.warning("resync failed", error=str(exc))
+        except LostLease:
+            pass  # the tenure is ending
 
     async def resync(self) -> int:
         """One query and one container list; queue every project that may not be converged.

@@ -177,6 +177,7 @@ class Call:
     at: float  # time.monotonic() when received
     fault: str | None = None  # what the proxy did instead of (or besides) forwarding
     status: int | None = None  # the status the client got; None if none
+    labels: dict[str, str] | None = None  # a create's container labels
 
 
 @dataclass
@@ -521,6 +522,9 @@ class FaultProxy:
             project=self._project_of_request(request, endpoint, container),
             at=time.monotonic(),
         )
+        if endpoint == CREATE:
+            with contextlib.suppress(ValueError, AttributeError):
+                call.labels = dict(json.loads(request.payload).get("Labels") or {})
         self.calls.append(call)
         return call
 

@@ -105,8 +105,10 @@ class EngineRuntime:
             case Create(want=want):
                 await self.driver.create(desired.name, want)
             case SetRoute(port=port, route=route):
+                self.driver.guard()  # the lease check, as before a Docker request
                 await self.proxy.set_route(port, route)
             case RemoveRoute(port=port):
+                self.driver.guard()  # the lease check, as before a Docker request
                 await self.proxy.remove_route(port)
             case Start(container=c):
                 await self.driver.start(c.id)
@@ -188,6 +190,9 @@ class EngineRuntime:
 
     async def ping(self) -> None:
         await self.driver.ping()
+
+    async def ping_proxy(self) -> None:
+        await self.proxy.ping()
 
     async def close(self) -> None:
         await self.driver.close()

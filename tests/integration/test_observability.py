@@ -254,12 +254,20 @@ async def test_operator_endpoint_is_ready_with_docker_and_both_triggers(start: S
     answer = await wait_for(ready, "the operator's /readyz to answer 200", within_s=20)
     body = answer.json()
     assert body["checks"] == {"docker": True, "docker_events": True, "notify_listener": True}
-    assert body["info"] == {"active": True}
+    info = body["info"]
+    assert (info["active"], info["lease_holder"], info["lease_epoch"]) == (
+        True,
+        info["holder"],
+        info["epoch"],
+    )
+    assert info["epoch"] >= 1
     metrics = await get(f"{running.endpoint}/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "tether_passes_total" in metrics.text
     assert "tether_queue_depth" in metrics.text
+    assert "tether_operator_active 1.0" in metrics.text
+    assert f"tether_lease_epoch {float(info['epoch'])}" in metrics.text
     assert (await get(f"{running.endpoint}/nope")).status_code == 404
 
 
@@ -295,7 +303,8 @@ async def test_up_readyz_includes_the_operator(start: Start) -> None:
         "operator.docker_events": True,
         "operator.notify_listener": True,
     }
-    assert body["info"] == {"operator.active": True}
+    assert body["info"]["operator.active"] is True
+    assert body["info"]["operator.epoch"] == body["info"]["operator.lease_epoch"]
 
 
 async def test_up_readyz_is_not_ready_without_docker(start: Start) -> None:

@@ -445,7 +445,7 @@ async def test_each_pass_logs_one_outcome_line_with_every_field_and_no_env_value
 ) -> None:
     secret = f"s3cret-{uuid.uuid4().hex}"
     operator = Operator(settings, store, engine_runtime(settings, driver))
-    operator._lease_until = float("inf")  # run passes by hand: no lease task in this test
+    operator.lease.assume_held()  # run passes by hand: no lease task in this test
     await deploy(store, "shop", HEALTHY.model_copy(update={"env": {"TOKEN": secret}}))
     await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
     with structlog.testing.capture_logs() as logs:
@@ -468,7 +468,7 @@ async def test_retry_timers_survive_an_operator_restart(
     start_operator: OperatorFactory, settings: Settings, store: Store, driver: DockerDriver
 ) -> None:
     operator = Operator(settings, store, engine_runtime(settings, driver))
-    operator._lease_until = float("inf")
+    operator.lease.assume_held()
     await deploy(store, "nope", DeploymentSpec(image="tether-test/no-such-image:1"))
     for _ in range(5):  # five failures in a row: the next attempt is ~8 s away
         await operator.reconciler.reconcile("nope")

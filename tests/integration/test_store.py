@@ -11,8 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from support import wait_for
 
-from tether.api.errors import DeletionRequested, NoDeployment, NotFound, PreconditionFailed
+from tether.api.errors import (
+    DeletionRequested,
+    Fenced,
+    NoDeployment,
+    NotFound,
+    PreconditionFailed,
+)
 from tether.api.models import (
     DeploymentSpec,
     DesiredState,
@@ -467,3 +474,73 @@ async def test_concurrent_creates_of_many_projects_all_get_a_port(store: Store) 
     assert all(r.changed for r in results)
     ports = {r.project.host_port for r in results}
     assert len(ports) == len(names)
+
+
+# The operator lease: epochs fence every operator write
+
+
+async def test_each_acquisition_has_a_new_epoch_and_older_epochs_are_fenced(store: Store) -> None:
+    await deployed(store, "v1")
+    first = await store.lease_session("first", lock_wait_s=0.2)
+    second = await store.lease_session("second", lock_wait_s=0.2)
+    try:
+        assert await first.wait_lock(5)
+        old = await first.acquire(10, 5)
+        assert not await second.wait_lock(5)  # held: the wait times out
+        written = Status(project=SHOP, observed_generation=2, phase="Running")
+        await store.write_status(written, [(EventKind.ACTION, "Started", "x")], "op", epoch=old)
+        await first.close()  # as when its process dies: the lock goes with the session
+        assert await second.wait_lock(5)
+        new = await second.acquire(10, 5)
+        assert new == old + 1
+        events_before = await store.events(SHOP, ALICE)
+        stale = Status(project=SHOP, observed_generation=2, phase="Stalled")
+        with pytest.raises(Fenced) as refused:
+            await store.write_status(stale, [(EventKind.ACTION, "Stale", "y")], "op", epoch=old)
+        assert (refused.value.epoch, refused.value.current) == (old, new)
+        view = await store.get_project(SHOP, ALICE)
+        assert view.status is not None
+        assert view.status.phase == "Running"  # nothing of the stale write landed
+        assert await store.events(SHOP, ALICE) == events_before
+        with pytest.raises(Fenced):
+            await store.finish_deletion(SHOP, 2, epoch=old)
+        assert not await second.renew(old, 10, 5)  # nor may an old epoch renew
+        assert await second.renew(new, 10, 5)
+        lease = await store.lease()
+        assert lease is not None
+        assert (lease.holder, lease.epoch, lease.live) == ("second", new, True)
+        await second.release(new, 5)
+        lease = await store.lease()
+        assert lease is not None
+        assert (lease.epoch, lease.live) == (new, False)  # ended, and the epoch stays
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_expired_holder_that_keeps_its_session_is_ended_by_a_standby(
+    store: Store,
+) -> None:
+    """A holder that hangs (or was cut off) keeps its session and its lock: once its lease has
+    expired on the DB clock, a standby ends that session and gets the lock; before, it cannot."""
+    hung = await store.lease_session("hung", lock_wait_s=0.2)
+    standby = await store.lease_session("standby", lock_wait_s=0.2)
+    try:
+        assert await hung.wait_lock(5)
+        await hung.acquire(1, 5)
+        assert not await standby.end_stale(5)  # not expired yet: left alone
+        assert not await standby.wait_lock(5)
+
+        async def taken_over() -> bool:
+            await standby.end_stale(5)
+            return await standby.wait_lock(5)
+
+        await wait_for(taken_over, "the standby to end the expired holder's session")
+
+        async def hung_session_ended() -> bool:
+            return hung.closed.is_set()
+
+        await wait_for(hung_session_ended, "the hung holder's session to end")
+    finally:
+        await hung.close()
+        await standby.close()

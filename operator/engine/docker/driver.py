@@ -49,10 +49,20 @@ UPSTREAM_HOST = "127.0.0.1"  # where containers publish their port, for the prox
 
 
 class DockerDriver:
-    def __init__(self, url: str, installation: str, *, concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        url: str,
+        installation: str,
+        *,
+        concurrency: int = 16,
+        guard: Callable[[], None] | None = None,
+    ) -> None:
         self.client = aiodocker.Docker(url=url)
         self.url = url
         self.installation = installation
+        # Called before every request (each retry too): the operator's lease check, which raises
+        # (LostLease) once this operator may no longer act.
+        self.guard = guard or (lambda: None)
         self._calls = asyncio.Semaphore(concurrency)
         self._echoes = Echoes()
 
@@ -81,6 +91,7 @@ class DockerDriver:
         ):
             with attempt:
                 async with self._calls:
+                    self.guard()
                     try:
                         async with asyncio.timeout(deadline_s):
                             result = await call()
@@ -254,6 +265,7 @@ class DockerDriver:
         }
         if since is not None:
             params["since"] = f"{since:.9f}"
+        self.guard()
         # aiodocker's events API carries no type annotations.
         subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
         try:
