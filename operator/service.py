@@ -146,6 +146,10 @@ class Operator:
                 done, _ = await asyncio.wait(
                     [keep, *tenure.tasks], return_when=asyncio.FIRST_COMPLETED
                 )
+                if self._stopping and keep not in done:
+                    # Draining (`run` cancels the idle workers and the triggers): the lease is
+                    # kept renewed while the busy passes finish; `run` ends this task after.
+                    await keep
                 for task in done - {keep}:
                     task.result()  # a trigger or worker that ends on its own is a bug
                     raise RuntimeError(f"{task.get_name()} ended unexpectedly")

@@ -253,7 +253,12 @@ async def test_operator_endpoint_is_ready_with_docker_and_both_triggers(start: S
 
     answer = await wait_for(ready, "the operator's /readyz to answer 200", within_s=20)
     body = answer.json()
-    assert body["checks"] == {"docker": True, "docker_events": True, "notify_listener": True}
+    assert body["checks"] == {
+        "docker": True,
+        "docker_events": True,
+        "notify_listener": True,
+        "proxy": True,
+    }
     info = body["info"]
     assert (info["active"], info["lease_holder"], info["lease_epoch"]) == (
         True,
@@ -282,7 +287,12 @@ async def test_operator_endpoint_names_what_is_down(start: Start) -> None:
 
     body = await wait_for(settled, "the NOTIFY listener to connect", within_s=20)
     assert body["status"] == "not_ready"
-    assert body["checks"] == {"docker": False, "docker_events": False, "notify_listener": True}
+    assert body["checks"] == {
+        "docker": False,
+        "docker_events": False,
+        "notify_listener": True,
+        "proxy": True,
+    }
     assert "docker: Docker does not answer" in body["message"]
     assert "docker_events: not following Docker's events" in body["message"]
     assert "notify_listener" not in body["message"]
@@ -302,6 +312,7 @@ async def test_up_readyz_includes_the_operator(start: Start) -> None:
         "operator.docker": True,
         "operator.docker_events": True,
         "operator.notify_listener": True,
+        "operator.proxy": True,
     }
     assert body["info"]["operator.active"] is True
     assert body["info"]["operator.epoch"] == body["info"]["operator.lease_epoch"]
@@ -344,7 +355,12 @@ async def test_operator_checks_are_bounded_in_time_and_never_raise(
     began = time.monotonic()
     hung = await probes.evaluate([checks])
     assert time.monotonic() - began < 2
-    assert hung.checks == {"docker": False, "docker_events": False, "notify_listener": False}
+    assert hung.checks == {
+        "docker": False,
+        "docker_events": False,
+        "notify_listener": False,
+        "proxy": False,
+    }
     assert "did not answer within 0.2 s" in hung.message
 
     checks.started(Failing())  # type: ignore[arg-type]
@@ -355,11 +371,17 @@ async def test_operator_checks_are_bounded_in_time_and_never_raise(
 
 @pytest.mark.docker
 async def test_tether_operator_process_serves_its_endpoint(
-    database_url: str, port_range: PortRange, installation: str, tmp_path: Path
+    database_url: str,
+    port_range: PortRange,
+    installation: str,
+    tmp_path: Path,
+    proxy_process: Any,
 ) -> None:
     port = free_port()
     env = {
         **os.environ,
+        "TETHER_PROXY_DIR": str(proxy_process.config.directory),
+        "TETHER_PROXY_SOCKET": str(proxy_process.config.socket),
         "TETHER_DATABASE_URL": database_url,
         "TETHER_INSTALLATION_ID": installation,
         "TETHER_PORT_RANGE": f"{port_range.first}-{port_range.last}",

@@ -668,6 +668,7 @@ async def test_readiness_reports_docker_and_both_triggers(operator: Operator) ->
     report = await wait_for(ready_now, "docker, notify listener and events stream up")
     assert report == {
         "docker": True,
+        "proxy": True,
         "notify_listener": True,
         "docker_events": True,
         "active": True,

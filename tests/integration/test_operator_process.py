@@ -463,6 +463,25 @@ async def test_ha_sigkill_of_the_active_a_standby_is_active_within_2_s_and_repai
     assert fleet.check_no_overlap() > 0
 
 
+async def test_ha_sigterm_of_the_active_hands_over_in_well_under_a_second(
+    fleet: Fleet, store: Store
+) -> None:
+    """A rolling restart: SIGTERM drains the active operator, which releases its lease; a
+    standby is active well under a second after the active one has exited."""
+    active = await three_operators(fleet, store, ttl_s=10)
+    [(epoch, _)] = active.acquisitions()
+    signalled = time.monotonic()
+    active.process.terminate()
+    assert await active.process.wait() == 0
+    new_epoch, took_over, successor = await fleet.takeover(epoch, within_s=10)
+    assert successor is not active
+    assert new_epoch == epoch + 1
+    took = took_over - signalled
+    print(f"SIGTERM hand-over: a standby was active {took:.3f} s after the signal")
+    assert took < 1.0, f"took over {took:.2f} s after SIGTERM"
+    assert fleet.check_no_overlap() > 0
+
+
 @pytest.mark.parametrize("fault", ["sigstop", "postgres-cut"])
 async def test_ha_a_hung_or_cut_off_active_is_replaced_and_fenced(
     fault: str,
