@@ -25,6 +25,7 @@ import structlog
 
 from tether.api.errors import Fenced, StoreUnavailable
 from tether.api.models import DesiredSnapshot
+from tether.api.reconnect import Backoff, Reconnect
 from tether.api.settings import Settings
 from tether.api.store import DESIRED_CHANNEL, Store
 from tether.operator.desired import build_desired
@@ -37,7 +38,8 @@ from tether.operator.record import PassRecord, PassResult, log_pass
 from tether.operator.runtime import LostLease, Runtime, RuntimeFault
 
 log = structlog.get_logger("tether.operator")
-RECONNECT_DELAY_S = (0.5, 10.0)
+RECONNECT_BACKOFF = Backoff(first_s=0.5, max_s=10.0)
+RECONNECT_RESET_AFTER_S = 30.0  # a connection up this long starts the delays over
 PROBE_CONCURRENCY = 32
 EVENTS_SILENCE_S = 300.0
 READINESS_PING_S = 3.0
@@ -352,17 +354,13 @@ class Operator:
         return info
 
     async def _reconnecting(self, once: Callable[[], Awaitable[None]], what: str) -> None:
-        delay = RECONNECT_DELAY_S[0]
-        while True:
-            began = time.monotonic()
-            try:
-                await once()
-            except (StoreUnavailable, RuntimeFault, OSError, LostLease) as exc:
-                log.warning(f"{what} failed", error=str(exc))
-            if time.monotonic() - began > 30:
-                delay = RECONNECT_DELAY_S[0]
-            await asyncio.sleep(delay * self._rng.uniform(0.8, 1.2))
-            delay = min(delay * 2, RECONNECT_DELAY_S[1])
+        await Reconnect(
+            what,
+            retry_on=(StoreUnavailable, RuntimeFault, OSError, LostLease),
+            backoff=RECONNECT_BACKOFF,
+            reset_after_s=RECONNECT_RESET_AFTER_S,
+            rng=self._rng,
+        ).forever(once)
 
     async def _resync_periodically(self) -> None:
         while True:
