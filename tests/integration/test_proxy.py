@@ -43,10 +43,11 @@ async def eventually(
     while not await condition():
         if loop.time() > until:
             raise AssertionError(f"{what}: not within {within_s} s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_S)
 
 
 PROJECT = "shop"
+POLL_S = 0.02  # how often a wait looks at its condition again
 
 
 def http(upstream: Upstream, since: float | None = None) -> Route:

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+POLL_S = 0.01  # how often `wait_for_answers` counts again
 REQUEST = b"GET /version HTTP/1.1\r\nHost: tether-load\r\nUser-Agent: tether-load\r\n\r\n"
 
 
@@ -54,7 +55,7 @@ class Load:
         while len(self.tally.answers) < target:
             assert not self.tally.failures, self.tally.failures[:5]
             assert time.monotonic() < deadline, f"fewer than {count} answers in {within_s} s"
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(POLL_S)
 
     async def _client(self) -> None:
         writer: asyncio.StreamWriter | None = None
