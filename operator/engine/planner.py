@@ -133,6 +133,12 @@ def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
     )
 
 
+def _route(desired: Desired, want: Want, upstream: str, observed: Observed) -> Route:
+    """The endpoint's route to `upstream` (or `HELD`), in the mode of `want`'s health check,
+    set now."""
+    return Route(mode_of(want.deployment.health), upstream, observed.now.timestamp(), desired.name)
+
+
 def _route_only_to_ready(
     desired: Desired, want: Want, observed: Observed, memory: Memory
 ) -> Decision | None:
@@ -144,7 +150,7 @@ def _route_only_to_ready(
     routed = observed.routed()
     if routed is not None and routed.state == "running" and observed.healthy.get(routed.id):
         return None
-    held = Route(mode_of(want.deployment.health), HELD, observed.now.timestamp(), desired.name)
+    held = _route(desired, want, HELD, observed)
     gone = "is gone" if routed is None else f"is {routed.state}, not answering"
     return Decision(
         SetRoute(desired.host_port, held, None),
@@ -325,12 +331,7 @@ def _serve_meanwhile(
             and other.version != memory.failed_version
             and observed.healthy.get(other.id)
         ):
-            route = Route(
-                mode_of(want.deployment.health),
-                other.upstream,
-                observed.now.timestamp(),
-                desired.name,
-            )
+            route = _route(desired, want, other.upstream, observed)
             return Decision(
                 SetRoute(desired.host_port, route, other.version),
                 Phase.REPLACING,
@@ -355,7 +356,7 @@ def _make_way(
     """Stop `other` before `want` may run, new connections held meanwhile."""
     route = observed.route
     if want.deployment.port is not None and (route is None or not route.held):
-        held = Route(mode_of(want.deployment.health), HELD, observed.now.timestamp(), desired.name)
+        held = _route(desired, want, HELD, observed)
         return Decision(
             SetRoute(desired.host_port, held, None),
             Phase.REPLACING,
@@ -531,9 +532,7 @@ def _route_to(
 ) -> Decision | None:
     if want.deployment.port is None or keep.upstream is None:
         return None  # nothing to route to: a deployment without an endpoint
-    route = Route(
-        mode_of(want.deployment.health), keep.upstream, observed.now.timestamp(), desired.name
-    )
+    route = _route(desired, want, keep.upstream, observed)
     if route.same_way(observed.route):
         return None
     before = observed.routed()

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from conftest import RunningProxy
 from prometheus_client import REGISTRY
+from support import wait_for
 from upstream import Upstream
 
 from tether.api.settings import Settings
@@ -35,19 +36,29 @@ from tether.operator.routing import HELD, ProxyFault, Route
 CLIENTS = 16
 
 
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], within_s: float = 10.0, what: str = "condition"
-) -> None:
-    loop = asyncio.get_running_loop()
-    until = loop.time() + within_s
-    while not await condition():
-        if loop.time() > until:
-            raise AssertionError(f"{what}: not within {within_s} s")
-        await asyncio.sleep(POLL_S)
+async def tether_proxy(env: dict[str, str], *, output: int) -> asyncio.subprocess.Process:
+    """`tether proxy`'s function in a process of its own (the caller waits with `answering`)."""
+    code = "from tether.api.settings import Settings; from tether.cli.proxy_server import proxy; "
+    code += "proxy(Settings())"
+    stderr = asyncio.subprocess.STDOUT if output == asyncio.subprocess.PIPE else output
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stdout=output, stderr=stderr
+    )
+
+
+async def answers(client: HAProxy) -> bool:
+    try:
+        await client.ping()
+    except ProxyFault:
+        return False
+    return True
+
+
+async def answering(client: HAProxy) -> None:
+    await wait_for(lambda: answers(client), "tether proxy answering", within_s=20, every_s=0.02)
 
 
 PROJECT = "shop"
-POLL_S = 0.02  # how often a wait looks at its condition again
 
 
 def http(upstream: Upstream, since: float | None = None) -> Route:
@@ -186,7 +197,7 @@ class Load:
         async def enough() -> bool:
             return len(self.answers) >= target or bool(self.failures)
 
-        await eventually(enough, within_s, f"{count} more answers")
+        await wait_for(enough, f"{count} more answers", within_s=within_s, every_s=0.02)
 
 
 async def under_load(port: int, body: Callable[[Load], Awaitable[None]]) -> Load:
@@ -256,7 +267,7 @@ async def test_a_reload_under_load_fails_nothing(
             async def new_worker(before: str = before) -> bool:
                 return await worker() != before
 
-            await eventually(new_worker, 10, "a new worker")
+            await wait_for(new_worker, "a new worker", within_s=10, every_s=0.02)
             await load.until(CLIENTS * 5)
 
     load = await under_load(port, reload_twice)
@@ -290,7 +301,7 @@ async def test_a_killed_haproxy_is_restarted_with_the_routes_of_the_map_file(
             return False
         return True
 
-    await eventually(back, 15, "HAProxy restarted")
+    await wait_for(back, "HAProxy restarted", within_s=15, every_s=0.02)
     assert proxy_process.process.starts == 2
     assert await haproxy.routes() == routes
     assert (await get(port)).text == "a"
@@ -350,7 +361,7 @@ async def test_in_flight_counts_a_request_on_its_upstream_until_it_ends(
     async def one_in_flight() -> bool:
         return await haproxy.in_flight() == {a.address: 1}
 
-    await eventually(one_in_flight, 5, "one request in flight on a")
+    await wait_for(one_in_flight, "one request in flight on a", within_s=5, every_s=0.02)
     # Switched meanwhile: the request in flight stays counted on a (draining) until it ends.
     await haproxy.set_route(port, http(b))
     assert (await get(port)).text == "b"
@@ -361,7 +372,7 @@ async def test_in_flight_counts_a_request_on_its_upstream_until_it_ends(
     async def none_in_flight() -> bool:
         return await haproxy.in_flight() == {}
 
-    await eventually(none_in_flight, 5, "nothing in flight")
+    await wait_for(none_in_flight, "nothing in flight", within_s=5, every_s=0.02)
 
 
 async def test_an_admin_socket_that_is_down_is_a_proxy_fault_after_retries(
@@ -446,22 +457,9 @@ async def test_tether_proxy_runs_in_the_foreground_reloads_on_sighup_and_stops_o
         "TETHER_PROXY_SOCKET": settings.proxy_socket,
         "TETHER_LOG_FORMAT": "json",
     }
-    code = "from tether.api.settings import Settings; from tether.cli.proxy_server import proxy; "
-    code += "proxy(Settings())"
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    server = await tether_proxy(env, output=asyncio.subprocess.PIPE)
     try:
-
-        async def answers() -> bool:
-            try:
-                await client.ping()
-            except ProxyFault:
-                return False
-            return True
-
-        await eventually(answers, 20, "tether proxy answering")
+        await answering(client)
         await client.set_route(port_range.first, http(a))
         before = await client.command("info", "show info")
         server.send_signal(signal.SIGHUP)
@@ -469,7 +467,7 @@ async def test_tether_proxy_runs_in_the_foreground_reloads_on_sighup_and_stops_o
         async def reloaded() -> bool:
             return await client.command("info", "show info") != before
 
-        await eventually(reloaded, 10, "a reload")
+        await wait_for(reloaded, "a reload", within_s=10, every_s=0.02)
         assert (await get(port_range.first)).text == "a"  # the map file survived the reload
         server.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
@@ -493,29 +491,16 @@ async def test_no_haproxy_outlives_a_killed_tether_proxy(port_range: PortRange) 
         "TETHER_PROXY_DIR": settings.proxy_dir,
         "TETHER_PROXY_SOCKET": settings.proxy_socket,
     }
-    code = "from tether.api.settings import Settings; from tether.cli.proxy_server import proxy; "
-    code += "proxy(Settings())"
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    server = await tether_proxy(env, output=asyncio.subprocess.DEVNULL)
     try:
-
-        async def answers() -> bool:
-            try:
-                await client.ping()
-            except ProxyFault:
-                return False
-            return True
-
-        await eventually(answers, 20, "tether proxy answering")
+        await answering(client)
         server.kill()
         await server.wait()
 
         async def gone() -> bool:
-            return not await answers()
+            return not await answers(client)
 
-        await eventually(gone, 10, "HAProxy gone with its supervisor")
+        await wait_for(gone, "HAProxy gone with its supervisor", within_s=10, every_s=0.02)
         assert await refused(port_range.first)
     finally:
         if server.returncode is None:
