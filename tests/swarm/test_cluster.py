@@ -46,7 +46,7 @@ async def test_three_nodes_are_ready_and_the_main_engine_is_not_one(
 
 
 async def test_a_host_mode_task_answers_on_its_node_and_moves_when_the_node_is_lost(
-    swarm_cluster: SwarmCluster, record_property: Any
+    swarm_cluster: SwarmCluster,
 ) -> None:
     async with aiodocker.Docker(url=swarm_cluster.manager_url) as docker:
         service = await docker.services.create(
@@ -78,7 +78,8 @@ async def test_a_host_mode_task_answers_on_its_node_and_moves_when_the_node_is_l
                 within_s=90,
                 every_s=0.2,
             )
-            record_property("reschedule_after_node_loss_s", round(time.monotonic() - killed_at, 1))
+            took = time.monotonic() - killed_at
+            print(f"node loss: the task answered on {moved.name} {took:.1f} s after the kill")
             assert moved.name != node.name
             assert await swarm_cluster.node_state(node.name) == "down"
 
