@@ -34,7 +34,11 @@ def swarm_cluster() -> Iterator[SwarmCluster]:
     try:
         cluster = swarmcluster.attach(int(given)) if given else swarmcluster.up(3)
     except swarmcluster.ClusterError as error:
-        pytest.fail(str(error), pytrace=False)
+        failure = str(error)
+    else:
+        failure = ""
+    if failure:
+        pytest.fail(failure, pytrace=False)
     yield cluster
     if given:
         return
