@@ -18,6 +18,7 @@ import aiodocker
 from support import wait_for
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "swarm-cluster"
+RUN = "/run/tether-swarm"  # the script's run directory: one folder per cluster
 TAKEN = 3  # the script's exit status when the cluster number is in use
 CLUSTERS = 8  # cluster numbers the script accepts: 0..7
 
@@ -108,10 +109,15 @@ def check_machine() -> None:
 
 
 def up(nodes: int = 3) -> SwarmCluster:
-    """Build a cluster under the first free cluster number."""
+    """Build a cluster of this process's own under the first free cluster number, after tearing
+    down those whose test session died without doing so."""
     check_machine()
+    for number in abandoned():
+        # Best effort: another session may be tearing it down too; a number still taken is
+        # passed over below.
+        _run(number, "down")
     for number in range(CLUSTERS):
-        result = _run(number, "up", str(nodes))
+        result = _run(number, "up", str(nodes), TETHER_SWARM_OWNER=str(os.getpid()))
         if result.returncode == 0:
             return attach(number)
         if result.returncode != TAKEN:
@@ -132,6 +138,19 @@ def attach(number: int) -> SwarmCluster:
         nodes.append(SwarmNode(name, node_id, address, url, manager=role != "worker"))
     nodes.sort(key=lambda n: int(n.name.removeprefix("node")))
     return SwarmCluster(number, tuple(nodes))
+
+
+def abandoned() -> list[int]:
+    """Clusters built for a process that is gone (those a person built have no owner)."""
+    found = []
+    for owner in Path(RUN).glob("*/owner"):
+        try:
+            os.kill(int(owner.read_text()), 0)
+        except ProcessLookupError:
+            found.append(int(owner.parent.name))
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or half written: not provably abandoned
+    return found
 
 
 def down(number: int) -> None:
@@ -186,10 +205,10 @@ def _lines(*command: str) -> list[str]:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
 
 
-def _run(number: int, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(number: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SCRIPT), *args],
-        env={**os.environ, "TETHER_SWARM_CLUSTER": str(number)},
+        env={**os.environ, **env, "TETHER_SWARM_CLUSTER": str(number)},
         capture_output=True,
         text=True,
         timeout=180,
