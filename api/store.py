@@ -41,10 +41,12 @@ from tether.api.models import (
     Event,
     EventKind,
     NewEvent,
+    ObservedVolume,
     Principal,
     Project,
     ProjectView,
     Status,
+    VolumeView,
     WatchView,
     WriteResult,
 )
@@ -309,6 +311,7 @@ class Store:
                 spec.secret_env,
                 spec.strategy,
                 spec.drain_timeout_s,
+                [volume.model_dump() for volume in spec.volumes],
             )
             assert row is not None  # INSERT ... RETURNING
             deployment = _deployment(row)
@@ -421,26 +424,42 @@ class Store:
         return WriteResult(project=project, changed=True, message=f"rolling back to v{to_version}")
 
     async def destroy(
-        self, name: str, principal: Principal, *, if_match: int | None = None
+        self,
+        name: str,
+        principal: Principal,
+        *,
+        if_match: int | None = None,
+        delete_volumes: bool = False,
     ) -> WriteResult:
         async with self._transaction() as conn:
             project = await self._lock(conn, name, principal, if_match, allow_deleting=True)
-            if project.deletion_requested:
+            more = delete_volumes and not project.delete_volumes
+            if project.deletion_requested and not more:
                 return WriteResult(
                     project=project, changed=False, message="deletion already requested"
                 )
+            if more:
+                await conn.execute(sql("request_volume_deletion"), name)
             project = await self._change(
                 conn,
                 project,
                 principal,
                 reason="Destroy",
-                message="deletion requested",
+                message="deletion requested"
+                + (", volumes too" if delete_volumes else ", volumes kept"),
                 deleting=True,
             )
+        kept = (
+            "then its volumes are removed"
+            if delete_volumes
+            else "its volumes are kept (a project of the same name mounts them again; "
+            "`--delete-volumes` removes them)"
+        )
         return WriteResult(
             project=project,
             changed=True,
-            message="deletion requested: the containers are removed, then the project is gone",
+            message=f"deletion requested: the containers are removed, {kept}, then the project "
+            "is gone",
         )
 
     async def _lock(
@@ -610,6 +629,37 @@ class Store:
                     epoch,
                 )
             await conn.execute(sql("notify_status"), status.project)
+
+    async def record_volumes(
+        self, project: str, volumes: Sequence[ObservedVolume], *, epoch: int | None = None
+    ) -> None:
+        """What the operator observed of a project's volumes, replacing what it saw before (a
+        fenced-out epoch writes nothing)."""
+        seen = [
+            {
+                "name": v.name,
+                "docker_name": v.docker_name,
+                "mounted_by": list(v.mounted_by),
+                "created_at": v.created_at.isoformat() if v.created_at else None,
+            }
+            for v in volumes
+        ]
+        async with self._connection() as conn:
+            await conn.execute(sql("record_volumes"), project, seen, epoch)
+
+    async def record_volume_sizes(self, sizes: dict[str, int]) -> None:
+        """Sizes Docker measured, by Docker volume name."""
+        rows = [{"docker_name": name, "size_bytes": size} for name, size in sizes.items()]
+        async with self._connection() as conn:
+            await conn.execute(sql("record_volume_sizes"), rows)
+
+    async def volumes(self, name: str, principal: Principal) -> list[VolumeView]:
+        async with self._connection() as conn:
+            await self._visible(conn, name, principal)
+            return [
+                VolumeView.model_validate(dict(r))
+                for r in await conn.fetch(sql("list_volumes"), name)
+            ]
 
     async def finish_deletion(
         self, name: str, generation: int, *, epoch: int | None = None

@@ -64,6 +64,7 @@ for name, command in (
     ("deploy", writes.deploy),
     ("status", reads.status),
     ("deployments", reads.deployments),
+    ("volumes", reads.volumes),
     ("events", reads.events),
     ("watch", reads.watch),
     ("logs", reads.logs),
