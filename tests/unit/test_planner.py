@@ -1567,6 +1567,7 @@ def test_a_writable_volume_makes_the_replacement_stop_first_unless_chosen() -> N
     d = desired(want(2, strategy=None, volumes=(DATA,)), V1)
     old = ctr("old", "running", version=1)
     decision = decide(d, old, healthy=("old",), volumes=("data",))
-    assert isinstance(decision.action, SetRoute) and decision.action.route.held
+    assert isinstance(decision.action, SetRoute)
+    assert decision.action.route.held
     stopping = decide(d, old, healthy=("old",), route=held(), volumes=("data",))
     assert stopping.action == Stop(old, 10)
