@@ -445,8 +445,7 @@ class Store:
                 project,
                 principal,
                 reason="Destroy",
-                message="deletion requested"
-                + (", volumes too" if delete_volumes else ", volumes kept"),
+                message="deletion requested" + (", volumes too" if delete_volumes else ""),
                 deleting=True,
             )
         kept = (

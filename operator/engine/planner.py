@@ -320,7 +320,21 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
                 return _remove_stale(stale, want, memory, observed)
         phase = Phase.ROLLING_BACK if replacing else Phase.CREATING
         for volume in desired.volumes_of(want):
-            if not observed.has_volume(volume.docker_name):
+            seen = observed.volume(volume.docker_name)
+            if seen is not None and seen.owner != desired.owner:
+                return Decision(
+                    None,
+                    Phase.STALLED,
+                    False,
+                    "VolumeOfAnotherOwner",
+                    f"volume {volume.name} ({volume.docker_name}) was kept from a destroyed "
+                    f"project of the same name owned by {seen.owner!r}: it is not mounted for "
+                    f"{desired.owner!r}; its owner may re-create the project, or an admin "
+                    "removes the volume",
+                    memory,
+                    stalled=True,
+                )
+            if seen is None:
                 return Decision(
                     CreateVolume(volume),
                     phase,

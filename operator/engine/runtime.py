@@ -107,7 +107,9 @@ class EngineRuntime:
             case RemoveRoute():
                 return replace(observed, route=None)
             case CreateVolume(volume=volume):
-                made = VolumeSeen(volume.docker_name, volume.name, datetime.now(UTC))
+                made = VolumeSeen(
+                    volume.docker_name, volume.name, datetime.now(UTC), owner=desired.owner
+                )
                 return replace(observed, volumes=(*observed.volumes, made))
         containers = await self._look_again(step, observed.containers)
         return None if containers is None else replace(observed, containers=containers)

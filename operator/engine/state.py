@@ -61,6 +61,7 @@ class VolumeSeen:
     docker_name: str
     name: str  # the project's name for it
     created_at: datetime | None = None
+    owner: str = ""  # of the project it was created for
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ class Observed:
     in_flight: dict[str, int] = field(default_factory=dict)  # upstream → requests in flight
     volumes: tuple[VolumeSeen, ...] = ()
 
-    def has_volume(self, docker_name: str) -> bool:
-        return any(v.docker_name == docker_name for v in self.volumes)
+    def volume(self, docker_name: str) -> VolumeSeen | None:
+        return next((v for v in self.volumes if v.docker_name == docker_name), None)
 
     def routed(self) -> Container | None:
         """The container the endpoint's traffic goes to, if the route leads to one."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from tether.operator.engine.state import Container, Summary, VolumeSeen
 from tether.operator.labels import (
+    LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_RESTART,
     LABEL_SPEC_HASH,
@@ -73,6 +74,7 @@ def volume_from_list(raw: dict[str, Any]) -> VolumeSeen:
         docker_name=raw["Name"],
         name=labels.get(LABEL_VOLUME, ""),
         created_at=datetime.fromisoformat(created).astimezone(UTC) if created else None,
+        owner=labels.get(LABEL_OWNER, ""),
     )
 
 

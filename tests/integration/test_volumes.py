@@ -1,0 +1,325 @@
+"""Named volumes against a real Docker engine, Postgres and HAProxy: data a deployment writes is
+read by the next, and survives every replacement, restart, rollback, crash loop and outside
+removal of the container; destroy keeps the volumes unless asked, and then removes exactly that
+project's.
+
+Each deployment's command appends its RELEASE to /data/log at every start and serves a copy of
+it at /log on the project's endpoint: the log is what the volume holds, as the user's own
+workload reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiodocker
+import httpx
+import pytest
+from support import Operators, remove_containers, wait_for
+
+from tether.api.models import (
+    ConditionType,
+    DeploymentSpec,
+    DesiredSnapshot,
+    DesiredState,
+    HealthCheck,
+    Principal,
+    VolumeMount,
+)
+from tether.api.settings import Settings
+from tether.api.store import Store
+from tether.operator.desired import Volume, volume_name
+from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
+
+pytestmark = pytest.mark.docker
+
+ALICE = Principal(owner="alice")
+HEALTHY = DeploymentSpec(
+    image="tether-test/workload:latest",
+    port=8080,
+    health=HealthCheck(type="http", path="/healthz"),
+    ready_deadline_s=30,
+    stop_grace_s=2,
+)
+
+DATA = VolumeMount(name="data", path="/data")
+APPEND = "echo $RELEASE >> /data/log && cp /data/log /www/log && exec serve"
+
+
+def release(n: str, **changes: Any) -> DeploymentSpec:
+    """A deployment as a client sends it: validated, so that its volumes choose its strategy
+    unless it sets one."""
+    spec = {
+        "image": HEALTHY.image,
+        "port": 8080,
+        "health": {"type": "http", "path": "/healthz"},
+        "ready_deadline_s": 30,
+        "stop_grace_s": 2,
+        "command": ["sh", "-c", APPEND],
+        "env": {"RELEASE": n},
+        "volumes": [DATA.model_dump()],
+    }
+    return DeploymentSpec.model_validate(spec | changes)
+
+
+async def docker_volumes(docker: aiodocker.Docker) -> set[str]:
+    """Every volume on the engine, tether's or not: what a test must leave as it was."""
+    listed = await docker.volumes.list()
+    return {v["Name"] for v in listed.get("Volumes") or []}
+
+
+async def remove_volumes(docker: aiodocker.Docker, installation: str) -> None:
+    listed = await docker.volumes.list(filters={"label": [f"{LABEL_INSTALLATION}={installation}"]})
+    for volume in listed.get("Volumes") or []:
+        await docker._query_json(f"volumes/{volume['Name']}", method="DELETE")
+
+
+@pytest.fixture
+async def docker_api(settings: Settings) -> AsyncIterator[aiodocker.Docker]:
+    """Docker as an outside actor sees it. Afterwards the test's containers, then the test's
+    volumes (which tether itself never removes unless asked) go."""
+    docker = aiodocker.Docker()
+    yield docker
+    await remove_containers(docker, settings.installation_id)
+    await remove_volumes(docker, settings.installation_id)
+    await docker.close()
+
+
+@pytest.fixture
+async def operator(
+    settings: Settings, store: Store, docker_api: aiodocker.Docker
+) -> AsyncIterator[None]:
+    """An operator of the test's installation, stopped before `docker_api` cleans up."""
+    operators = Operators()
+    operators.start(settings, store)
+    yield
+    await operators.stop()
+
+
+async def containers_of(
+    docker: aiodocker.Docker, settings: Settings, project: str
+) -> list[dict[str, Any]]:
+    labels = [f"{LABEL_INSTALLATION}={settings.installation_id}", f"{LABEL_PROJECT}={project}"]
+    listed = await docker.containers.list(all=True, filters={"label": labels})
+    return [await c.show() for c in listed]
+
+
+async def snapshot(store: Store, name: str) -> DesiredSnapshot:
+    found = await store.desired(name)
+    assert found is not None
+    return found
+
+
+async def converged(store: Store, name: str, *, ready: bool = False) -> DesiredSnapshot | None:
+    """The snapshot once the operator is done with the current generation (and Ready)."""
+    snap = await snapshot(store, name)
+    status = snap.status
+    if status is None or status.observed_generation != snap.project.generation:
+        return None
+    reconciling = status.condition(ConditionType.RECONCILING)
+    is_ready = status.condition(ConditionType.READY)
+    if reconciling is None or reconciling.status != "False":
+        return None
+    return snap if not ready or (is_ready and is_ready.status == "True") else None
+
+
+async def ready(store: Store, name: str) -> DesiredSnapshot | None:
+    return await converged(store, name, ready=True)
+
+
+async def served_log(snap: DesiredSnapshot) -> list[str]:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"http://127.0.0.1:{snap.project.host_port}/log", timeout=5)
+    answer.raise_for_status()
+    return answer.text.split()
+
+
+async def ready_at(store: Store, version: int, what: str) -> DesiredSnapshot:
+    async def running() -> DesiredSnapshot | None:
+        snap = await ready(store, "shop")
+        return snap if snap and snap.status and snap.status.running_version == version else None
+
+    return await wait_for(running, what)
+
+
+async def v1_ready(store: Store) -> DesiredSnapshot:
+    """Project shop, deployed with its volume, once v1 is Ready."""
+    await store.create_project("shop", ALICE)
+    await store.deploy("shop", release("1"), ALICE)
+    return await ready_at(store, 1, "v1 Ready")
+
+
+async def test_data_written_by_v1_is_read_by_v2_then_kept_through_restart_and_rollback(
+    operator: None, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    first = await v1_ready(store)
+    assert await served_log(first) == ["1"]
+    [container] = await containers_of(docker_api, settings, "shop")
+    [mount] = container["Mounts"]
+    assert (mount["Type"], mount["Name"], mount["Destination"], mount["RW"]) == (
+        "volume",
+        volume_name(settings.installation_id, "shop", "data"),
+        "/data",
+        True,
+    )
+
+    _, v2 = await store.deploy("shop", release("2"), ALICE)
+    assert v2.strategy == "stop-first"  # a writable volume: one writer at a time
+    assert await served_log(await ready_at(store, 2, "v2 Ready")) == ["1", "2"]
+
+    await store.restart("shop", ALICE)
+    restarted = await wait_for(
+        lambda: _after(store, lambda s: s.project.restart_token == 1), "restarted"
+    )
+    assert await served_log(restarted) == ["1", "2", "2"]
+
+    await store.rollback("shop", ALICE)
+    assert await served_log(await ready_at(store, 1, "back on v1")) == ["1", "2", "2", "1"]
+    volumes = await store.volumes("shop", ALICE)
+    assert [(v.name, v.in_target) for v in volumes] == [("data", True)]
+    assert volumes[0].mounted_by == [
+        c["Name"].lstrip("/") for c in await containers_of(docker_api, settings, "shop")
+    ]
+
+
+async def _after(store: Store, check: Any) -> DesiredSnapshot | None:
+    snap = await ready(store, "shop")
+    return snap if snap and check(snap) else None
+
+
+async def test_data_survives_a_crash_loop_and_a_failed_rollout(
+    operator: None, store: Store
+) -> None:
+    await v1_ready(store)
+    crashing = release(
+        "2",
+        command=["sh", "-c", "echo crash >> /data/log; exit 3"],
+        ready_deadline_s=4,
+    )
+    await store.deploy("shop", crashing, ALICE)
+
+    async def rolled_back() -> DesiredSnapshot | None:
+        snap = await ready(store, "shop")
+        return snap if snap and snap.status and snap.status.failed_version == 2 else None
+
+    snap = await wait_for(rolled_back, "v1 back after v2's crash loop")
+    log = await served_log(snap)
+    # v1's data as v1 wrote it, what v2 itself wrote while it crashed, and v1's start again.
+    assert log[0] == "1"
+    assert log[-1] == "1"
+    assert set(log[1:-1]) == {"crash"}
+    assert len(log) >= 4  # it crashed at least twice
+
+
+async def test_data_survives_docker_rm_f_of_the_container(
+    operator: None, store: Store, docker_api: aiodocker.Docker
+) -> None:
+    first = await v1_ready(store)
+    assert first.status is not None
+    await docker_api.containers.container(first.status.container_id).delete(force=True)
+
+    async def replaced() -> DesiredSnapshot | None:
+        snap = await ready(store, "shop")
+        fresh = snap and snap.status and snap.status.container_id != first.status.container_id
+        return snap if fresh else None
+
+    assert await served_log(await wait_for(replaced, "a fresh container")) == ["1", "1"]
+
+
+async def test_a_volume_dropped_from_the_spec_is_kept_unmounted(
+    operator: None, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    await v1_ready(store)
+    await store.deploy("shop", HEALTHY, ALICE)
+    await ready_at(store, 2, "v2 Ready, without the volume")
+    name = volume_name(settings.installation_id, "shop", "data")
+    assert name in await docker_volumes(docker_api)
+
+    async def unmounted() -> bool:
+        volumes = await store.volumes("shop", ALICE)
+        return [(v.name, v.in_target, v.mounted_by) for v in volumes] == [("data", False, [])]
+
+    await wait_for(unmounted, "the volume listed as unmounted")
+    await store.deploy("shop", release("3"), ALICE)
+    assert await served_log(await ready_at(store, 3, "v3 Ready")) == ["1", "3"]
+
+
+async def destroyed(store: Store, name: str) -> bool:
+    return await store.desired(name) is None
+
+
+async def test_destroy_keeps_the_volumes_and_delete_volumes_removes_exactly_the_projects(
+    operator: None,
+    store: Store,
+    docker_api: aiodocker.Docker,
+    settings: Settings,
+) -> None:
+    # Another installation's volume of a project of the same name, and another project's.
+    other = DockerDriver(settings.docker_url, f"{settings.installation_id}x")
+    theirs = Volume("data", volume_name(other.installation, "shop", "data"))
+    try:
+        await other.create_volume("shop", "alice", theirs)
+        for name in ("shop", "mine"):
+            await store.create_project(name, ALICE)
+            await store.deploy(name, release("1"), ALICE)
+        await ready_at(store, 1, "shop Ready")
+        await wait_for(lambda: ready(store, "mine"), "mine Ready")
+        before = await docker_volumes(docker_api)
+        shop = volume_name(settings.installation_id, "shop", "data")
+        mine = volume_name(settings.installation_id, "mine", "data")
+        assert {shop, mine, theirs.docker_name} <= before
+
+        answer = await store.destroy("mine", ALICE)
+        assert "volumes are kept" in answer.message
+        await wait_for(lambda: destroyed(store, "mine"), "mine destroyed")
+        assert await docker_volumes(docker_api) == before
+
+        # A project of the same name mounts the kept data again.
+        await store.create_project("mine", ALICE)
+        await store.deploy("mine", release("2"), ALICE)
+        again = await wait_for(lambda: ready(store, "mine"), "mine Ready again")
+        assert await served_log(again) == ["1", "2"]
+
+        answer = await store.destroy("shop", ALICE, delete_volumes=True)
+        assert "volumes are removed" in answer.message
+        await wait_for(lambda: destroyed(store, "shop"), "shop destroyed")
+        assert await docker_volumes(docker_api) == before - {shop}
+    finally:
+        await remove_volumes(docker_api, other.installation)
+        await other.close()
+
+
+async def test_a_stopped_project_keeps_its_volume_and_a_start_mounts_it_again(
+    operator: None, store: Store
+) -> None:
+    await v1_ready(store)
+    await store.set_desired_state("shop", DesiredState.STOPPED, ALICE)
+    await wait_for(lambda: converged(store, "shop"), "stopped")
+    await store.set_desired_state("shop", DesiredState.RUNNING, ALICE)
+    assert await served_log(await ready_at(store, 1, "running again")) == ["1", "1"]
+
+
+async def test_a_volume_of_another_owners_destroyed_project_is_not_mounted(
+    operator: None, store: Store
+) -> None:
+    await v1_ready(store)
+    await store.destroy("shop", ALICE)
+    await wait_for(lambda: destroyed(store, "shop"), "shop destroyed")
+    bob = ALICE.model_copy(update={"owner": "bob"})
+    await store.create_project("shop", bob)
+    await store.deploy("shop", release("2"), bob)
+
+    async def stalled() -> DesiredSnapshot | None:
+        snap = await snapshot(store, "shop")
+        found = snap.status.condition(ConditionType.STALLED) if snap.status else None
+        now = found is not None and found.observed_generation == snap.project.generation
+        return snap if found and now and found.status == "True" else None
+
+    snap = await wait_for(stalled, "refused: alice's data")
+    assert snap.status is not None
+    condition = snap.status.condition(ConditionType.STALLED)
+    assert condition is not None
+    assert "owned by 'alice'" in condition.message
+    assert snap.status.container_id is None
