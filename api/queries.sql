@@ -286,3 +286,20 @@ JOIN projects p ON p.name = v.project
 LEFT JOIN deployments d ON d.project = p.name AND d.version = p.target_version
 WHERE v.project = $1
 ORDER BY v.name;
+
+-- name: archive_target
+-- What an export or import of volume $3 needs to know of project $1 ($2: the owner the caller
+-- may see, NULL for an admin): whether it is stopped, the image to mount the volume in (the
+-- target deployment's, else the latest), whether the volume is the project's, its last size.
+SELECT p.owner, p.desired_state, p.generation, p.deletion_requested_at IS NOT NULL AS deleting,
+       s.phase, s.observed_generation,
+       (SELECT d.image FROM deployments d WHERE d.project = p.name
+        ORDER BY d.version = p.target_version DESC, d.version DESC LIMIT 1) AS image,
+       EXISTS (
+           SELECT 1 FROM deployments d WHERE d.project = p.name
+             AND d.volumes @> jsonb_build_array(jsonb_build_object('name', $3::text))
+       ) AS known,
+       (SELECT v.size_bytes FROM volumes v WHERE v.project = p.name AND v.name = $3) AS size_bytes
+FROM projects p
+LEFT JOIN status s ON s.project = p.name
+WHERE p.name = $1 AND ($2::text IS NULL OR p.owner = $2);

@@ -29,6 +29,7 @@ from tether.api.errors import (
     NoDeployment,
     NoFreePort,
     NotFound,
+    NotStopped,
     PreconditionFailed,
     Refusal,
     StoreUnavailable,
@@ -80,6 +81,16 @@ _UNAVAILABLE = (
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ArchiveTarget:
+    """Where a volume export or import goes: the project's owner, the image a helper container
+    that mounts the volume is made from, and the volume's last measured size."""
+
+    owner: str
+    image: str
+    size_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -659,6 +670,36 @@ class Store:
                 VolumeView.model_validate(dict(r))
                 for r in await conn.fetch(sql("list_volumes"), name)
             ]
+
+    async def archive_target(self, name: str, volume: str, principal: Principal) -> ArchiveTarget:
+        """The project's volume, for an export or an import: refused unless the project is
+        desired stopped and observed stopped (`NotStopped`, saying what to run) and names the
+        volume in one of its deployments."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql("archive_target"), name, principal.scope, volume)
+        if row is None:
+            raise _not_found(name)
+        if not row["known"] or row["image"] is None:
+            raise NotFound(
+                f"project {name!r} has no volume {volume!r}",
+                hint=f"list its volumes with `tether volumes {name}`",
+            )
+        if row["deleting"]:
+            raise DeletionRequested(f"project {name!r} is being destroyed")
+        if row["desired_state"] != DesiredState.STOPPED:
+            raise NotStopped(
+                f"project {name!r} is desired running: its volume is only read or written while "
+                "nothing runs on it",
+                hint=f"run `tether stop {name} --wait` first, then retry (`tether start {name}` "
+                "after)",
+            )
+        if row["observed_generation"] != row["generation"] or row["phase"] != "Stopped":
+            raise NotStopped(
+                f"project {name!r} is desired stopped, but the operator has not stopped it yet "
+                f"(phase {row['phase'] or 'Pending'})",
+                hint=f"wait with `tether watch {name}`, then retry",
+            )
+        return ArchiveTarget(row["owner"], row["image"], row["size_bytes"])
 
     async def finish_deletion(
         self, name: str, generation: int, *, epoch: int | None = None

@@ -10,7 +10,15 @@ workload reads it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import io
+import subprocess
+import sys
+import tarfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -24,8 +32,9 @@ from faultproxy import (
     Respond,
     server_error,
 )
-from support import Operators, remove_containers, wait_for
+from support import Operators, remove_containers, serving, wait_for
 
+from tether.api.app import create_app
 from tether.api.models import (
     ConditionType,
     DeploymentSpec,
@@ -38,6 +47,7 @@ from tether.api.models import (
 from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.operator.desired import Volume, volume_name
+from tether.operator.engine.docker.archive import DockerArchives
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 
@@ -380,3 +390,176 @@ async def test_volume_calls_failing_or_lying_converge_and_remove_nothing(
     assert {c.container for c in removes} == {shop}
     assert [c.status for c in removes][-1] in (200, 204)
     assert await served_log(await ready_at(store, 1, "other untouched", name="other")) == ["1"]
+
+
+ARCHIVE_LIMIT = 2 * 1024 * 1024
+# v1 also writes 300 kB of random bytes once: what a round trip must carry exactly.
+BLOB = "[ -f /data/blob ] || head -c 300000 /dev/urandom > /data/blob; " + APPEND
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, store: Store, tokens: Any, docker_api: aiodocker.Docker
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP API with Docker access for volume archives (a 2 MiB limit), as alice."""
+    archives = DockerArchives(DockerDriver(settings.docker_url, settings.installation_id))
+    app = create_app(store, archives=archives, archive_limit=ARCHIVE_LIMIT)
+    try:
+        async with serving(app) as url:
+            headers = {"Authorization": f"Bearer {tokens.alice}"}
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+                yield http
+    finally:
+        await archives.close()
+
+
+def archive_path(project: str, volume: str = "data") -> str:
+    return f"/v1/projects/{project}/volumes/{volume}/archive"
+
+
+def digests(archive: bytes) -> dict[str, str]:
+    """Each file's name and the SHA-256 of its bytes."""
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        return {
+            m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()  # type: ignore[union-attr]
+            for m in tar
+            if m.isfile()
+        }
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+async def stopped(store: Store, name: str) -> DesiredSnapshot:
+    await store.set_desired_state(name, DesiredState.STOPPED, ALICE)
+
+    async def done() -> DesiredSnapshot | None:
+        snap = await converged(store, name)
+        return snap if snap and snap.status and snap.status.phase == "Stopped" else None
+
+    return await wait_for(done, f"{name} stopped")
+
+
+async def exported(api: httpx.AsyncClient, project: str) -> bytes:
+    answer = await api.get(archive_path(project))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/x-tar"
+    return answer.content
+
+
+async def test_export_then_import_round_trips_the_bytes(
+    operator: None, store: Store, api: httpx.AsyncClient
+) -> None:
+    await store.create_project("shop", ALICE)
+    await store.deploy("shop", release("1", command=["sh", "-c", BLOB]), ALICE)
+    await ready_at(store, 1, "v1 Ready")
+    running = await api.get(archive_path("shop"))
+    assert running.status_code == 409
+    assert running.json()["error"] == "not_stopped"
+    assert "tether stop shop --wait" in running.json()["hint"]
+
+    await stopped(store, "shop")
+    archive = await exported(api, "shop")
+    files = digests(archive)
+    assert set(files) == {"data/blob", "data/log"}
+
+    # Into another project's volume, which does not exist yet: the import creates it.
+    await store.create_project("copy", ALICE)
+    await store.deploy("copy", release("2"), ALICE, start=False)
+    await wait_for(lambda: converged(store, "copy"), "copy converged, stopped")
+    answer = await api.put(
+        archive_path("copy"), content=archive, headers={"Content-Type": "application/x-tar"}
+    )
+    assert answer.status_code == 204, answer.text
+    assert digests(await exported(api, "copy")) == files
+
+    await store.set_desired_state("copy", DesiredState.RUNNING, ALICE)
+    copy = await ready_at(store, 1, "copy Ready", name="copy")
+    assert await served_log(copy) == ["1", "2"]  # shop's data, then copy's own start
+
+
+@pytest.mark.parametrize(
+    ("archive", "status", "error"),
+    [
+        (b"this is not a tar archive" * 40, 400, "not a readable tar archive"),
+        (tar_of({"etc/passwd": b"x"}), 400, "is not inside data/"),
+        (tar_of({"data/../../etc/passwd": b"x"}), 400, "is not inside data/"),
+        (tar_of({"data/big": b"0" * (ARCHIVE_LIMIT + 1)}), 413, "import limit"),
+        (b"", 400, "the upload is not a readable tar archive"),
+    ],
+)
+async def test_a_bad_archive_is_refused_and_the_volume_is_unchanged(
+    operator: None,
+    store: Store,
+    api: httpx.AsyncClient,
+    archive: bytes,
+    status: int,
+    error: str,
+) -> None:
+    await v1_ready(store)
+    await stopped(store, "shop")
+    before = await exported(api, "shop")
+    answer = await api.put(archive_path("shop"), content=archive)
+    assert answer.status_code == status, answer.text
+    assert error in answer.json()["message"]
+    assert await exported(api, "shop") == before
+
+
+async def test_archives_of_an_unknown_volume_or_project_are_not_found(
+    operator: None, store: Store, api: httpx.AsyncClient
+) -> None:
+    await v1_ready(store)
+    await stopped(store, "shop")
+    missing = await api.get(archive_path("shop", "other"))
+    assert missing.status_code == 404
+    assert "tether volumes shop" in missing.json()["hint"]
+    assert (await api.get(archive_path("nope"))).status_code == 404
+
+
+TETHER = str(Path(sys.executable).parent / "tether")
+
+
+async def test_the_cli_exports_to_stdout_and_imports_from_stdin(
+    operator: None, store: Store, api: httpx.AsyncClient, tokens: Any, tmp_path: Path
+) -> None:
+    await store.create_project("shop", ALICE)
+    await store.deploy("shop", release("1", command=["sh", "-c", BLOB]), ALICE)
+    await ready_at(store, 1, "v1 Ready")
+    env = {"TETHER_URL": str(api.base_url), "TETHER_TOKEN": tokens.alice, "PATH": "/usr/bin:/bin"}
+    env["TETHER_CONFIG"] = str(tmp_path / "config.json")
+    backup = tmp_path / "shop-data.tar"
+
+    def tether(*argv: str, stdin: Path | None = None, stdout: Path | None = None) -> Any:
+        with contextlib.ExitStack() as files:
+            given = files.enter_context(stdin.open("rb")) if stdin else subprocess.DEVNULL
+            taken = files.enter_context(stdout.open("wb")) if stdout else subprocess.PIPE
+            return subprocess.run(
+                [TETHER, *argv],
+                env=env,
+                stdin=given,
+                stdout=taken,
+                stderr=subprocess.PIPE,
+                check=False,
+                timeout=60,
+            )
+
+    refused = await asyncio.to_thread(tether, "volume", "export", "shop", "data", stdout=backup)
+    assert refused.returncode == 1
+    assert "run `tether stop shop --wait` first" in refused.stderr.decode()
+
+    await stopped(store, "shop")
+    done = await asyncio.to_thread(tether, "volume", "export", "shop", "data", stdout=backup)
+    assert done.returncode == 0, done.stderr
+    files = digests(backup.read_bytes())
+    assert set(files) == {"data/blob", "data/log"}
+    imported = await asyncio.to_thread(tether, "volume", "import", "shop", "data", stdin=backup)
+    assert imported.returncode == 0, imported.stderr
+    assert f"imported {backup.stat().st_size} bytes" in imported.stdout.decode()
+    assert digests(await exported(api, "shop")) == files

@@ -161,6 +161,17 @@ class DockerDriver:
         )
         return tuple(volume_from_list(v) for v in listed.get("Volumes") or [])
 
+    async def volume_exists(self, docker_name: str) -> bool:
+        try:
+            await self.call(
+                "volume inspect", lambda: self.client._query_json(f"volumes/{docker_name}")
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise DockerFault("volume inspect", exc.message, exc.status) from exc
+        return True
+
     async def volume_sizes(self) -> dict[str, int]:
         """The size of each of this installation's volumes, by Docker name, as Docker measures
         them (`docker system df`: it walks every volume, so the operator asks seldom)."""
