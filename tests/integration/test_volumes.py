@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -49,7 +50,7 @@ from tether.api.store import Store
 from tether.operator.desired import Volume, volume_name
 from tether.operator.engine.docker.archive import DockerArchives
 from tether.operator.engine.docker.driver import DockerDriver
-from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_VERSION
 
 pytestmark = pytest.mark.docker
 
@@ -563,3 +564,66 @@ async def test_the_cli_exports_to_stdout_and_imports_from_stdin(
     assert imported.returncode == 0, imported.stderr
     assert f"imported {backup.stat().st_size} bytes" in imported.stdout.decode()
     assert digests(await exported(api, "shop")) == files
+
+
+@pytest.mark.parametrize(
+    ("version", "action"),
+    [("1", "stop"), ("2", "create"), ("2", "start")],
+    ids=["after-stopping-v1", "after-creating-v2", "after-starting-v2"],
+)
+async def test_an_operator_killed_mid_replacement_loses_no_data(
+    version: str,
+    action: str,
+    store: Store,
+    settings: Settings,
+    docker_api: aiodocker.Docker,
+    tmp_path: Path,
+) -> None:
+    """`tether operator` SIGKILLed the moment Docker reports a step of a stop-first replacement
+    done (v1 stopped; v2 created; v2 started): the next operator finishes it on the same data."""
+    env = {
+        **os.environ,
+        "TETHER_DATABASE_URL": settings.database_url,
+        "TETHER_INSTALLATION_ID": settings.installation_id,
+        "TETHER_PORT_RANGE": settings.port_range,
+        "TETHER_LEASE_TTL_S": "3",
+        "TETHER_OPERATOR_PORT": "0",
+        "TETHER_PROXY_DIR": settings.proxy_dir,
+        "TETHER_PROXY_SOCKET": settings.proxy_socket,
+    }
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def spawn() -> asyncio.subprocess.Process:
+        with (tmp_path / f"operator-{len(processes)}.log").open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                TETHER, "operator", env=env, stdout=log, stderr=log
+            )
+        processes.append(process)
+        return process
+
+    try:
+        first = await spawn()
+        await v1_ready(store)
+        labels = [f"{LABEL_INSTALLATION}={settings.installation_id}"]
+        events = docker_api.events.subscribe(filters={"type": ["container"], "label": labels})
+        try:
+            await store.deploy("shop", release("2"), ALICE)
+            async with asyncio.timeout(30):
+                while (event := await events.get()) is not None:
+                    seen = event["Actor"]["Attributes"]
+                    if event["Action"] == action and seen.get(LABEL_VERSION) == version:
+                        break
+            first.kill()
+            await first.wait()
+        finally:
+            await docker_api.events.stop()
+        await spawn()
+        assert await served_log(await ready_at(store, 2, "v2 Ready after the restart")) == [
+            "1",
+            "2",
+        ]
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
