@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -627,3 +628,57 @@ async def test_an_operator_killed_mid_replacement_loses_no_data(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+# bench/private_docker.py: a Docker engine of the test's own, so that restarting it disturbs no
+# one else's containers (the machine's engine is shared by other suites and is never restarted).
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+from private_docker import PrivateDocker  # noqa: E402
+
+
+@pytest.fixture
+async def private_engine(tmp_path: Path) -> AsyncIterator[PrivateDocker]:
+    engine = PrivateDocker(uuid.uuid4().hex[:10], tmp_path / "dockerd.log")
+    try:
+        await asyncio.to_thread(engine.start, [HEALTHY.image])
+        yield engine
+    finally:
+        await asyncio.to_thread(engine.stop)
+
+
+async def test_data_survives_a_docker_engine_restart(
+    private_engine: PrivateDocker, settings: Settings, store: Store
+) -> None:
+    on_private = settings.model_copy(update={"docker_url": private_engine.url})
+    operators = Operators()
+    operators.start(on_private, store)
+    try:
+        first = await v1_ready(store)
+        assert first.status is not None
+        docker = aiodocker.Docker(url=private_engine.url)
+        try:
+            container = docker.containers.container(first.status.container_id)
+            before = (await container.show())["State"]["StartedAt"]
+            await asyncio.to_thread(private_engine.restart)  # the container stops with it
+
+            async def started_again() -> bool:
+                state = (await container.show())["State"]
+                return bool(state["Running"]) and state["StartedAt"] != before
+
+            await wait_for(started_again, "the container started again by the operator", 90)
+
+            async def serves_both_starts() -> list[str] | None:
+                try:
+                    log = await served_log(await snapshot(store, "shop"))
+                except httpx.HTTPError:
+                    return None  # not routed to the restarted container yet
+                return log if log == ["1", "1"] else None
+
+            await wait_for(serves_both_starts, "the data of both starts served")
+            listed = await docker.volumes.list()
+            names = {v["Name"] for v in listed.get("Volumes") or []}
+        finally:
+            await docker.close()
+        assert volume_name(settings.installation_id, "shop", "data") in names
+    finally:
+        await operators.stop()
