@@ -630,6 +630,29 @@ async def test_an_operator_killed_mid_replacement_loses_no_data(
                 await process.wait()
 
 
+async def test_volumes_are_listed_with_their_size_measured_once_a_resync_period(
+    settings: Settings, store: Store, docker_api: aiodocker.Docker
+) -> None:
+    operators = Operators()
+    operators.start(settings.model_copy(update={"resync_interval_s": 0.5}), store)
+    try:
+        await store.create_project("shop", ALICE)
+        await store.deploy("shop", release("1", command=["sh", "-c", BLOB]), ALICE)
+        await ready_at(store, 1, "v1 Ready")
+
+        async def measured() -> list[Any] | None:
+            found = await store.volumes("shop", ALICE)
+            return found if found and (found[0].size_bytes or 0) >= 300_000 else None
+
+        [volume] = await wait_for(measured, "the volume's size measured")
+        assert volume.name == "data"
+        assert volume.created_at is not None
+        assert volume.size_bytes is not None
+        assert volume.size_bytes < 400_000  # the blob and the log, not the image
+    finally:
+        await operators.stop()
+
+
 # bench/private_docker.py: a Docker engine of the test's own, so that restarting it disturbs no
 # one else's containers (the machine's engine is shared by other suites and is never restarted).
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
