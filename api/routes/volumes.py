@@ -90,7 +90,13 @@ async def export_volume(
     status_code=204,
     responses=ARCHIVE_ERRORS,
     openapi_extra={
-        "requestBody": {"content": {"application/x-tar": {}}, "required": True},
+        "requestBody": {
+            "description": "A tar archive (any content type is taken as one).",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "required": True,
+        },
     },
 )
 async def import_volume(
