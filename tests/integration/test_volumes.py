@@ -705,3 +705,23 @@ async def test_data_survives_a_docker_engine_restart(
         assert volume_name(settings.installation_id, "shop", "data") in names
     finally:
         await operators.stop()
+
+
+@pytest.mark.parametrize(
+    "volume",
+    [
+        {"name": "data", "path": "/data", "source": "/srv/data"},
+        {"name": "data", "path": "/data", "type": "bind"},
+        {"name": "/srv/data", "path": "/data"},
+    ],
+)
+async def test_the_api_refuses_host_paths_saying_why_and_what_to_do(
+    client: httpx.AsyncClient, volume: dict[str, str]
+) -> None:
+    await client.post("/v1/projects", json={"name": "shop"})
+    spec = {"image": HEALTHY.image, "volumes": [volume]}
+    answer = await client.post("/v1/projects/shop/deployments", json=spec)
+    assert answer.status_code == 422, answer.text
+    assert "never a host path" in answer.text
+    assert "tether volume import" in answer.text
+    assert (await client.get("/v1/projects/shop/deployments")).json() == []
