@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from tether.api import console, probes
 from tether.api.appstate import Streams, set_state
+from tether.api.archives import VolumeArchives
 from tether.api.auth import principal_of
 from tether.api.bodylimit import BodyLimit
 from tether.api.error_responses import add_error_handlers
@@ -22,10 +23,19 @@ from tether.api.logs import LogSource
 from tether.api.metrics import RequestMetrics
 from tether.api.ratelimit import FailureLimiter
 from tether.api.readiness import DatabaseReadiness
-from tether.api.routes import deployments, events, health, lifecycle, logs, projects, watch
+from tether.api.routes import (
+    deployments,
+    events,
+    health,
+    lifecycle,
+    logs,
+    projects,
+    volumes,
+    watch,
+)
 from tether.api.store import Store
 
-V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs)
+V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs, volumes)
 
 
 def create_app(
@@ -33,6 +43,8 @@ def create_app(
     *,
     max_body_bytes: int = 1024 * 1024,
     log_source: LogSource | None = None,
+    archives: VolumeArchives | None = None,
+    archive_limit: int = 1024**3,
     keepalive_s: float = 15.0,
     auth_limiter: FailureLimiter | None = None,
     readiness: Sequence[probes.ReadinessCheck] = (),
@@ -41,7 +53,8 @@ def create_app(
     `app.state.watches.shutdown()` when stopping, which ends the open watch streams.
 
     `log_source` reads container output (the operator's Docker driver); without one the logs
-    route answers 503. Streams send a keep-alive comment after `keepalive_s` of silence.
+    route answers 503; `archives` reads and writes volumes (without it, their routes answer 503),
+    `archive_limit` bytes at most. Streams send a keep-alive comment after `keepalive_s` of silence.
     `auth_limiter` limits failed authentications per client address (the servers always pass
     one; without it, nothing is limited). `/readyz` checks the database and its migrations, and
     whatever else `readiness` checks (the operator's, when it runs in the same process)."""
@@ -50,13 +63,19 @@ def create_app(
         version="1",
         description="Desired state of Docker-hosted projects.",
     )
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    # Volume imports stream their (larger) bodies to their route, which limits them itself.
+    app.add_middleware(BodyLimit, limit=max_body_bytes, streamed=volumes.ARCHIVE_PATH)
     app.add_middleware(RequestMetrics, routes=lambda: app.router.routes)
     add_error_handlers(app)
     set_state(
         app,
         store,
-        streams=Streams(log_source=log_source, keepalive_s=keepalive_s),
+        streams=Streams(
+            log_source=log_source,
+            keepalive_s=keepalive_s,
+            archives=archives,
+            archive_limit=archive_limit,
+        ),
         auth_limiter=auth_limiter,
         readiness=[DatabaseReadiness(store), *readiness],
     )

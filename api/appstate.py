@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
+from tether.api.archives import VolumeArchives
 from tether.api.logs import LogSource
 from tether.api.probes import ReadinessCheck
 from tether.api.ratelimit import FailureLimiter
@@ -25,6 +26,9 @@ class Streams:
 
     log_source: LogSource | None
     keepalive_s: float
+    # Volume exports and imports (none: their routes answer 503), and their size limit.
+    archives: VolumeArchives | None = None
+    archive_limit: int = 1024**3
 
 
 def set_state(

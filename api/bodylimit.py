@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.api.error_responses import error_response
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, whether or not they declare a length."""
+    """Refuse request bodies over `limit` bytes with 413, whether or not they declare a length;
+    PUTs to a path that `streamed` matches in full reach their route unread (it limits them)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, streamed: re.Pattern[str] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        streamed = self.streamed
+        if scope["type"] != "http" or (
+            streamed is not None and scope["method"] == "PUT" and streamed.fullmatch(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

@@ -114,3 +114,26 @@ class Fenced(TetherError):
         )
         self.epoch = epoch
         self.current = current
+
+
+# Volume archives (`tether volume export/import`)
+
+
+class ArchivesUnavailable(TetherError):
+    status_code = 503
+    error = "archives_unavailable"
+
+
+class BadArchive(TetherError):
+    status_code = 400
+    error = "bad_archive"
+
+
+class ArchiveTooLarge(TetherError):
+    status_code = 413
+    error = "archive_too_large"
+
+
+class NotStopped(TetherError):
+    status_code = 409
+    error = "not_stopped"

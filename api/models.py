@@ -121,6 +121,70 @@ class HealthCheck(BaseModel):
 
 
 Strategy = Literal["start-first", "stop-first"]
+MAX_VOLUMES = 32
+MAX_VOLUME_PATH = 4096
+VOLUME_NAME_PATTERN = PROJECT_NAME_PATTERN  # a DNS label, like a project's name
+BIND_REFUSED = (
+    "tether mounts named volumes only, never a host path: a host directory is not tether's to "
+    "keep (nothing would create, list, back up or protect it) and it would give the project the "
+    "host's files; name a volume instead (`--volume data:/var/lib/app`) and copy existing data in "
+    "with `tether volume import`"
+)
+
+
+class VolumeMount(BaseModel):
+    """A named volume of the project, mounted at `path` in its container. The volume belongs to
+    the project: created once, kept through every replacement, removed only on request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        description="The volume's name within its project: a DNS label.", examples=["data"]
+    )
+    path: str = Field(
+        description="Where the container sees it: an absolute path.", examples=["/var/lib/app"]
+    )
+    read_only: bool = Field(default=False, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bind_mounts(cls, data: object) -> object:
+        if isinstance(data, dict):
+            if any(key in data for key in ("source", "host_path", "bind", "type")):
+                raise ValueError(BIND_REFUSED)
+            name = data.get("name")
+            if isinstance(name, str) and name.startswith(("/", ".", "~")):
+                raise ValueError(f"volume name {name!r} is a host path: {BIND_REFUSED}")
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not re.fullmatch(VOLUME_NAME_PATTERN, name):
+            raise ValueError(
+                f"volume name {name!r} is invalid; use a DNS label: a lowercase letter, then up "
+                "to 62 of a-z, 0-9 or '-'"
+            )
+        return name
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str) -> str:
+        parts = path.split("/")
+        if (
+            not path.startswith("/")
+            or len(path) > MAX_VOLUME_PATH
+            or path == "/"
+            or any(part in (".", "..") for part in parts)
+            or not path.isprintable()
+            or ":" in path
+        ):
+            raise ValueError(
+                f"volume path {path!r} is invalid; give an absolute path in the container "
+                "(like '/var/lib/app'), not '/' itself, without '.', '..', ':' or control "
+                "characters"
+            )
+        return "/" + "/".join(part for part in parts if part)  # '/a//b/' is '/a/b'
 
 
 class DeploymentSpec(BaseModel):
@@ -168,6 +232,13 @@ class DeploymentSpec(BaseModel):
     )
     memory_mb: int | None = Field(default=None, ge=4, le=1024 * 1024, strict=True)
     cpus: float | None = Field(default=None, gt=0, le=1024)
+    volumes: list[VolumeMount] = Field(
+        default_factory=list,
+        max_length=MAX_VOLUMES,
+        description="Named volumes of the project mounted in its container. A deployment with a "
+        "writable volume is replaced stop-first unless it sets `strategy` itself (two writers "
+        "on one volume corrupt most data; see docs/volumes.md).",
+    )
 
     @field_validator("env")
     @classmethod
@@ -216,6 +287,32 @@ class DeploymentSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _volumes_once(self) -> DeploymentSpec:
+        for what, values in (
+            ("name", [v.name for v in self.volumes]),
+            ("path", [v.path for v in self.volumes]),
+        ):
+            twice = sorted({value for value in values if values.count(value) > 1})
+            if twice:
+                raise ValueError(
+                    f"volume {what} {', '.join(map(repr, twice))} is given more than once: "
+                    f"each volume {what} may appear once"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _writable_volumes_stop_first(self) -> DeploymentSpec:
+        """Unless the deployment chose its strategy, one with a writable volume never runs two
+        containers on it at once."""
+        if "strategy" not in self.model_fields_set and self.writes_volumes:
+            self.strategy = "stop-first"
+        return self
+
+    @property
+    def writes_volumes(self) -> bool:
+        return any(not volume.read_only for volume in self.volumes)
+
+    @model_validator(mode="after")
     def _health_needs_port(self) -> DeploymentSpec:
         if self.health is not None and self.port is None:
             raise ValueError(HEALTH_NEEDS_PORT)
@@ -238,6 +335,35 @@ class Deployment(DeploymentSpec):
         return self.model_copy(update={"env": env})
 
 
+class VolumeView(BaseModel):
+    """One of a project's volumes, as the operator last observed it on the Docker host."""
+
+    name: str
+    docker_name: str = Field(description="The Docker volume's own name.")
+    size_bytes: int | None = Field(
+        default=None, description="Its size as Docker last measured it (None: not measured yet)."
+    )
+    mounted_by: list[str] = Field(
+        default_factory=list, description="The names of the containers that mount it."
+    )
+    in_target: bool = Field(
+        default=False,
+        description="Whether the target deployment mounts it; one that is not is kept, "
+        "unmounted, until it is deleted explicitly.",
+    )
+    created_at: datetime | None = None
+    observed_at: datetime
+
+
+class ObservedVolume(NamedTuple):
+    """One of a project's Docker volumes as the operator saw it in a pass."""
+
+    name: str
+    docker_name: str
+    mounted_by: tuple[str, ...]
+    created_at: datetime | None
+
+
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -254,6 +380,11 @@ class Project(BaseModel):
     restart_token: int
     generation: int
     deletion_requested: bool
+    delete_volumes: bool = Field(
+        default=False,
+        description="The deletion asked for removes the project's volumes too, once its "
+        "containers are gone.",
+    )
     host_port: int
     created_at: datetime
     updated_at: datetime

@@ -52,9 +52,9 @@ SELECT coalesce(max(version), 0) + 1 FROM deployments WHERE project = $1;
 -- name: insert_deployment
 INSERT INTO deployments (
     project, version, image, command, env, port, health, ready_deadline_s, stop_grace_s,
-    memory_mb, cpus, created_by, secret_env, strategy, drain_timeout_s
+    memory_mb, cpus, created_by, secret_env, strategy, drain_timeout_s, volumes
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 RETURNING *;
 
 -- name: deployment
@@ -239,3 +239,67 @@ FROM projects p
 LEFT JOIN status s ON s.project = p.name
 WHERE ($1::text[] IS NULL OR p.name = ANY($1::text[])) AND ($2::text IS NULL OR p.owner = $2)
 ORDER BY p.name;
+
+-- name: request_volume_deletion
+-- A destroy that asks for the project's volumes to go too (also after a destroy that kept them).
+UPDATE projects SET delete_volumes = true WHERE name = $1;
+
+-- name: record_volumes
+-- What the operator observed of a project's volumes ($2: [{name, docker_name, mounted_by,
+-- created_at}]), replacing what it recorded before; the size measured last is kept. Fenced like
+-- upsert_status by the epoch $3 (NULL: unfenced).
+WITH lease AS (
+    SELECT epoch FROM operator_lease WHERE name = 'operator' FOR SHARE
+), allowed AS (
+    SELECT 1 WHERE $3::bigint IS NULL OR $3::bigint = (SELECT epoch FROM lease)
+), seen AS (
+    SELECT * FROM jsonb_to_recordset($2::jsonb)
+        AS v(name text, docker_name text, mounted_by text[], created_at timestamptz)
+), gone AS (
+    DELETE FROM volumes
+    WHERE project = $1 AND EXISTS (SELECT 1 FROM allowed)
+      AND name NOT IN (SELECT name FROM seen)
+)
+INSERT INTO volumes (project, name, docker_name, mounted_by, created_at, observed_at, epoch)
+SELECT $1, name, docker_name, mounted_by, created_at, now(), $3::bigint
+FROM seen WHERE EXISTS (SELECT 1 FROM allowed) AND EXISTS (SELECT 1 FROM projects WHERE name = $1)
+ON CONFLICT (project, name) DO UPDATE SET
+    docker_name = EXCLUDED.docker_name,
+    mounted_by = EXCLUDED.mounted_by,
+    created_at = EXCLUDED.created_at,
+    observed_at = now(),
+    epoch = EXCLUDED.epoch;
+
+-- name: record_volume_sizes
+-- Sizes Docker measured ($1: [{docker_name, size_bytes}]), for every project's volumes.
+UPDATE volumes v SET size_bytes = s.size_bytes
+FROM jsonb_to_recordset($1::jsonb) AS s(docker_name text, size_bytes bigint)
+WHERE v.docker_name = s.docker_name;
+
+-- name: list_volumes
+-- A project's volumes, and whether its target deployment mounts each.
+SELECT v.name, v.docker_name, v.size_bytes, v.mounted_by, v.created_at, v.observed_at,
+       coalesce(d.volumes @> jsonb_build_array(jsonb_build_object('name', v.name)), false)
+           AS in_target
+FROM volumes v
+JOIN projects p ON p.name = v.project
+LEFT JOIN deployments d ON d.project = p.name AND d.version = p.target_version
+WHERE v.project = $1
+ORDER BY v.name;
+
+-- name: archive_target
+-- What an export or import of volume $3 needs to know of project $1 ($2: the owner the caller
+-- may see, NULL for an admin): whether it is stopped, the image to mount the volume in (the
+-- target deployment's, else the latest), whether the volume is the project's, its last size.
+SELECT p.owner, p.desired_state, p.generation, p.deletion_requested_at IS NOT NULL AS deleting,
+       s.phase, s.observed_generation,
+       (SELECT d.image FROM deployments d WHERE d.project = p.name
+        ORDER BY d.version = p.target_version DESC, d.version DESC LIMIT 1) AS image,
+       EXISTS (
+           SELECT 1 FROM deployments d WHERE d.project = p.name
+             AND d.volumes @> jsonb_build_array(jsonb_build_object('name', $3::text))
+       ) AS known,
+       (SELECT v.size_bytes FROM volumes v WHERE v.project = p.name AND v.name = $3) AS size_bytes
+FROM projects p
+LEFT JOIN status s ON s.project = p.name
+WHERE p.name = $1 AND ($2::text IS NULL OR p.owner = $2);

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         expected="a number of bytes, a whole number of at least 1024",
         description="Larger request bodies are refused with 413.",
     )
+    volume_archive_max_bytes: int = setting(
+        1024**3,
+        ge=1024,
+        expected="a number of bytes, a whole number of at least 1024",
+        description="The largest volume export or import (`tether volume export/import`).",
+    )
     port_range: Annotated[str, AfterValidator(_check_port_range)] = setting(
         "20000-29999",
         expected="FIRST-LAST, 1024 <= FIRST <= LAST <= 65535, e.g. 20000-29999",

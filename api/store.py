@@ -29,6 +29,7 @@ from tether.api.errors import (
     NoDeployment,
     NoFreePort,
     NotFound,
+    NotStopped,
     PreconditionFailed,
     Refusal,
     StoreUnavailable,
@@ -41,10 +42,12 @@ from tether.api.models import (
     Event,
     EventKind,
     NewEvent,
+    ObservedVolume,
     Principal,
     Project,
     ProjectView,
     Status,
+    VolumeView,
     WatchView,
     WriteResult,
 )
@@ -78,6 +81,16 @@ _UNAVAILABLE = (
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ArchiveTarget:
+    """Where a volume export or import goes: the project's owner, the image a helper container
+    that mounts the volume is made from, and the volume's last measured size."""
+
+    owner: str
+    image: str
+    size_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -309,6 +322,7 @@ class Store:
                 spec.secret_env,
                 spec.strategy,
                 spec.drain_timeout_s,
+                [volume.model_dump() for volume in spec.volumes],
             )
             assert row is not None  # INSERT ... RETURNING
             deployment = _deployment(row)
@@ -421,26 +435,41 @@ class Store:
         return WriteResult(project=project, changed=True, message=f"rolling back to v{to_version}")
 
     async def destroy(
-        self, name: str, principal: Principal, *, if_match: int | None = None
+        self,
+        name: str,
+        principal: Principal,
+        *,
+        if_match: int | None = None,
+        delete_volumes: bool = False,
     ) -> WriteResult:
         async with self._transaction() as conn:
             project = await self._lock(conn, name, principal, if_match, allow_deleting=True)
-            if project.deletion_requested:
+            more = delete_volumes and not project.delete_volumes
+            if project.deletion_requested and not more:
                 return WriteResult(
                     project=project, changed=False, message="deletion already requested"
                 )
+            if more:
+                await conn.execute(sql("request_volume_deletion"), name)
             project = await self._change(
                 conn,
                 project,
                 principal,
                 reason="Destroy",
-                message="deletion requested",
+                message="deletion requested" + (", volumes too" if delete_volumes else ""),
                 deleting=True,
             )
+        kept = (
+            "then its volumes are removed"
+            if delete_volumes
+            else "its volumes are kept (a project of the same name mounts them again; "
+            "`--delete-volumes` removes them)"
+        )
         return WriteResult(
             project=project,
             changed=True,
-            message="deletion requested: the containers are removed, then the project is gone",
+            message=f"deletion requested: the containers are removed, {kept}, then the project "
+            "is gone",
         )
 
     async def _lock(
@@ -610,6 +639,67 @@ class Store:
                     epoch,
                 )
             await conn.execute(sql("notify_status"), status.project)
+
+    async def record_volumes(
+        self, project: str, volumes: Sequence[ObservedVolume], *, epoch: int | None = None
+    ) -> None:
+        """What the operator observed of a project's volumes, replacing what it saw before (a
+        fenced-out epoch writes nothing)."""
+        seen = [
+            {
+                "name": v.name,
+                "docker_name": v.docker_name,
+                "mounted_by": list(v.mounted_by),
+                "created_at": v.created_at.isoformat() if v.created_at else None,
+            }
+            for v in volumes
+        ]
+        async with self._connection() as conn:
+            await conn.execute(sql("record_volumes"), project, seen, epoch)
+
+    async def record_volume_sizes(self, sizes: dict[str, int]) -> None:
+        """Sizes Docker measured, by Docker volume name."""
+        rows = [{"docker_name": name, "size_bytes": size} for name, size in sizes.items()]
+        async with self._connection() as conn:
+            await conn.execute(sql("record_volume_sizes"), rows)
+
+    async def volumes(self, name: str, principal: Principal) -> list[VolumeView]:
+        async with self._connection() as conn:
+            await self._visible(conn, name, principal)
+            return [
+                VolumeView.model_validate(dict(r))
+                for r in await conn.fetch(sql("list_volumes"), name)
+            ]
+
+    async def archive_target(self, name: str, volume: str, principal: Principal) -> ArchiveTarget:
+        """The project's volume, for an export or an import: refused unless the project is
+        desired stopped and observed stopped (`NotStopped`, saying what to run) and names the
+        volume in one of its deployments."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql("archive_target"), name, principal.scope, volume)
+        if row is None:
+            raise _not_found(name)
+        if not row["known"] or row["image"] is None:
+            raise NotFound(
+                f"project {name!r} has no volume {volume!r}",
+                hint=f"list its volumes with `tether volumes {name}`",
+            )
+        if row["deleting"]:
+            raise DeletionRequested(f"project {name!r} is being destroyed")
+        if row["desired_state"] != DesiredState.STOPPED:
+            raise NotStopped(
+                f"project {name!r} is desired running: its volume is only read or written while "
+                "nothing runs on it",
+                hint=f"run `tether stop {name} --wait` first, then retry (`tether start {name}` "
+                "after)",
+            )
+        if row["observed_generation"] != row["generation"] or row["phase"] != "Stopped":
+            raise NotStopped(
+                f"project {name!r} is desired stopped, but the operator has not stopped it yet "
+                f"(phase {row['phase'] or 'Pending'})",
+                hint=f"wait with `tether watch {name}`, then retry",
+            )
+        return ArchiveTarget(row["owner"], row["image"], row["size_bytes"])
 
     async def finish_deletion(
         self, name: str, generation: int, *, epoch: int | None = None

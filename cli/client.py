@@ -84,8 +84,10 @@ class ApiClient:
     ) -> Any:
         return self._request("POST", path, body=body, params=params, if_match=if_match)
 
-    def delete(self, path: str, *, if_match: int | None = None) -> Any:
-        return self._request("DELETE", path, if_match=if_match)
+    def delete(
+        self, path: str, *, if_match: int | None = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        return self._request("DELETE", path, if_match=if_match, params=params)
 
     def _request(
         self,

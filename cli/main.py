@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import typer
 
-from tether.cli import login, reads, server_commands, writes
+from tether.cli import archives, login, reads, server_commands, writes
 from tether.cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
 from tether.cli.options import Invocation
 
@@ -51,8 +51,10 @@ def _group(help_text: str) -> typer.Typer:
 app = _group("Keep Docker-hosted projects in the state you asked for.")
 projects_app = _group("Create and list projects.")
 token_app = _group("Create API tokens (needs the database).")
+volume_app = _group("Back up and restore a project's volumes (the project stopped).")
 app.add_typer(projects_app, name="projects")
 app.add_typer(token_app, name="token")
+app.add_typer(volume_app, name="volume")
 
 # In the order `tether --help` lists them.
 for name, command in (
@@ -64,6 +66,7 @@ for name, command in (
     ("deploy", writes.deploy),
     ("status", reads.status),
     ("deployments", reads.deployments),
+    ("volumes", reads.volumes),
     ("events", reads.events),
     ("watch", reads.watch),
     ("logs", reads.logs),
@@ -78,6 +81,8 @@ for name, command in (
 projects_app.command("create")(writes.projects_create)
 projects_app.command("list")(reads.projects_list)
 token_app.command("create")(server_commands.token_create)
+volume_app.command("export")(archives.export)
+volume_app.command("import")(archives.import_)
 
 
 @runtime_checkable

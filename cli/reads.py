@@ -59,13 +59,29 @@ def status(ctx: typer.Context, name: OneProject = None, output: OutputOpt = Outp
             print_json(answer)
             return
         recent = [] if name is None else _events(api, name, tail=RECENT_EVENTS)
+        volumes = [] if name is None else api.get(f"/projects/{name}/volumes")
     from tether.cli import render
-    from tether.cli.views import Event, ProjectView
+    from tether.cli.views import Event, ProjectView, Volume
 
     if name is None:
         render.status_table([ProjectView.of(v) for v in answer])
     else:
-        render.status_detail(ProjectView.of(answer), [Event.of(e) for e in recent])
+        render.status_detail(
+            ProjectView.of(answer), [Event.of(e) for e in recent], [Volume.of(v) for v in volumes]
+        )
+
+
+def volumes(ctx: typer.Context, name: Name, output: OutputOpt = Output.TABLE) -> None:
+    """The project's volumes: size, who mounts them, age. Kept until deleted explicitly."""
+    with invocation(ctx).client() as api:
+        answer = api.get(f"/projects/{name}/volumes")
+    if output is Output.JSON:
+        print_json(answer)
+        return
+    from tether.cli import render
+    from tether.cli.views import Volume
+
+    render.volumes_table(name, [Volume.of(v) for v in answer])
 
 
 def deployments(ctx: typer.Context, name: Name, output: OutputOpt = Output.TABLE) -> None:

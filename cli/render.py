@@ -27,6 +27,7 @@ from tether.cli.views import (
     Project,
     ProjectView,
     Status,
+    Volume,
 )
 
 if TYPE_CHECKING:
@@ -214,11 +215,44 @@ def _conditions(conditions: Sequence[Condition]) -> Table:
     return table
 
 
-def status_detail(view: ProjectView, events: Sequence[Event]) -> None:
-    show(detail(view, events))
+def status_detail(
+    view: ProjectView, events: Sequence[Event], volumes: Sequence[Volume] = ()
+) -> None:
+    show(detail(view, events, volumes))
 
 
-def detail(view: ProjectView, events: Sequence[Event]) -> Group:
+def size(size_bytes: int | None) -> str:
+    if size_bytes is None:
+        return "not measured yet"
+    value = float(size_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def mounted(volume: Volume) -> str:
+    """Who mounts a volume, and whether the target deployment does: one it does not is kept,
+    unmounted, until it is deleted explicitly."""
+    by = ", ".join(volume.mounted_by) or "no container"
+    return by if volume.in_target else f"unmounted (not in the target deployment; {by})"
+
+
+def volumes_table(project: str, volumes: Sequence[Volume]) -> None:
+    if not volumes:
+        say(
+            f"{project} has no volumes yet (a deployment with --volume NAME:PATH creates them "
+            "when it starts)"
+        )
+        return
+    rows = [
+        [v.name, v.docker_name, size(v.size_bytes), mounted(v), age(v.created_at)] for v in volumes
+    ]
+    draw(("volume", "docker volume", "size", "mounted by", "age"), rows)
+
+
+def detail(view: ProjectView, events: Sequence[Event], volumes: Sequence[Volume] = ()) -> Group:
     """One project: desired and observed side by side, conditions, and the latest events."""
     from rich.console import Group
     from rich.table import Table
@@ -254,6 +288,8 @@ def detail(view: ProjectView, events: Sequence[Event]) -> Group:
             rows.append(("last error", s.last_error))
         if s.failed_version is not None:
             rows.append(("failed", f"v{s.failed_version} did not become ready"))
+    for volume in volumes:
+        rows.append((f"volume {volume.name}", f"{size(volume.size_bytes)}, {mounted(volume)}"))
     message = status_message(p, s)
     if message:
         rows.append(("message", message))

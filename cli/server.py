@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from tether.api.settings import Settings
     from tether.api.store import Store
+    from tether.operator.engine.docker.archive import DockerArchives
     from tether.operator.engine.docker.logs import ContainerLogs
 
 log = structlog.get_logger("tether.cli")
@@ -107,6 +108,15 @@ def _log_source(settings: Settings) -> ContainerLogs:
     )
 
 
+def _archives(settings: Settings) -> DockerArchives:
+    """The API reads and writes volumes (`tether volume export/import`) through a Docker driver
+    of its own, like container output."""
+    from tether.operator.engine.docker.archive import DockerArchives
+    from tether.operator.engine.docker.driver import DockerDriver
+
+    return DockerArchives(DockerDriver(settings.docker_url, settings.installation_id))
+
+
 async def serve(
     settings: Settings,
     store: Store,
@@ -126,9 +136,11 @@ async def serve(
     parts: Parts = {}
     operator_checks = OperatorReadiness("operator." if sock is not None else "")
     log_source = _log_source(settings) if sock is not None else None
+    archives = _archives(settings) if sock is not None else None
     try:
-        if sock is not None and log_source is not None:
-            app = _api_app(settings, store, log_source, [operator_checks] if with_operator else [])
+        if sock is not None and log_source is not None and archives is not None:
+            checks = [operator_checks] if with_operator else []
+            app = _api_app(settings, store, log_source, archives, checks)
             # Open watch streams end at a stop: their clients reconnect.
             stopper.on_stop(lambda _first: app.state.watches.shutdown())
             _run_server(parts, stopper, _uvicorn(app, settings), sock, "API")
@@ -146,13 +158,19 @@ async def serve(
     finally:
         if log_source is not None:
             await log_source.close()
+        if archives is not None:
+            await archives.close()
     _raise_failure(parts, settings.database_url)
     if not signalled:
         raise CliError(f"the {ended[0]} stopped on its own; see the log above")
 
 
 def _api_app(
-    settings: Settings, store: Store, log_source: ContainerLogs, readiness: list[OperatorReadiness]
+    settings: Settings,
+    store: Store,
+    log_source: ContainerLogs,
+    archives: DockerArchives,
+    readiness: list[OperatorReadiness],
 ) -> FastAPI:
     from tether.api.app import create_app
     from tether.api.ratelimit import FailureLimiter
@@ -161,6 +179,8 @@ def _api_app(
         store,
         max_body_bytes=settings.max_body_bytes,
         log_source=log_source,
+        archives=archives,
+        archive_limit=settings.volume_archive_max_bytes,
         auth_limiter=FailureLimiter(settings.auth_failures, settings.auth_failure_window_s),
         readiness=list(readiness),
     )

@@ -263,3 +263,27 @@ class LogLine:
     @classmethod
     def of(cls, data: Json) -> LogLine:
         return _read(lambda d: cls(d["container"], d["stream"], _when(d["time"]), d["text"]), data)
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    docker_name: str
+    size_bytes: int | None
+    mounted_by: tuple[str, ...]
+    in_target: bool
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, data: Json) -> Volume:
+        return _read(
+            lambda d: cls(
+                name=d["name"],
+                docker_name=d["docker_name"],
+                size_bytes=None if d.get("size_bytes") is None else int(d["size_bytes"]),
+                mounted_by=tuple(d.get("mounted_by") or ()),
+                in_target=bool(d.get("in_target")),
+                created_at=_maybe_when(d.get("created_at")),
+            ),
+            data,
+        )

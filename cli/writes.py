@@ -96,11 +96,37 @@ stop = _desire("stop", "Want the project stopped (a no-op, and success, if it al
 restart = _desire(
     "restart", "Replace the project's container with a fresh one (and want it running)."
 )
-destroy = _desire(
-    "destroy",
-    "Delete the project: its containers are removed, then the project is gone.",
-    deleting=True,
-)
+DeleteVolumes = Annotated[
+    bool,
+    typer.Option(
+        "--delete-volumes",
+        help="Also remove the project's volumes and the data in them, once its containers are "
+        "gone (without it they are kept).",
+    ),
+]
+
+
+def destroy(
+    ctx: typer.Context,
+    name: Name,
+    delete_volumes: DeleteVolumes = False,
+    if_match: IfMatch = None,
+    wait: Wait = False,
+    timeout: Timeout = None,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Delete the project: its containers are removed, then the project is gone. Its volumes
+    are kept unless --delete-volumes."""
+    params = {"delete_volumes": "true"} if delete_volumes else None
+    _write(
+        ctx,
+        name,
+        output,
+        lambda api: api.delete(f"/projects/{name}", if_match=if_match, params=params),
+        wait=wait,
+        timeout=timeout,
+        deleting=True,
+    )
 
 
 def _version(value: str | None) -> int | None:
@@ -208,7 +234,23 @@ OPTION_OF = {
     "health": "--health-path / --health-tcp",
     "strategy": "--strategy",
     "drain_timeout_s": "--drain-timeout",
+    "volumes": "--volume",
 }
+
+
+def _volumes(items: Sequence[str]) -> list[dict[str, Any]]:
+    """`--volume NAME:PATH[:ro]`, as the spec's volumes (which check the rest)."""
+    volumes: list[dict[str, Any]] = []
+    for item in items:
+        name, sep, rest = item.partition(":")
+        path, _, mode = rest.partition(":")
+        if not sep or not path or mode not in ("", "ro", "rw"):
+            raise typer.BadParameter(
+                f"{item!r} is not NAME:PATH[:ro] (e.g. --volume data:/var/lib/app)",
+                param_hint="'--volume'",
+            )
+        volumes.append({"name": name, "path": path, "read_only": mode == "ro"})
+    return volumes
 
 
 def _spec(
@@ -218,6 +260,7 @@ def _spec(
     port: int | None,
     health: dict[str, str] | None,
     replacement: dict[str, Any],
+    volumes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The deployment spec of these options, checked by `DeploymentSpec` itself (the API checks
     it again): a spec it refuses is a usage error that names the option."""
@@ -238,6 +281,8 @@ def _spec(
         spec["port"] = port
     if health is not None:
         spec["health"] = health
+    if volumes:
+        spec["volumes"] = volumes
     try:
         DeploymentSpec.model_validate(spec)
     except ValidationError as exc:
@@ -322,7 +367,18 @@ Strategy = Annotated[
         "--strategy",
         metavar="start-first|stop-first",
         help="How it replaces the running one (default start-first: the new one starts beside "
-        "the old and gets the endpoint once ready; stop-first: for what cannot run twice).",
+        "the old and gets the endpoint once ready; stop-first: for what cannot run twice, the "
+        "default with a writable --volume).",
+    ),
+]
+Volume = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--volume",
+        "-v",
+        metavar="NAME:PATH[:ro]",
+        help="Mount the project's named volume NAME at PATH (repeat; ':ro' read-only). Created "
+        "once, kept across deployments; a host path cannot be mounted.",
     ),
 ]
 DrainTimeout = Annotated[
@@ -347,6 +403,7 @@ def deploy(
     no_start: NoStart = False,
     strategy: Strategy = None,
     drain_timeout: DrainTimeout = None,
+    volume: Volume = None,
     if_match: IfMatch = None,
     wait: Wait = False,
     timeout: Timeout = None,
@@ -361,7 +418,9 @@ def deploy(
         if value is not None
     }
     health = _health(health_path, health_tcp)
-    spec = _spec(image, _env_pairs(env or []), secrets, port, health, replacement)
+    spec = _spec(
+        image, _env_pairs(env or []), secrets, port, health, replacement, _volumes(volume or [])
+    )
     params = {"start": "false" if no_start else "true"}
     with invocation(ctx).client() as api:
         answer, created = _deploy(api, name, spec, params, if_match)

@@ -21,6 +21,8 @@ CREATE TABLE projects (
     host_port             integer NOT NULL UNIQUE CHECK (host_port BETWEEN 1 AND 65535),
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
+    -- The deletion asked for removes the project's volumes too (else they are kept).
+    delete_volumes        boolean NOT NULL DEFAULT false,
     -- Nothing can be desired running without a deployment to run.
     CHECK (desired_state = 'stopped' OR target_version IS NOT NULL)
 );
@@ -47,6 +49,8 @@ CREATE TABLE deployments (
     strategy         text NOT NULL DEFAULT 'start-first'
                      CHECK (strategy IN ('start-first', 'stop-first')),
     drain_timeout_s  integer NOT NULL DEFAULT 30 CHECK (drain_timeout_s BETWEEN 0 AND 3600),
+    -- The project's named volumes it mounts: [{name, path, read_only}].
+    volumes          jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(volumes) = 'array'),
     PRIMARY KEY (project, version),
     CHECK (health IS NULL OR port IS NOT NULL),
     CONSTRAINT deployments_secret_env_in_env CHECK (env ?& secret_env)
@@ -81,6 +85,20 @@ CREATE TABLE status (
     route               text,
     serving_version     integer,
     serving_container_id text
+);
+
+-- The project's Docker volumes as the operator last observed them (the API may have no Docker
+-- access): written by the operator only, fenced by its epoch.
+CREATE TABLE volumes (
+    project      text NOT NULL REFERENCES projects (name) ON DELETE CASCADE,
+    name         text NOT NULL CHECK (name ~ '^[a-z][a-z0-9-]{0,62}$'),
+    docker_name  text NOT NULL,
+    size_bytes   bigint CHECK (size_bytes >= 0),
+    mounted_by   text[] NOT NULL DEFAULT '{}',
+    created_at   timestamptz,
+    observed_at  timestamptz NOT NULL DEFAULT now(),
+    epoch        bigint,
+    PRIMARY KEY (project, name)
 );
 
 CREATE TABLE events (

@@ -31,7 +31,10 @@ def spec_hash(deployment: Deployment) -> str:
     The stable endpoint is not part of it: the proxy owns it, and a workload only publishes its
     port where the proxy reaches it."""
     # Marking a key secret changes nothing a workload is created from.
-    spec = deployment.model_dump(mode="json", exclude={"created_by", "created_at", "secret_env"})
+    exclude = {"created_by", "created_at", "secret_env"}
+    if not deployment.volumes:
+        exclude.add("volumes")  # what ran before volumes existed keeps its hash, so is adopted
+    spec = deployment.model_dump(mode="json", exclude=exclude)
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     return digest[:16]
 
@@ -39,6 +42,20 @@ def spec_hash(deployment: Deployment) -> str:
 def workload_name(installation: str, project: str, version: int, restart_token: int) -> str:
     prefix = "tether-" if installation == "default" else f"tether-{installation}-"
     return f"{prefix}{project}-v{version}-r{restart_token}"
+
+
+def volume_name(installation: str, project: str, volume: str) -> str:
+    """The Docker volume of a project's volume. '.' appears in none of the three names, so no two
+    installations, projects or volumes share one."""
+    return f"tether.{installation}.{project}.{volume}"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A named volume a wanted deployment mounts: the project's, in Docker as `docker_name`."""
+
+    name: str
+    docker_name: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,16 @@ class Desired:
     target: Want | None
     fallback: Want | None  # the deployment last seen Ready: where a failed rollout goes back to
     changed_at: datetime  # the last desired change: exits before it are not crashes
+    owner: str = ""
+    # The project's volumes that the target or the fallback mounts: created before a container
+    # that mounts them, never removed by a pass. Where they live pins where the project runs.
+    volumes: tuple[Volume, ...] = ()
+    # The deletion asked for removes the project's volumes too, once its workloads are gone.
+    delete_volumes: bool = False
+
+    def volumes_of(self, want: Want) -> tuple[Volume, ...]:
+        names = {v.name for v in want.deployment.volumes}
+        return tuple(v for v in self.volumes if v.name in names)
 
 
 @dataclass(frozen=True)
@@ -107,7 +134,16 @@ def build_desired(snapshot: DesiredSnapshot, installation: str) -> Desired:
         if running is not None and (target is None or running.version != target.version)
         else None
     )
+    mounted = {
+        v.name: Volume(v.name, volume_name(installation, project.name, v.name))
+        for w in (target, fallback)
+        if w is not None
+        for v in w.deployment.volumes
+    }
     return Desired(
+        owner=project.owner,
+        volumes=tuple(mounted[name] for name in sorted(mounted)),
+        delete_volumes=project.delete_volumes,
         name=project.name,
         generation=project.generation,
         running=project.desired_state == "running",

@@ -99,6 +99,15 @@ class Reconciler(Generic[ObservedT]):
             )
             return await self._record(snapshot, desired, memory, failure, record)
         if isinstance(ending.action, Finalize):
+            if record.events:  # the volumes it removed, told to watchers before the project goes
+                await self._store.write_status(
+                    build_status(
+                        snapshot, desired, memory, ending, endpoint=None, now=datetime.now(UTC)
+                    ),
+                    record.events,
+                    actor="operator",
+                    epoch=self._epoch(),
+                )
             await self._store.finish_deletion(name, desired.generation, epoch=self._epoch())
             log_pass(record, "deleted", attempt=0, next_delay_s=None)
             return Outcome("deleted")
@@ -126,6 +135,10 @@ class Reconciler(Generic[ObservedT]):
             last_key = step.key
             record.actions.append(step.label)
             if isinstance(step, Finalize):
+                if desired.delete_volumes:
+                    for removed in await runtime.delete_volumes(desired):
+                        record.actions.append(removed)
+                        record.events.append(NewEvent(EventKind.ACTION, removed, "as asked"))
                 return decision
             if isinstance(step, FailRollout):
                 memory = replace(memory, failed_version=step.version)
@@ -177,6 +190,8 @@ class Reconciler(Generic[ObservedT]):
             )
             return Outcome(result, ending.delay_s, backoff=True)
         await self._store.write_status(status, record.events, actor="operator", epoch=self._epoch())
+        if ending.volumes or desired.volumes:
+            await self._store.record_volumes(desired.name, ending.volumes, epoch=self._epoch())
         if any(event.kind == EventKind.CONVERGED for event in record.events):
             CONVERGENCE_SECONDS.observe((now - snapshot.project.updated_at).total_seconds())
         log_pass(record, result, attempt=0, next_delay_s=ending.requeue_after)

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from tether.api.models import DesiredSnapshot, EventKind, Phase
+from tether.api.models import DesiredSnapshot, EventKind, ObservedVolume, Phase
 from tether.operator.desired import Desired, Memory
 
 ObservedT = TypeVar("ObservedT")
@@ -118,6 +118,7 @@ class Decision:
     ready_version: int | None = None  # the version seen Ready in this decision
     route: str | None = None  # where the endpoint's route goes, as last seen
     serving: Workload | None = None  # what that route leads to
+    volumes: tuple[ObservedVolume, ...] = ()  # the project's volumes, as observed
 
 
 class Runtime(Protocol[ObservedT]):
@@ -141,6 +142,17 @@ class Runtime(Protocol[ObservedT]):
 
     def describe(self, observed: ObservedT) -> str:
         """What was observed, in a few words for the pass's log line: `v1:running`."""
+        ...
+
+    async def delete_volumes(self, desired: Desired) -> list[str]:
+        """Remove the project's volumes, once nothing runs for it: the one path that deletes
+        data, taken only for a deletion that asked for it (`tether destroy --delete-volumes`);
+        returns the steps taken. Raises `RuntimeFault` if a volume stays."""
+        ...
+
+    async def volume_sizes(self) -> dict[str, int]:
+        """The size of every volume of the installation, by its runtime name (a costly call:
+        asked once per resync)."""
         ...
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:

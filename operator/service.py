@@ -367,6 +367,21 @@ class Operator:
             period = self._settings.resync_interval_s
             await asyncio.sleep(period * self._rng.uniform(0.9, 1.1))
             await self._resync_quietly()
+            await self._measure_volumes()
+
+    async def _measure_volumes(self) -> None:
+        """Volume sizes for `tether volumes`: Docker measures them by walking each volume, so
+        only here, once a resync period, never in a pass."""
+        if not self.holds_lease():
+            return
+        try:
+            sizes = await self._runtime.volume_sizes()
+            if sizes:
+                await self._store.record_volume_sizes(sizes)
+        except (StoreUnavailable, RuntimeFault) as exc:
+            log.warning("measuring volumes failed", error=str(exc))
+        except LostLease:
+            pass  # the tenure is ending
 
     async def _resync_quietly(self) -> None:
         if not self.holds_lease():

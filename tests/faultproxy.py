@@ -46,6 +46,9 @@ STOP = "POST /containers/{id}/stop"
 REMOVE = "DELETE /containers/{id}"
 EVENTS = "GET /events"
 LOGS = "GET /containers/{id}/logs"
+VOLUME_LIST = "GET /volumes"
+VOLUME_CREATE = "POST /volumes/create"
+VOLUME_REMOVE = "DELETE /volumes/{id}"  # the volume's name as its id
 # Each kind of Docker call the operator makes, by the name the driver gives it.
 CALL_KINDS = {
     "list": LIST,
@@ -55,7 +58,19 @@ CALL_KINDS = {
     "stop": STOP,
     "remove": REMOVE,
 }
-KNOWN = (LIST, INSPECT, CREATE, START, STOP, REMOVE, EVENTS, LOGS)
+KNOWN = (
+    LIST,
+    INSPECT,
+    CREATE,
+    START,
+    STOP,
+    REMOVE,
+    EVENTS,
+    LOGS,
+    VOLUME_LIST,
+    VOLUME_CREATE,
+    VOLUME_REMOVE,
+)
 STREAMING = (EVENTS, LOGS)
 
 _API_VERSION = re.compile(r"^/v\d+(?:\.\d+)?(?=/)")
@@ -533,14 +548,14 @@ class FaultProxy:
     ) -> str | None:
         if container is not None:
             return self._projects.get(container)
-        if endpoint == LIST:
+        if endpoint in (LIST, VOLUME_LIST):
             for raw in request.query.get("filters", []):
                 with contextlib.suppress(ValueError, AttributeError):
                     for label in json.loads(raw).get("label", []):
                         key, _, value = label.partition("=")
                         if key == LABEL_PROJECT:
                             return str(value)
-        if endpoint == CREATE:
+        if endpoint in (CREATE, VOLUME_CREATE):
             with contextlib.suppress(ValueError, AttributeError):
                 project = (json.loads(request.payload).get("Labels") or {}).get(LABEL_PROJECT)
                 return str(project) if project else None

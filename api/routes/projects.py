@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from tether.api.appstate import StoreDep
 from tether.api.auth import Caller
@@ -50,9 +52,21 @@ async def get_project(
     "/projects/{name}", response_model=WriteResult, status_code=202, responses=WRITE_ERRORS
 )
 async def destroy(
-    name: NamePath, caller: Caller, store: StoreDep, if_match: IfMatch = None
+    name: NamePath,
+    caller: Caller,
+    store: StoreDep,
+    if_match: IfMatch = None,
+    delete_volumes: Annotated[
+        bool,
+        Query(
+            description="Remove the project's volumes too, once its containers are gone "
+            "(without it they are kept)."
+        ),
+    ] = False,
 ) -> WriteResult:
-    return await store.destroy(name, caller, if_match=expected_generation(if_match))
+    return await store.destroy(
+        name, caller, if_match=expected_generation(if_match), delete_volumes=delete_volumes
+    )
 
 
 @router.get("/projects/{name}/status", response_model=Status, responses=READ_ERRORS)

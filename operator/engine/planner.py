@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from tether.api.models import EventKind, Phase
-from tether.operator.desired import Desired, Memory, Want, effective_want
+from tether.operator.desired import Desired, Memory, Volume, Want, effective_want
 from tether.operator.engine.state import LIVE, TRANSITIONAL, Container, Observed, Summary
 from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute, mode_of
 from tether.operator.runtime import Decision, FailRollout, Finalize
@@ -37,6 +37,23 @@ class Create:
     @property
     def key(self) -> Hashable:
         return (Create, self.want)
+
+
+@dataclass(frozen=True)
+class CreateVolume:
+    """Create one of the project's named volumes, before a container that mounts it. There is
+    no step that removes one: a pass never deletes data (see `tether.operator.engine.erase`)."""
+
+    volume: Volume
+    kind = EventKind.ACTION
+
+    @property
+    def label(self) -> str:
+        return f"create volume {self.volume.name}"
+
+    @property
+    def key(self) -> Hashable:
+        return (CreateVolume, self.volume)
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,18 @@ class Remove(_OnContainer):
     pass
 
 
-Action = Create | Start | Stop | Unpause | Remove | SetRoute | RemoveRoute | Finalize | FailRollout
+Action = (
+    Create
+    | CreateVolume
+    | Start
+    | Stop
+    | Unpause
+    | Remove
+    | SetRoute
+    | RemoveRoute
+    | Finalize
+    | FailRollout
+)
 
 
 def crash_delay(crash_count: int) -> float:
@@ -291,6 +319,30 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
             if stale.name == want.name:
                 return _remove_stale(stale, want, memory, observed)
         phase = Phase.ROLLING_BACK if replacing else Phase.CREATING
+        for volume in desired.volumes_of(want):
+            seen = observed.volume(volume.docker_name)
+            if seen is not None and seen.owner != desired.owner:
+                return Decision(
+                    None,
+                    Phase.STALLED,
+                    False,
+                    "VolumeOfAnotherOwner",
+                    f"volume {volume.name} ({volume.docker_name}) was kept from a destroyed "
+                    f"project of the same name owned by {seen.owner!r}: it is not mounted for "
+                    f"{desired.owner!r}; its owner may re-create the project, or an admin "
+                    "removes the volume",
+                    memory,
+                    stalled=True,
+                )
+            if seen is None:
+                return Decision(
+                    CreateVolume(volume),
+                    phase,
+                    False,
+                    "CreatingVolume",
+                    f"creating volume {volume.name} ({volume.docker_name}) for v{want.version}",
+                    memory,
+                )
         return Decision(Create(want), phase, False, phase.value, f"creating {want.name}", memory)
     if keep.state == "paused":
         return Decision(

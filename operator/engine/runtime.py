@@ -4,17 +4,19 @@ the runtime seam (`tether.operator.runtime.Runtime`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.api.models import Deployment, DesiredSnapshot
+from tether.api.models import Deployment, DesiredSnapshot, ObservedVolume
 from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
 from tether.operator.engine import planner
 from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.docker.erase import erase_volumes
 from tether.operator.engine.docker.faults import DockerFault, DockerRefused
-from tether.operator.engine.planner import Create, Remove, Start, Stop, Unpause
-from tether.operator.engine.state import LIVE, Container, Observed, Summary
+from tether.operator.engine.planner import Create, CreateVolume, Remove, Start, Stop, Unpause
+from tether.operator.engine.state import LIVE, Container, Observed, Summary, VolumeSeen
 from tether.operator.health import Prober
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, Step
@@ -42,11 +44,16 @@ class EngineRuntime:
         of each container that runs the wanted deployment, or that the route leads to, probed
         afresh on its own loopback port."""
         if previous is None:
-            containers = await self.driver.observe(desired.name)
+            containers, volumes = await asyncio.gather(
+                self.driver.observe(desired.name), self.driver.volumes(desired.name)
+            )
             route = await self.proxy.route(desired.host_port)
         else:
             containers, route = previous.containers, previous.route
-        seen = Observed(containers, datetime.now(UTC), {}, self._unstartable(), route)
+            volumes = previous.volumes
+        seen = Observed(
+            containers, datetime.now(UTC), {}, self._unstartable(), route, volumes=volumes
+        )
         return replace(
             seen,
             healthy=await self._probe(desired, memory, seen),
@@ -80,7 +87,9 @@ class EngineRuntime:
         decision = planner.plan(desired, observed, memory)
         route = observed.route
         shown = None if route is None else "held" if route.held else route.upstream
-        return replace(decision, route=shown, serving=observed.routed())
+        return replace(
+            decision, route=shown, serving=observed.routed(), volumes=_volumes_seen(observed)
+        )
 
     def describe(self, observed: Observed) -> str:
         return observed.describe()
@@ -97,13 +106,20 @@ class EngineRuntime:
                 return replace(observed, route=route)
             case RemoveRoute():
                 return replace(observed, route=None)
+            case CreateVolume(volume=volume):
+                made = VolumeSeen(
+                    volume.docker_name, volume.name, datetime.now(UTC), owner=desired.owner
+                )
+                return replace(observed, volumes=(*observed.volumes, made))
         containers = await self._look_again(step, observed.containers)
         return None if containers is None else replace(observed, containers=containers)
 
     async def _carry_out(self, desired: Desired, step: Step) -> None:
         match step:
+            case CreateVolume(volume=volume):
+                await self.driver.create_volume(desired.name, desired.owner, volume)
             case Create(want=want):
-                await self.driver.create(desired.name, want)
+                await self.driver.create(desired.name, want, desired.volumes_of(want))
             case SetRoute(port=port, route=route):
                 self.driver.guard()  # the lease check, as before a Docker request
                 await self.proxy.set_route(port, route)
@@ -155,6 +171,12 @@ class EngineRuntime:
             for container, failures in self._failed_starts.items()
             if failures >= FAILED_STARTS_BEFORE_REPLACING
         )
+
+    async def delete_volumes(self, desired: Desired) -> list[str]:
+        return await erase_volumes(self.driver, desired.name)
+
+    async def volume_sizes(self) -> dict[str, int]:
+        return await self.driver.volume_sizes()
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
         removed = []
@@ -216,6 +238,18 @@ class EngineSurvey:
             self.by_project.get(desired.name, []),
             self.routes.get(desired.host_port),
         )
+
+
+def _volumes_seen(observed: Observed) -> tuple[ObservedVolume, ...]:
+    return tuple(
+        ObservedVolume(
+            name=v.name,
+            docker_name=v.docker_name,
+            mounted_by=tuple(c.name for c in observed.containers if v.docker_name in c.mounts),
+            created_at=v.created_at,
+        )
+        for v in sorted(observed.volumes, key=lambda v: v.name)
+    )
 
 
 def _deployment_of(container: Container, desired: Desired) -> Deployment | None:

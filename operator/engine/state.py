@@ -34,6 +34,7 @@ class Container:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    mounts: tuple[str, ...] = ()  # the Docker volumes it mounts, by name
 
     @property
     def exited(self) -> bool:
@@ -54,6 +55,16 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class VolumeSeen:
+    """One of the project's Docker volumes (labelled as this installation's and the project's)."""
+
+    docker_name: str
+    name: str  # the project's name for it
+    created_at: datetime | None = None
+    owner: str = ""  # of the project it was created for
+
+
+@dataclass(frozen=True)
 class Observed:
     containers: tuple[Container, ...]
     now: datetime
@@ -63,6 +74,10 @@ class Observed:
     unstartable: frozenset[str] = frozenset()
     route: Route | None = None  # the endpoint's route, as the proxy has it
     in_flight: dict[str, int] = field(default_factory=dict)  # upstream → requests in flight
+    volumes: tuple[VolumeSeen, ...] = ()
+
+    def volume(self, docker_name: str) -> VolumeSeen | None:
+        return next((v for v in self.volumes if v.docker_name == docker_name), None)
 
     def routed(self) -> Container | None:
         """The container the endpoint's traffic goes to, if the route leads to one."""

@@ -504,3 +504,76 @@ async def test_token_create_on_an_unmigrated_database_says_migrate(
     refused = await empty("token", "create", "--owner", "carol")
     assert refused.code == 1
     assert "`tether migrate`" in refused.failure
+
+
+@pytest.mark.parametrize(
+    ("volume", "fragment"),
+    [
+        ("data", "is not NAME:PATH[:ro]"),
+        ("data:/x:rx", "is not NAME:PATH[:ro]"),
+        ("/srv/data:/data", "never a host path"),
+        ("./data:/data", "never a host path"),
+        ("Data:/data", "volume name 'Data' is invalid"),
+        ("data:relative", "give an absolute path"),
+        ("data:/a/../b", "give an absolute path"),
+    ],
+)
+async def test_bad_volumes_exit_2_naming_the_option(
+    nobody: Cli, volume: str, fragment: str
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    bad = await nobody.as_(TETHER_URL=url, TETHER_TOKEN="x")(
+        "deploy", "shop", "--image", IMAGE, "--volume", volume
+    )
+    assert bad.code == 2, bad
+    assert fragment in bad.failure
+    assert "'--volume'" in bad.failure
+
+
+async def test_volumes_deploy_list_and_destroy_with_or_without_them(alice: Cli) -> None:
+    deployed = await alice.ok(
+        "deploy",
+        "shop",
+        "--image",
+        IMAGE,
+        "-v",
+        "data:/var/lib/app",
+        "-v",
+        "conf:/etc/app:ro",
+        "-o",
+        "json",
+    )
+    deployment = deployed.json()["deployment"]
+    assert deployment["volumes"] == [
+        {"name": "data", "path": "/var/lib/app", "read_only": False},
+        {"name": "conf", "path": "/etc/app", "read_only": True},
+    ]
+    assert deployment["strategy"] == "stop-first"  # a writable volume, no --strategy given
+    chosen = await alice.ok(
+        "deploy",
+        "shop",
+        "--image",
+        IMAGE,
+        "-v",
+        "data:/d",
+        "--strategy",
+        "start-first",
+        "-o",
+        "json",
+    )
+    assert chosen.json()["deployment"]["strategy"] == "start-first"
+    twice = await alice("deploy", "shop", "--image", IMAGE, "-v", "a:/d", "-v", "b:/d")
+    assert twice.code == 2
+    assert "volume path '/d' is given more than once" in twice.failure
+    # Nothing observed yet (no operator runs here): said, not an empty table.
+    assert "has no volumes yet" in (await alice.ok("volumes", "shop")).out
+    assert (await alice.ok("volumes", "shop", "-o", "json")).json() == []
+
+    kept = await alice.ok("destroy", "shop")
+    assert "its volumes are kept" in kept.out
+    removed = await alice.ok("destroy", "shop", "--delete-volumes")
+    assert "then its volumes are removed" in removed.out
+    status = (await alice.ok("status", "shop", "-o", "json")).json()["project"]
+    assert status["deletion_requested"]
+    assert status["delete_volumes"]
+    assert "already requested" in (await alice.ok("destroy", "shop", "--delete-volumes")).out

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.api.models import Deployment, EventKind, HealthCheck, Strategy
-from tether.operator.desired import Desired, Memory, Want, effective_want
+from tether.api.models import Deployment, EventKind, HealthCheck, Strategy, VolumeMount
+from tether.operator.desired import Desired, Memory, Volume, Want, effective_want, volume_name
 from tether.operator.engine.planner import (
     CRASH_DELAY_CAP_S,
     CRASH_RESET_AFTER,
@@ -25,6 +25,7 @@ from tether.operator.engine.planner import (
     TRANSITION_RECHECK_S,
     Action,
     Create,
+    CreateVolume,
     Remove,
     Start,
     Stop,
@@ -33,7 +34,7 @@ from tether.operator.engine.planner import (
     crash_delay,
     plan,
 )
-from tether.operator.engine.state import Container, Observed, Summary
+from tether.operator.engine.state import Container, Observed, Summary, VolumeSeen
 from tether.operator.retry import retry_delay
 from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, FailRollout, Finalize
@@ -57,9 +58,13 @@ def deployment(
     grace: int = 10,
     interval: float = INTERVAL_S,
     health: bool = True,
-    strategy: Strategy = "start-first",
+    strategy: Strategy | None = "start-first",
     drain: int = 30,
+    volumes: tuple[VolumeMount, ...] = (),
 ) -> Deployment:
+    """`strategy` None: the deployment leaves it to its volumes (stop-first with a writable
+    one)."""
+    chosen = {} if strategy is None else {"strategy": strategy}
     return Deployment(
         project=PROJECT,
         version=version,
@@ -68,10 +73,11 @@ def deployment(
         health=HealthCheck(type="http", path="/healthz", interval_s=interval) if health else None,
         ready_deadline_s=deadline,
         stop_grace_s=grace,
-        strategy=strategy,
         drain_timeout_s=drain,
         created_by="t",
         created_at=T0 - timedelta(days=1),
+        volumes=list(volumes),
+        **chosen,
     )
 
 
@@ -83,8 +89,9 @@ def want(
     grace: int = 10,
     interval: float = INTERVAL_S,
     health: bool = True,
-    strategy: Strategy = "start-first",
+    strategy: Strategy | None = "start-first",
     drain: int = 30,
+    volumes: tuple[VolumeMount, ...] = (),
 ) -> Want:
     """What `build_desired` makes: a target carries the project's restart token, a fallback None;
     both are named after the project's current token."""
@@ -96,6 +103,7 @@ def want(
         health=health,
         strategy=strategy,
         drain=drain,
+        volumes=volumes,
     )
     return Want(
         deployment=spec,
@@ -117,7 +125,11 @@ def desired(
     deleting: bool = False,
     changed_at: datetime = CHANGED,
 ) -> Desired:
+    named = sorted(
+        {v.name for w in (target, fallback) if w is not None for v in w.deployment.volumes}
+    )
     return Desired(
+        volumes=tuple(Volume(n, docker_volume(n)) for n in named),
         name=PROJECT,
         generation=7,
         running=running,
@@ -127,6 +139,14 @@ def desired(
         fallback=fallback,
         changed_at=changed_at,
     )
+
+
+def docker_volume(name: str) -> str:
+    return volume_name("default", PROJECT, name)
+
+
+DATA = VolumeMount(name="data", path="/var/lib/app")
+CONFIG = VolumeMount(name="config", path="/etc/app", read_only=True)
 
 
 def ctr(
@@ -188,6 +208,7 @@ def decide(
     unstartable: frozenset[str] = frozenset(),
     route: Route | Literal["serving"] | None = "serving",
     in_flight: dict[str, int] | None = None,
+    volumes: tuple[str, ...] = (),
 ) -> Decision:
     """With `route` left as "serving", the endpoint of a project desired running routes to the
     first container that runs and answers (none: no route), so that a test not about routing
@@ -204,6 +225,7 @@ def decide(
         unstartable,
         route,
         in_flight or {},
+        tuple(VolumeSeen(docker_volume(v), v) for v in volumes),
     )
     return plan(d, observed, memory or Memory())
 
@@ -931,6 +953,11 @@ def test_retry_delay_bounds(attempts: int, jitter: float) -> None:
 # the planner's own stops apart (`stopped_by_planner`), but asserts nothing on crash counts; the
 # rollback case is pinned by `test_a_rollback_does_not_count_the_stop_first_exit_as_a_crash`.
 # Containers never crash by themselves in the model once it runs.
+#
+# Volumes: the model also holds the project's Docker volumes. CreateVolume adds a missing one
+# (creating one that exists is a planner bug); Create needs every volume its deployment mounts to
+# exist already, and the container mounts them. No step ever removes a volume: after every step
+# the volumes Docker holds include every one it held before.
 
 OLDER, FALLBACK, TARGET = 1, 2, 3
 STATES = ("created", "running", "paused", "exited", "dead", "restarting", "removing")
@@ -957,6 +984,7 @@ class DockerModel:
     busy_until: dict[str, datetime | None] = field(default_factory=dict)
     stopped_by_planner: set[str] = field(default_factory=set)
     serial: int = 0
+    volumes: set[str] = field(default_factory=set)  # Docker volume names
 
     def healthy(self, container: Container) -> bool:
         """Whether its endpoint, probed on its own upstream, answers its health check."""
@@ -994,6 +1022,7 @@ class DockerModel:
             frozenset(),
             self.route,
             in_flight,
+            tuple(VolumeSeen(v, v.rsplit(".", 1)[-1]) for v in sorted(self.volumes)),
         )
 
     def live(self) -> list[Container]:
@@ -1013,8 +1042,11 @@ class DockerModel:
         self.serial += 1
         return f"127.0.0.1:{50000 + self.serial}"  # Docker picks a fresh port at each start
 
-    def apply(self, action: Action) -> None:
-        if isinstance(action, SetRoute):
+    def apply(self, action: Action, d: Desired) -> None:
+        if isinstance(action, CreateVolume):
+            assert action.volume.docker_name not in self.volumes, f"{action}: it exists"
+            self.volumes.add(action.volume.docker_name)
+        elif isinstance(action, SetRoute):
             self.route = action.route
         elif isinstance(action, RemoveRoute):
             self.route = None
@@ -1022,6 +1054,9 @@ class DockerModel:
             w = action.want
             if any(c.name == w.name for c in self.containers.values()):
                 raise Refused(f"409: the name {w.name} is taken")
+            mounts = tuple(v.docker_name for v in d.volumes_of(w))
+            missing = [m for m in mounts if m not in self.volumes]
+            assert not missing, f"{action} before its volumes {missing} exist"
             self.serial += 1
             cid = f"new{self.serial}"
             self.containers[cid] = Container(
@@ -1032,6 +1067,7 @@ class DockerModel:
                 restart_token=w.restart_token or 0,  # what the driver labels
                 spec_hash=w.spec_hash,
                 created_at=self.now,
+                mounts=mounts,
             )
         else:
             self._apply_to_container(action)
@@ -1115,6 +1151,10 @@ class Scenario:
     healthy_after: dict[int, float | None]
     route: Route | None = None
     busy_until: dict[str, datetime | None] = field(default_factory=dict)
+    volumes: frozenset[str] = frozenset()  # the Docker volumes that exist at first
+
+
+MOUNTS: list[tuple[VolumeMount, ...]] = [(), (), (DATA,), (CONFIG,), (DATA, CONFIG)]
 
 
 @st.composite
@@ -1122,14 +1162,27 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     deadline = draw(st.sampled_from([4, 10, 20]))
     interval = draw(st.sampled_from([0.5, 2.0, 5.0]))
     mode = draw(st.sampled_from(["running", "running", "stopped", "deleting"]))
-    strategy = draw(st.sampled_from(["start-first", "start-first", "stop-first"]))
+    # None: left to the deployment's volumes
+    strategy = draw(st.sampled_from(["start-first", "start-first", "stop-first", None]))
     target = (
-        want(TARGET, deadline=deadline, interval=interval, strategy=strategy)
+        want(
+            TARGET,
+            deadline=deadline,
+            interval=interval,
+            strategy=strategy,
+            volumes=draw(st.sampled_from(MOUNTS)),
+        )
         if draw(st.integers(0, 5))
         else None
     )
     fallback = (
-        want(FALLBACK, token=None, deadline=deadline, interval=interval)
+        want(
+            FALLBACK,
+            token=None,
+            deadline=deadline,
+            interval=interval,
+            volumes=draw(st.sampled_from(MOUNTS)),
+        )
         if draw(st.booleans())
         else None
     )
@@ -1164,7 +1217,15 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
     busy = st.one_of(st.none(), st.integers(0, 90).map(lambda n: T0 + s(n)))
     busy_until = {u: draw(busy) for u in upstreams if draw(st.booleans())}
-    return Scenario(d, memory, containers, healthy_after, route, busy_until)
+    # "old": a volume no deployment mounts any more, kept
+    existing = draw(st.sets(st.sampled_from(["data", "config", "old"])))
+    # Docker removes no volume a container (running or not) mounts: the containers of a
+    # deployment have its volumes.
+    for w in (target, fallback):
+        if w is not None and any(c.version == w.version for c in containers.values()):
+            existing |= {v.name for v in w.deployment.volumes}
+    volumes = frozenset(docker_volume(v) for v in existing)
+    return Scenario(d, memory, containers, healthy_after, route, busy_until, volumes)
 
 
 def event(value: str, payload: str | int | float = "") -> None:
@@ -1183,6 +1244,7 @@ def run(scenario: Scenario) -> tuple[Decision, DockerModel, Memory, list[Action]
         dict(scenario.healthy_after),
         scenario.route,
         dict(scenario.busy_until),
+        volumes=set(scenario.volumes),
     )
     actions: list[Action] = []
     for _ in range(MAX_STEPS):
@@ -1216,7 +1278,9 @@ def run(scenario: Scenario) -> tuple[Decision, DockerModel, Memory, list[Action]
             event("actions", len(actions))
             return decision, model, memory, actions
         else:
-            model.apply(action)
+            held = set(model.volumes)
+            model.apply(action, d)
+            assert held <= model.volumes, f"{action} removed volumes {held - model.volumes}"
     raise AssertionError(f"no rest after {MAX_STEPS} steps: {actions}")
 
 
@@ -1246,6 +1310,22 @@ def check_step(d: Desired, memory: Memory, model: DockerModel, action: Action) -
         # what cannot run twice never does
         others = [c for c in model.live() if c.id != action.container.id]
         assert not others, f"{action} while {others} run"
+    if isinstance(action, Start) and want is not None:
+        # a writable volume has one writer at a time, unless its deployment chose start-first
+        chose = want.deployment.strategy == "start-first" and "strategy" in (
+            want.deployment.model_fields_set
+        )
+        writable = {
+            v.docker_name
+            for v in d.volumes_of(want)
+            if not next(m for m in want.deployment.volumes if m.name == v.name).read_only
+        }
+        sharing = [
+            c
+            for c in model.live()
+            if c.id != action.container.id and writable & set(c.mounts) and not chose
+        ]
+        assert not sharing, f"{action} while {sharing} write to the same volume"
     if isinstance(action, SetRoute) and not action.route.held:
         # a route only ever points at a container that is Ready
         to = [c for c in model.containers.values() if c.upstream == action.route.upstream]
@@ -1303,6 +1383,8 @@ def test_plans_converge_against_a_model_of_docker(scenario: Scenario) -> None:
         assert sorted(c.id for c in model.live()) == sorted([decision.workload.id, *beside])
         return
     if d.running and want is not None:
+        for volume in d.volumes_of(want):
+            assert volume.docker_name in model.volumes, f"{volume} missing at rest"
         assert decision.ready
         assert len(containers) == 1, containers
         (only,) = containers
@@ -1448,3 +1530,44 @@ def test_a_failed_version_of_another_deployment_is_not_a_failed_target() -> None
     assert effective_want(d, memory) is V2
     running = replace(old, spec_hash=V1.spec_hash)
     assert not at_rest(d, memory, summaries({"a": running}), routed_to(running))
+
+
+# --- volumes -------------------------------------------------------------------------------------
+
+
+def test_a_missing_volume_is_created_before_the_container_that_mounts_it() -> None:
+    target = want(2, volumes=(DATA, CONFIG))
+    d = desired(target)
+    first = decide(d)
+    assert first.action == CreateVolume(Volume("config", docker_volume("config")))
+    second = decide(d, volumes=("config",))
+    assert second.action == CreateVolume(Volume("data", docker_volume("data")))
+    assert isinstance(decide(d, volumes=("config", "data")).action, Create)
+
+
+def test_a_volume_no_deployment_mounts_is_kept_and_changes_nothing() -> None:
+    d = desired(want(2))
+    running = ctr("a", "running")
+    decision = decide(d, running, healthy=("a",), volumes=("old",))
+    assert decision.action is None
+    assert decision.ready
+
+
+def test_deletion_finalizes_with_the_volumes_still_there() -> None:
+    """Finalize is the reconciler's: whether the volumes go is the deletion's request, not a
+    step of the planner."""
+    d = desired(want(2, volumes=(DATA,)), deleting=True)
+    assert isinstance(decide(d, volumes=("data",)).action, Finalize)
+
+
+def test_a_writable_volume_makes_the_replacement_stop_first_unless_chosen() -> None:
+    assert want(2, strategy=None, volumes=(DATA,)).deployment.strategy == "stop-first"
+    assert want(2, strategy=None, volumes=(CONFIG,)).deployment.strategy == "start-first"
+    assert want(2, strategy="start-first", volumes=(DATA,)).deployment.strategy == "start-first"
+    d = desired(want(2, strategy=None, volumes=(DATA,)), V1)
+    old = ctr("old", "running", version=1)
+    decision = decide(d, old, healthy=("old",), volumes=("data",))
+    assert isinstance(decision.action, SetRoute)
+    assert decision.action.route.held
+    stopping = decide(d, old, healthy=("old",), route=held(), volumes=("data",))
+    assert stopping.action == Stop(old, 10)

@@ -59,3 +59,38 @@ def test_what_plain_text_cannot_draw_rich_draws(cell: str) -> None:
     headers, rows = ("name", "message"), [["shop", cell]]
     assert render._plain(headers, rows) is None
     assert _drawn(headers, rows) == _by_rich(headers, rows)
+
+
+def test_volumes_say_their_size_who_mounts_them_and_when_unmounted() -> None:
+    from tether.cli.views import Volume
+
+    mounted = Volume.of(
+        {
+            "name": "data",
+            "docker_name": "tether.default.shop.data",
+            "size_bytes": 3 * 1024 * 1024,
+            "mounted_by": ["tether-shop-v2-r0"],
+            "in_target": True,
+            "created_at": "2026-12-01T10:00:00+00:00",
+        }
+    )
+    dropped = Volume.of(
+        {
+            "name": "old",
+            "docker_name": "tether.default.shop.old",
+            "size_bytes": None,
+            "mounted_by": [],
+            "in_target": False,
+            "created_at": None,
+        }
+    )
+    with _captured() as out:
+        render.volumes_table("shop", [mounted, dropped])
+    [header, first, second] = out.getvalue().splitlines()
+    assert header.split() == ["VOLUME", "DOCKER", "VOLUME", "SIZE", "MOUNTED", "BY", "AGE"]
+    assert "3.0 MiB" in first
+    assert "tether-shop-v2-r0" in first
+    assert "not measured yet" in second
+    assert "unmounted (not in the target deployment; no container)" in second
+    assert render.size(512) == "512 B"
+    assert render.size(1536) == "1.5 KiB"

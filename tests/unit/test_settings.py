@@ -59,6 +59,7 @@ INVALID = [
     ("TETHER_OPERATOR_HOST", "two words", "a host name or IP address to listen on"),
     ("TETHER_OPERATOR_PORT", "-1", "or 0 for any free port"),
     ("TETHER_MAX_BODY_BYTES", "12", "at least 1024"),
+    ("TETHER_VOLUME_ARCHIVE_MAX_BYTES", "1k", "a number of bytes"),
     ("TETHER_PORT_RANGE", "1-2", "FIRST-LAST"),
     ("TETHER_PORT_RANGE", "30000-20000", "FIRST <= LAST"),
     ("TETHER_PUBLISH_ADDRESS", "localhost", "an IP address"),

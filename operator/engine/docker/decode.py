@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tether.operator.engine.state import Container, Summary
-from tether.operator.labels import LABEL_PROJECT, LABEL_RESTART, LABEL_SPEC_HASH, LABEL_VERSION
+from tether.operator.engine.state import Container, Summary, VolumeSeen
+from tether.operator.labels import (
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    LABEL_RESTART,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    LABEL_VOLUME,
+)
 
 _NEVER = "0001-01-01T00:00:00Z"
 
@@ -53,6 +60,21 @@ def container_from_inspect(data: dict[str, Any]) -> Container:
         created_at=parse_time(data.get("Created")),
         started_at=parse_time(state.get("StartedAt")),
         finished_at=parse_time(state.get("FinishedAt")),
+        mounts=tuple(
+            m["Name"] for m in data.get("Mounts") or [] if m.get("Type") == "volume" and "Name" in m
+        ),
+    )
+
+
+def volume_from_list(raw: dict[str, Any]) -> VolumeSeen:
+    """A volume as `GET /volumes` lists it."""
+    labels = raw.get("Labels") or {}
+    created = raw.get("CreatedAt")
+    return VolumeSeen(
+        docker_name=raw["Name"],
+        name=labels.get(LABEL_VOLUME, ""),
+        created_at=datetime.fromisoformat(created).astimezone(UTC) if created else None,
+        owner=labels.get(LABEL_OWNER, ""),
     )
 
 

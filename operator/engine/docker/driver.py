@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,8 +23,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from tether.operator.desired import Want
-from tether.operator.engine.docker.decode import container_from_inspect, summary_from_list
+from tether.operator.desired import Volume, Want
+from tether.operator.engine.docker.decode import (
+    container_from_inspect,
+    summary_from_list,
+    volume_from_list,
+)
 from tether.operator.engine.docker.echoes import Echoes
 from tether.operator.engine.docker.faults import (
     DockerFault,
@@ -32,13 +37,15 @@ from tether.operator.engine.docker.faults import (
     ImageNotFound,
     NameConflict,
 )
-from tether.operator.engine.state import Container, Summary
+from tether.operator.engine.state import Container, Summary, VolumeSeen
 from tether.operator.labels import (
     LABEL_INSTALLATION,
+    LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_RESTART,
     LABEL_SPEC_HASH,
     LABEL_VERSION,
+    LABEL_VOLUME,
 )
 from tether.operator.metrics import DOCKER_CALLS
 
@@ -144,9 +151,82 @@ class DockerDriver:
             raise DockerFault("inspect", exc.message, exc.status) from exc
         return container_from_inspect(data)
 
-    async def create(self, project: str, want: Want) -> None:
+    async def volumes(self, project: str) -> tuple[VolumeSeen, ...]:
+        """The project's volumes: those labelled as this installation's and the project's."""
+        listed = await self.call(
+            "volumes",
+            lambda: self.client._query_json(
+                "volumes", params={"filters": json.dumps(self.label_filter(project))}
+            ),
+        )
+        return tuple(volume_from_list(v) for v in listed.get("Volumes") or [])
+
+    async def volume_exists(self, docker_name: str) -> bool:
+        try:
+            await self.call(
+                "volume inspect", lambda: self.client._query_json(f"volumes/{docker_name}")
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise DockerFault("volume inspect", exc.message, exc.status) from exc
+        return True
+
+    async def volume_sizes(self) -> dict[str, int]:
+        """The size of each of this installation's volumes, by Docker name, as Docker measures
+        them (`docker system df`: it walks every volume, so the operator asks seldom)."""
+        data = await self.call(
+            "df",
+            lambda: self.client._query_json("system/df", params={"type": "volume"}),
+            deadline_s=CALL_TIMEOUT_S * 4,
+        )
+        return {
+            v["Name"]: int((v.get("UsageData") or {}).get("Size", -1))
+            for v in data.get("Volumes") or []
+            if (v.get("Labels") or {}).get(LABEL_INSTALLATION) == self.installation
+            and int((v.get("UsageData") or {}).get("Size", -1)) >= 0
+        }
+
+    async def create_volume(self, project: str, owner: str, volume: Volume) -> None:
+        """Create one of the project's volumes. Docker answers a create of an existing name with
+        that volume: it is used only if it is this project's (of the same owner)."""
+        config = {
+            "Name": volume.docker_name,
+            "Labels": {
+                LABEL_INSTALLATION: self.installation,
+                LABEL_PROJECT: project,
+                LABEL_VOLUME: volume.name,
+                LABEL_OWNER: owner,
+            },
+        }
+        try:
+            data = await self.call(
+                "volume create",
+                lambda: self.client._query_json("volumes/create", method="POST", data=config),
+            )
+        except aiodocker.DockerError as exc:
+            raise DockerFault("volume create", exc.message, exc.status) from exc
+        labels = data.get("Labels") or {}
+        if labels.get(LABEL_INSTALLATION) != self.installation or labels.get(LABEL_PROJECT) != (
+            project
+        ):
+            raise NameConflict(
+                "volume create",
+                f"a Docker volume not managed by tether for this project already has the name "
+                f"{volume.docker_name!r}; tether leaves it alone: rename or remove it",
+            )
+        if labels.get(LABEL_OWNER) != owner:
+            raise NameConflict(
+                "volume create",
+                f"volume {volume.docker_name!r} was kept from a destroyed project of the same "
+                f"name owned by {labels.get(LABEL_OWNER)!r}; it is not mounted for another owner: "
+                "its owner may re-create the project, or an admin removes the volume",
+            )
+
+    async def create(self, project: str, want: Want, volumes: tuple[Volume, ...] = ()) -> None:
         """Create the container of `want`, its port published on loopback on a port Docker
-        chooses: the proxy, never a client, connects there."""
+        chooses: the proxy, never a client, connects there; with the project's `volumes` (which
+        exist already) mounted."""
         spec = want.deployment
         labels = {
             LABEL_INSTALLATION: self.installation,
@@ -173,6 +253,17 @@ class DockerDriver:
             host_config["Memory"] = spec.memory_mb * 1024 * 1024
         if spec.cpus is not None:
             host_config["NanoCpus"] = int(spec.cpus * 1e9)
+        docker_names = {v.name: v.docker_name for v in volumes}
+        if spec.volumes:
+            host_config["Mounts"] = [
+                {
+                    "Type": "volume",
+                    "Source": docker_names[mount.name],
+                    "Target": mount.path,
+                    "ReadOnly": mount.read_only,
+                }
+                for mount in spec.volumes
+            ]
         name = want.name
         try:
             with self._echoes.expecting(name, "create"):
