@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import typer
 
-from tether.cli import login, reads, server_commands, writes
+from tether.cli import login, reads, server_commands, webhooks, writes
 from tether.cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
 from tether.cli.options import Invocation
 
@@ -53,6 +53,8 @@ projects_app = _group("Create and list projects.")
 token_app = _group("Create API tokens (needs the database).")
 app.add_typer(projects_app, name="projects")
 app.add_typer(token_app, name="token")
+webhook_app = _group("Signed webhooks for your projects' events, and their deliveries.")
+app.add_typer(webhook_app, name="webhook")
 
 # In the order `tether --help` lists them.
 for name, command in (
@@ -78,6 +80,10 @@ for name, command in (
 projects_app.command("create")(writes.projects_create)
 projects_app.command("list")(reads.projects_list)
 token_app.command("create")(server_commands.token_create)
+webhook_app.command("add")(webhooks.add)
+webhook_app.command("list")(webhooks.list_)
+webhook_app.command("remove")(webhooks.remove)
+webhook_app.command("deliveries")(webhooks.deliveries)
 
 
 @runtime_checkable
