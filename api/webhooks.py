@@ -57,7 +57,8 @@ def shown_url(url: str) -> str:
     parts = urlsplit(url)
     if not parts.query:
         return url
-    masked = urlencode([(k, QUERY_MASK) for k, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    masked = urlencode([(k, QUERY_MASK) for k, _ in pairs], safe=QUERY_MASK)
     return urlunsplit(parts._replace(query=masked))
 
 
