@@ -13,16 +13,19 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 import standardwebhooks
+import structlog
 from receiver import Receiver
 from support import wait_for
+from tcpproxy import TcpProxy
 
 from tether.api.models import EventKind, NewEvent, Principal, Status
 from tether.api.settings import Settings
-from tether.api.store import Store
+from tether.api.store import PortRange, Store
 from tether.operator.webhooks.post import ANSWER_BYTES
 from tether.operator.webhooks.sender import WebhookSender
 
@@ -362,3 +365,46 @@ async def test_owners_see_and_hear_only_their_own_and_an_admin_everything(
         removed = await alice.delete(f"/v1/webhooks/{alices['id']}")
         assert removed.status_code == 200
         assert (await alice.get("/v1/webhooks")).json() == []
+
+
+async def test_a_postgres_outage_resumes_where_it_stopped(
+    store: Store,
+    database_url: str,
+    port_range: PortRange,
+    client: httpx.AsyncClient,
+    receiver: Receiver,
+    fast: Settings,
+) -> None:
+    """The sender reaches Postgres through a proxy that goes away (connections reset, new ones
+    refused) and comes back: what was written meanwhile (its NOTIFYs lost) is delivered once the
+    listener is back, in order."""
+    url = urlsplit(database_url)
+    assert url.hostname is not None
+    assert url.port is not None
+    postgres = TcpProxy(url.hostname, url.port)
+    await postgres.start()
+    netloc = url.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{postgres.port}"
+    through = await Store.connect(urlunsplit(url._replace(netloc=netloc)), port_range)
+    hook = await one_converged(store, client, receiver)
+    try:
+        with structlog.testing.capture_logs() as logged:
+            async with sending(through, fast):
+                await wait_for(all_delivered(client, hook, 1), "the first, before the outage")
+                await postgres.close()
+                for i in range(3):
+                    await event(store, "shop", EventKind.CONVERGED, "Ready", f"during {i}")
+
+                async def failing() -> bool:
+                    return any(
+                        e["event"] == "webhook listener failed: reconnecting" for e in logged
+                    )
+
+                await wait_for(failing, "the sender finding Postgres gone")
+                assert len(receiver.received) == 1
+                await postgres.start(postgres.port)
+                await wait_for(all_delivered(client, hook, 4), "all four after the outage")
+    finally:
+        await through.close()
+        await postgres.close()
+    arrived = [r.payload["data"]["message"] for r in receiver.received]
+    assert list(dict.fromkeys(arrived)) == ["v1 is ready", "during 0", "during 1", "during 2"]
