@@ -249,8 +249,10 @@ def outside_changes(
     previous: Status | None, status: Status, actions: Sequence[str], observed: str | None
 ) -> list[NewEvent]:
     """What happened to a project on its own, found by a pass: its container crashed (each new
-    crash, with its count, exit code and OOM kill), or, at rest, it had to act (something outside
-    tether changed the project: a container removed, a route lost)."""
+    crash, with its count, exit code and OOM kill), or it was at rest and this pass found it
+    changed (a container removed or stopped from outside, a route lost, an endpoint that stopped
+    answering), told by the pass that finds it and starts the repair; the `converged` that
+    follows says the repair is done."""
     crashed_before = previous.last_crash_at if previous is not None else None
     if status.last_crash_at is not None and status.last_crash_at != crashed_before:
         how = f"exited with code {status.last_exit_code}"
@@ -258,9 +260,12 @@ def outside_changes(
             how += " (killed: out of memory)"
         message = f"crash {status.crash_count}: the container {how}"
         return [NewEvent(EventKind.HEALTH, "Crashed", message)]
-    if actions and previous is not None and _at_rest(previous, status.observed_generation):
-        found = f"found {observed}" if observed else "found it changed"
-        message = f"converged, then changed outside tether: {found}; did {', '.join(actions)}"
+    generation = status.observed_generation
+    if previous is None or not _at_rest(previous, generation):
+        return []
+    if actions or not _at_rest(status, generation):
+        did = f"did {', '.join(actions)}" if actions else "repairing"
+        message = f"converged, then changed outside tether: found {observed or 'it changed'}; {did}"
         return [NewEvent(EventKind.ACTION, "DriftRepaired", message)]
     return []
 

@@ -57,10 +57,17 @@ def test_acting_on_a_project_at_rest_is_drift_repaired() -> None:
     assert "found absent; did create v1, start v1" in event.message
 
 
-def test_acting_on_a_new_generation_or_without_acting_is_no_drift() -> None:
+def test_leaving_rest_without_acting_yet_is_drift_found() -> None:
+    waiting = at_rest().model_copy(update={"conditions": []})
+    [event] = outside_changes(at_rest(), waiting, [], "v1:removing")
+    assert event.reason == "DriftRepaired"
+    assert event.message.endswith("found v1:removing; repairing")
+
+
+def test_a_new_generation_or_staying_at_rest_is_no_drift() -> None:
     assert outside_changes(at_rest(generation=2), at_rest(generation=3), ["create v2"], "v1") == []
-    assert outside_changes(at_rest(), at_rest(), [], "v1 running") == []
-    assert outside_changes(None, at_rest(), ["create v1"], "absent") == []
+    assert outside_changes(at_rest(), at_rest(), [], "v1:running") == []
+    assert outside_changes(None, at_rest(), ["create v1"], "none") == []
 
 
 def test_signatures_verify_with_the_reference_library() -> None:
