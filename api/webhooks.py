@@ -30,8 +30,11 @@ _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 def check_url(value: str) -> str:
     if len(value) > MAX_URL_LENGTH:
         raise ValueError(f"the URL is {len(value)} characters long, longer than {MAX_URL_LENGTH}")
-    if _CONTROL.search(value):
-        raise ValueError("the URL contains spaces or control characters: percent-encode them")
+    if _CONTROL.search(value) or not value.isascii():
+        raise ValueError(
+            "the URL contains spaces, control or non-ASCII characters: percent-encode them "
+            "(and give an IDN host in its xn-- form)"
+        )
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https"):
         raise ValueError(

@@ -23,7 +23,7 @@ router = APIRouter(prefix=V1)
 HookId = Annotated[int, Path(ge=1, le=MAX_BIGINT, description="The webhook's id.")]
 
 
-@router.post("/webhooks", response_model=WebhookCreated, status_code=201, responses=errors())
+@router.post("/webhooks", response_model=WebhookCreated, status_code=201, responses=errors(400))
 async def add_webhook(body: WebhookCreate, caller: Caller, store: StoreDep) -> WebhookCreated:
     return await store.create_webhook(body, caller)
 
