@@ -503,7 +503,7 @@ async def test_desired_changes_still_arrive_after_the_listen_connection_is_cut(
     try:
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE query ILIKE 'LISTEN%' AND datname = current_database()"
+            "WHERE query = 'LISTEN \"tether_desired\"' AND datname = current_database()"
         )
     finally:
         await admin.close()

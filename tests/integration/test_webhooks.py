@@ -116,8 +116,12 @@ async def test_a_delivery_is_signed_as_standard_webhooks_verify_it(
     await event(store, "shop", EventKind.HEALTH, "Crashed", "crash 2: exited with code 137")
     await event(store, "shop", EventKind.ACTION, "create v1", "not a webhook event")
 
-    async with sending(store, fast):
-        [delivery] = await wait_for(all_delivered(client, created["webhook"]["id"], 1), "sent")
+    with structlog.testing.capture_logs() as logged:
+        async with sending(store, fast):
+            [delivery] = await wait_for(all_delivered(client, created["webhook"]["id"], 1), "sent")
+    assert any(e["event"] == "webhook attempt" for e in logged)
+    assert secret not in repr(logged)
+    assert secret.removeprefix("whsec_") not in repr(logged)
     [request] = receiver.received
     payload = standardwebhooks.Webhook(secret).verify(request.body, request.headers)
     assert payload["type"] == "crash_loop"
