@@ -319,6 +319,10 @@ SET state = CASE
 WHERE id = $1 AND claimed_epoch = $2 AND state = 'pending'
 RETURNING state;
 
+-- name: prune_deliveries
+DELETE FROM webhook_deliveries
+WHERE state <> 'pending' AND finished_at < now() - make_interval(secs => $1);
+
 -- name: next_delivery_due
 -- Seconds until the next delivery that could be claimed is due (negative: overdue; NULL: none).
 SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8

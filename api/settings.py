@@ -273,6 +273,15 @@ class Settings(BaseSettings):
         description="A webhook delivery not made within this long of its event is given up "
         "(`failed` in `tether webhook deliveries`).",
     )
+    webhook_keep_s: float = setting(
+        7 * 86400.0,
+        gt=0,
+        le=366 * 86400,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 31622400 (366 days), e.g. 604800",
+        description="Finished webhook deliveries (delivered or given up) are kept this long "
+        "for `tether webhook deliveries`, then deleted.",
+    )
     webhook_concurrency: int = setting(
         8,
         ge=1,

@@ -722,6 +722,12 @@ class Store:
             )
         return None if state is None else str(state)
 
+    async def prune_deliveries(self, keep_s: float) -> int:
+        """Forget deliveries finished (delivered or given up) more than `keep_s` ago."""
+        async with self._connection() as conn:
+            done = await conn.execute(sql("prune_deliveries"), keep_s)
+        return int(done.split()[-1])
+
     async def next_delivery_due(self) -> float | None:
         """Seconds until the next claimable delivery is due (None: nothing pending)."""
         async with self._connection() as conn:

@@ -41,6 +41,8 @@ POLL_S = 30.0  # the longest sleep: covers a NOTIFY lost while the listener was 
 MIN_WAIT_S = 0.05
 CLAIM_MARGIN_S = 5.0  # an attempt's claim outlasts its bound by this much
 STORE_BACKOFF = Backoff(first_s=0.5, max_s=10.0)
+LISTENER_NAME = "tether-webhooks"  # its application_name in pg_stat_activity
+PRUNE_EVERY_S = 3600.0
 
 
 class WebhookSender:
@@ -75,6 +77,7 @@ class WebhookSender:
         self, epoch: int, poster: Poster, in_flight: set[asyncio.Task[None]]
     ) -> NoReturn:
         released = False
+        pruned_at: float | None = None
         failures = 0
         while True:
             self._wake.clear()
@@ -87,6 +90,9 @@ class WebhookSender:
                         if left:
                             log.info("webhook attempts left in flight are due again", count=left)
                         released = True
+                    if pruned_at is None or time.monotonic() - pruned_at >= PRUNE_EVERY_S:
+                        await self._prune()
+                        pruned_at = time.monotonic()
                     for claim in await self._store.claim_deliveries(
                         epoch, free, claim_s=self.claim_s
                     ):
@@ -113,6 +119,12 @@ class WebhookSender:
             for task in done - {woken}:
                 in_flight.discard(task)
                 task.result()  # an attempt handles its own failures: anything else is a bug
+
+    async def _prune(self) -> None:
+        keep_s = self._settings.webhook_keep_s
+        pruned = await self._store.prune_deliveries(keep_s)
+        if pruned:
+            log.info("finished webhook deliveries pruned", count=pruned, older_than_s=keep_s)
 
     async def _attempt(self, claim: DeliveryClaim, epoch: int, poster: Poster) -> None:
         body = json.dumps(claim.payload, separators=(",", ":"), ensure_ascii=False).encode()
@@ -165,7 +177,9 @@ class WebhookSender:
     async def _listen(self) -> NoReturn:
         async def once() -> None:
             wake = self._wake.set
-            async with self._store.listen(WEBHOOK_CHANNEL, lambda _project: wake()) as listener:
+            async with self._store.listen_channels(
+                [WEBHOOK_CHANNEL], lambda _channel, _project: wake(), application_name=LISTENER_NAME
+            ) as listener:
                 wake()  # whatever was written while not listening
                 await listener.wait_closed()
 

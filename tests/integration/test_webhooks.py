@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 import standardwebhooks
@@ -412,3 +413,29 @@ async def test_a_postgres_outage_resumes_where_it_stopped(
         await postgres.close()
     arrived = [r.payload["data"]["message"] for r in receiver.received]
     assert list(dict.fromkeys(arrived)) == ["v1 is ready", "during 0", "during 1", "during 2"]
+
+
+async def test_finished_deliveries_are_pruned_after_the_keep_time(
+    store: Store, database_url: str, client: httpx.AsyncClient, receiver: Receiver, fast: Settings
+) -> None:
+    hook = await one_converged(store, client, receiver)
+    async with sending(store, fast):
+        await wait_for(all_delivered(client, hook, 1), "delivered")
+    await event(store, "shop", EventKind.CONVERGED, "Ready", "still pending")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE webhook_deliveries SET finished_at = now() - interval '2 hours' "
+            "WHERE state = 'delivered'"
+        )
+    finally:
+        await conn.close()
+    receiver.mode = "error"  # the pending one stays pending
+    async with sending(store, fast.model_copy(update={"webhook_keep_s": 3600.0})):
+
+        async def pruned() -> list[dict[str, Any]] | None:
+            found = await deliveries(client, hook)
+            return found if len(found) == 1 else None
+
+        [left] = await wait_for(pruned, "the old delivered one pruned")
+    assert left["state"] == "pending"

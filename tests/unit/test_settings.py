@@ -83,6 +83,7 @@ INVALID = [
     ("TETHER_WEBHOOK_TIMEOUT_S", "inf", "more than 0 and at most 600"),
     ("TETHER_WEBHOOK_RETRY_MAX_S", "soon", "more than 0 and at most 86400"),
     ("TETHER_WEBHOOK_GIVE_UP_AFTER_S", "0", "at most 2592000 (30 days)"),
+    ("TETHER_WEBHOOK_KEEP_S", "-5", "at most 31622400 (366 days)"),
     ("TETHER_WEBHOOK_CONCURRENCY", "0", "a whole number from 1 to 256"),
     ("TETHER_LOG_LEVEL", "loud", "debug, info, warning or error"),
 ]
