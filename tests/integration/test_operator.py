@@ -684,12 +684,14 @@ async def test_each_kind_of_outcome_reaches_a_webhook_in_order(
 ) -> None:
     """A hook for every event, a real receiver, the operator's own passes: converged, drift
     repaired (its container removed from outside), a crash (killed from outside: exit code 137),
-    a failed rollout (and what serves instead), and the project deleted; each signed."""
+    a failed rollout (and what serves instead), and the project deleted; each signed; and a
+    project whose image does not exist, stalled (with the reason)."""
     receiver = Receiver()
     await receiver.start()
     try:
         events = [e.value for e in WebhookEvent]
         created = await store.create_webhook(WebhookCreate(url=receiver.url, events=events), ALICE)
+        await deploy(store, "lost", DeploymentSpec(image="tether-test/no-such-image:1"))
         await deploy(store, "shop")
         first = await wait_for(lambda: ready(store, "shop"), "v1 Ready")
         await docker_api.containers.container(first.status.container_id).delete(force=True)
@@ -710,14 +712,18 @@ async def test_each_kind_of_outcome_reaches_a_webhook_in_order(
 
         async def everything() -> dict[str, dict[str, Any]] | None:
             found = told()
-            return found if set(found) >= {*events} - {"stalled"} else None
+            return found if set(found) >= {*events} else None
 
         payloads = await wait_for(everything, "every kind of event delivered", within_s=60)
     finally:
         await receiver.stop()
     for request in receiver.received:
         standardwebhooks.Webhook(created.secret).verify(request.body, request.headers)
-    order = list(dict.fromkeys(r.payload["type"] for r in receiver.received))
+    order = list(
+        dict.fromkeys(
+            r.payload["type"] for r in receiver.received if r.payload["data"]["project"] == "shop"
+        )
+    )
     assert order.index("drift_repaired") < order.index("crash_loop")
     assert order.index("crash_loop") < order.index("rollout_failed") < order.index("deleted")
     drift = payloads["drift_repaired"]["data"]
@@ -730,6 +736,10 @@ async def test_each_kind_of_outcome_reaches_a_webhook_in_order(
     assert "going back to v1" in rollout["message"]
     assert rollout["status"]["serving_version"] == 1
     assert payloads["deleted"]["data"]["project"] == "shop"
+    stalled = payloads["stalled"]["data"]
+    assert stalled["project"] == "lost"
+    assert stalled["reason"] == "ImageNotFound"
+    assert "no-such-image" in stalled["message"]
 
 
 async def replaced(store: Store, before: DesiredSnapshot) -> DesiredSnapshot | None:
