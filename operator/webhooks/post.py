@@ -65,7 +65,9 @@ class Poster:
             return Answer(status, _cut(f"timed out ({type(exc).__name__})", status, kept), False)
         except TimeoutError:
             return Answer(status, _cut(f"timed out after {self.total_s:g} s", status, kept), False)
-        except httpx.HTTPError as exc:
+        except Exception as exc:
+            # httpx's errors, and a URL only psql could store failing in httpx or the socket
+            # layer (an invalid IPv6 host, a port past 65535): each a failed, recorded attempt.
             return Answer(None, f"no answer: {type(exc).__name__}: {exc}"[:ANSWER_BYTES])
         text = f"HTTP {status}"
         if 300 <= status < 400:

@@ -118,7 +118,10 @@ class WebhookSender:
                 woken.cancel()
             for task in done - {woken}:
                 in_flight.discard(task)
-                task.result()  # an attempt handles its own failures: anything else is a bug
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    # A bug in one attempt must not stop every delivery: its claim runs out and
+                    # it is tried again then.
+                    log.error("webhook attempt crashed", task=task.get_name(), exc_info=error)
 
     async def _prune(self) -> None:
         keep_s = self._settings.webhook_keep_s

@@ -439,3 +439,35 @@ async def test_finished_deliveries_are_pruned_after_the_keep_time(
 
         [left] = await wait_for(pruned, "the old delivered one pruned")
     assert left["state"] == "pending"
+
+
+@pytest.mark.parametrize("url", ["http://[zz]/", "http://127.0.0.1:99999/"])
+async def test_a_url_only_psql_could_store_fails_its_attempts_and_stops_nothing_else(
+    url: str,
+    store: Store,
+    database_url: str,
+    client: httpx.AsyncClient,
+    receiver: Receiver,
+    fast: Settings,
+) -> None:
+    """The API refuses such a URL; one written with psql is a failed attempt, not a crash."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO webhooks (owner, scope, url, events, secret) "
+            "VALUES ('alice', 'alice', $1, '{converged}', 'whsec_AAAA')",
+            url,
+        )
+    finally:
+        await conn.close()
+    hook = await one_converged(store, client, receiver)
+    async with sending(store, fast):
+        await wait_for(all_delivered(client, hook, 1), "the good hook's delivery")
+
+        async def failed_attempt() -> dict[str, Any] | None:
+            [d] = await deliveries(client, 1)
+            return d if d["attempts"] >= 1 and d["last_answer"] else None
+
+        bad = await wait_for(failed_attempt, "the bad hook's attempt recorded")
+    assert bad["state"] == "pending"
+    assert bad["last_answer"].startswith("no answer: ")
