@@ -32,10 +32,11 @@ from tether.api.routes import (
     projects,
     volumes,
     watch,
+    webhooks,
 )
 from tether.api.store import Store
 
-V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs, volumes)
+V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs, volumes, webhooks)
 
 
 def create_app(

@@ -303,3 +303,97 @@ SELECT p.owner, p.desired_state, p.generation, p.deletion_requested_at IS NOT NU
 FROM projects p
 LEFT JOIN status s ON s.project = p.name
 WHERE p.name = $1 AND ($2::text IS NULL OR p.owner = $2);
+
+-- Webhooks (api/webhooks.py). Their deliveries are written by triggers (migrations/0006).
+
+-- name: create_webhook
+INSERT INTO webhooks (owner, scope, url, events, secret) VALUES ($1, $2, $3, $4, $5)
+RETURNING id, owner, scope IS NULL AS all_owners, url, events, created_at;
+
+-- name: list_webhooks
+-- $1: the owner whose hooks the caller may see (NULL: an admin, every hook).
+SELECT id, owner, scope IS NULL AS all_owners, url, events, created_at
+FROM webhooks WHERE $1::text IS NULL OR owner = $1 ORDER BY id;
+
+-- name: webhook_visible
+SELECT id FROM webhooks WHERE id = $1 AND ($2::text IS NULL OR owner = $2);
+
+-- name: delete_webhook
+-- Its deliveries go with it (nothing more is sent to it).
+DELETE FROM webhooks WHERE id = $1 AND ($2::text IS NULL OR owner = $2) RETURNING id;
+
+-- name: list_deliveries
+-- A hook's latest $2 deliveries, newest first.
+SELECT id, webhook, project, event_type, state, attempts,
+       CASE WHEN state = 'pending' THEN next_attempt_at END AS next_attempt_at,
+       last_attempt_at, last_status, last_answer, created_at, finished_at
+FROM webhook_deliveries WHERE webhook = $1 ORDER BY id DESC LIMIT $2;
+
+-- name: release_deliveries
+-- A new tenure ($1, its epoch): attempts other epochs left in flight (their operator died or lost
+-- the lease mid-delivery) are due again now, as retries.
+UPDATE webhook_deliveries SET next_attempt_at = now(), claimed_epoch = NULL
+WHERE state = 'pending' AND claimed_epoch IS NOT NULL AND claimed_epoch <> $1;
+
+-- name: claim_deliveries
+-- Up to $2 due deliveries, each the oldest pending one of its (hook, project): a later one waits
+-- for it, in flight or not. Each is claimed for one attempt by epoch $1 until $3 seconds from now
+-- (the attempt's bound): if its result is never written, it is due again then.
+WITH due AS (
+    SELECT d.id FROM webhook_deliveries d
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries e
+          WHERE e.webhook = d.webhook AND e.project = d.project AND e.state = 'pending'
+            AND e.id < d.id
+      )
+    ORDER BY d.id
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+SET attempts = d.attempts + 1,
+    claimed_epoch = $1,
+    last_attempt_at = now(),
+    next_attempt_at = now() + make_interval(secs => $3)
+FROM due, webhooks h
+WHERE d.id = due.id AND h.id = d.webhook
+RETURNING d.id, d.webhook, h.url, h.secret, d.payload, d.attempts AS attempt;
+
+-- name: finish_attempt
+-- An attempt's result ($3: delivered), only while epoch $2 still holds the claim. A failed one is
+-- due again after $6 seconds, unless that would be more than $7 seconds after the delivery was
+-- made: then it is given up (failed).
+UPDATE webhook_deliveries
+SET state = CASE
+        WHEN $3::boolean THEN 'delivered'
+        WHEN now() + make_interval(secs => $6) > created_at + make_interval(secs => $7)
+            THEN 'failed'
+        ELSE 'pending'
+    END,
+    last_status = $4,
+    last_answer = $5,
+    claimed_epoch = NULL,
+    next_attempt_at = now() + make_interval(secs => $6),
+    finished_at = CASE
+        WHEN $3::boolean
+          OR now() + make_interval(secs => $6) > created_at + make_interval(secs => $7)
+            THEN now()
+    END
+WHERE id = $1 AND claimed_epoch = $2 AND state = 'pending'
+RETURNING state;
+
+-- name: prune_deliveries
+DELETE FROM webhook_deliveries
+WHERE state <> 'pending' AND finished_at < now() - make_interval(secs => $1);
+
+-- name: next_delivery_due
+-- Seconds until the next delivery that could be claimed is due (negative: overdue; NULL: none).
+SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8
+FROM webhook_deliveries d
+WHERE d.state = 'pending'
+  AND NOT EXISTS (
+      SELECT 1 FROM webhook_deliveries e
+      WHERE e.webhook = d.webhook AND e.project = d.project AND e.state = 'pending'
+        AND e.id < d.id
+  );

@@ -237,6 +237,64 @@ class Settings(BaseSettings):
         expected="a number of seconds, more than 0 and at most 86400, e.g. 60",
         description="An address regains its whole burst of failures over this long.",
     )
+    webhook_connect_timeout_s: float = setting(
+        5.0,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 300, e.g. 5",
+        description="A webhook attempt that has not connected to its receiver by then fails.",
+    )
+    webhook_read_timeout_s: float = setting(
+        10.0,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 300, e.g. 10",
+        description="A webhook attempt fails when its receiver sends nothing for this long.",
+    )
+    webhook_timeout_s: float = setting(
+        15.0,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 600, e.g. 15",
+        description="A whole webhook attempt, answer included, is cut off (and failed) after "
+        "this long: a receiver that never answers or streams forever costs no more.",
+    )
+    webhook_retry_max_s: float = setting(
+        3600.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 86400, e.g. 3600",
+        description="Webhook retries wait 1 s, doubling (±20 %), up to this long.",
+    )
+    webhook_give_up_after_s: float = setting(
+        86400.0,
+        gt=0,
+        le=30 * 86400,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 2592000 (30 days), e.g. 86400",
+        description="A webhook delivery not made within this long of its event is given up "
+        "(`failed` in `tether webhook deliveries`).",
+    )
+    webhook_keep_s: float = setting(
+        7 * 86400.0,
+        gt=0,
+        le=366 * 86400,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 31622400 (366 days), e.g. 604800",
+        description="Finished webhook deliveries (delivered or given up) are kept this long "
+        "for `tether webhook deliveries`, then deleted.",
+    )
+    webhook_concurrency: int = setting(
+        8,
+        ge=1,
+        le=256,
+        expected="a whole number from 1 to 256",
+        description="Webhook attempts in flight at once (one at a time per hook and project).",
+    )
     log_format: str = setting(
         "auto",
         pattern=r"^(auto|json|console)$",

@@ -8,6 +8,7 @@ got an answer can rely on all three having happened, and a no-op write leaves no
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -52,6 +53,16 @@ from tether.api.models import (
     WriteResult,
 )
 from tether.api.queries import sql
+from tether.api.webhooks import (
+    SECRET_PREFIX,
+    Delivery,
+    DeliveryClaim,
+    Webhook,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookRemoved,
+    message_id,
+)
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -59,6 +70,7 @@ if TYPE_CHECKING:
     Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 
 DESIRED_CHANNEL = "tether_desired"
+WEBHOOK_CHANNEL = "tether_webhooks"  # pg_notify'd by the outbox trigger (migrations/0006)
 STATUS_CHANNEL = "tether_status"
 LEASE_CHANNEL = "tether_lease"
 TOKEN_PREFIX = "tth_"
@@ -716,6 +728,102 @@ class Store:
                 await conn.execute(sql("notify_status"), name)
         return bool(row["deleted"])
 
+    # Webhooks: hooks per owner (an admin's see every owner's projects), and their outbox
+
+    async def create_webhook(self, spec: WebhookCreate, principal: Principal) -> WebhookCreated:
+        """A hook with a new signing secret, returned this once (it is never shown again)."""
+        secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                sql("create_webhook"),
+                principal.owner,
+                principal.scope,
+                spec.url,
+                spec.events,
+                secret,
+            )
+        assert row is not None  # INSERT ... RETURNING
+        scope = "every owner's projects" if principal.admin else f"{principal.owner}'s projects"
+        return WebhookCreated(
+            webhook=Webhook.model_validate(dict(row)),
+            secret=secret,
+            message=f"webhook {row['id']} added for {', '.join(spec.events)} of {scope}; "
+            "its secret is shown only now",
+        )
+
+    async def webhooks(self, principal: Principal) -> list[Webhook]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(sql("list_webhooks"), principal.scope)
+        return [Webhook.model_validate(dict(r)) for r in rows]
+
+    async def remove_webhook(self, hook: int, principal: Principal) -> WebhookRemoved:
+        async with self._connection() as conn:
+            if await conn.fetchval(sql("delete_webhook"), hook, principal.scope) is None:
+                raise _no_webhook(hook)
+        return WebhookRemoved(
+            id=hook, message=f"webhook {hook} removed, with its pending deliveries"
+        )
+
+    async def deliveries(self, hook: int, principal: Principal, *, limit: int) -> list[Delivery]:
+        async with self._connection() as conn:
+            if await conn.fetchval(sql("webhook_visible"), hook, principal.scope) is None:
+                raise _no_webhook(hook)
+            rows = await conn.fetch(sql("list_deliveries"), hook, limit)
+        return [Delivery(message_id=message_id(r["id"]), **dict(r)) for r in rows]
+
+    async def release_deliveries(self, epoch: int) -> int:
+        """Make the attempts other epochs left in flight due now; how many there were."""
+        async with self._connection() as conn:
+            done = await conn.execute(sql("release_deliveries"), epoch)
+        return int(done.split()[-1])
+
+    async def claim_deliveries(
+        self, epoch: int, limit: int, *, claim_s: float
+    ) -> list[DeliveryClaim]:
+        """Up to `limit` due deliveries, each the oldest pending one of its hook and project,
+        claimed for one attempt for `claim_s`."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(sql("claim_deliveries"), epoch, limit, claim_s)
+        return [DeliveryClaim(**dict(r)) for r in rows]
+
+    async def finish_attempt(
+        self,
+        claim: DeliveryClaim,
+        epoch: int,
+        *,
+        delivered: bool,
+        status: int | None,
+        answer: str,
+        retry_in_s: float,
+        give_up_after_s: float,
+    ) -> str | None:
+        """Record an attempt's result; the delivery's state after it (None: the claim was no
+        longer this epoch's, nothing written)."""
+        async with self._connection() as conn:
+            state = await conn.fetchval(
+                sql("finish_attempt"),
+                claim.id,
+                epoch,
+                delivered,
+                status,
+                answer,
+                retry_in_s,
+                give_up_after_s,
+            )
+        return None if state is None else str(state)
+
+    async def prune_deliveries(self, keep_s: float) -> int:
+        """Forget deliveries finished (delivered or given up) more than `keep_s` ago."""
+        async with self._connection() as conn:
+            done = await conn.execute(sql("prune_deliveries"), keep_s)
+        return int(done.split()[-1])
+
+    async def next_delivery_due(self) -> float | None:
+        """Seconds until the next claimable delivery is due (None: nothing pending)."""
+        async with self._connection() as conn:
+            due = await conn.fetchval(sql("next_delivery_due"))
+        return None if due is None else float(due)
+
     async def lease(self) -> LeaseInfo | None:
         """Who holds the operator lease, from which epoch (None: no operator ever took it)."""
         async with self._connection() as conn:
@@ -906,6 +1014,10 @@ def refusal(exc: BaseException) -> DatabaseRefused | None:
     else:
         kind, reason = Refusal.OTHER, f"{type(exc).__name__}: {reason}"
     return DatabaseRefused(reason, refusal=kind)
+
+
+def _no_webhook(hook: int) -> NotFound:
+    return NotFound(f"no webhook {hook}", hint="list your webhooks with `tether webhook list`")
 
 
 def _not_found(name: str) -> NotFound:

@@ -52,3 +52,20 @@ class EventKind(StrEnum):
     ROUTED = "routed"  # the endpoint's route set: to a Ready container, or held
     DRAINING = "draining"  # the container that served is finishing what it has in flight
     DRAINED = "drained"  # ... and is stopped
+
+
+class WebhookEvent(StrEnum):
+    """What a webhook can be told of (the database's `webhook_event_type` maps events to them)."""
+
+    CONVERGED = "converged"  # Ready (or stopped) as desired, after a change
+    ROLLOUT_FAILED = "rollout_failed"  # a new deployment was not Ready in time: the old one serves
+    STALLED = "stalled"  # the operator gave up until the desired state changes
+    CRASH_LOOP = "crash_loop"  # the container exited on its own (count, exit code, OOM)
+    DRIFT_REPAIRED = "drift_repaired"  # a converged project was changed outside tether: undone
+    DELETED = "deleted"  # the project and its containers are gone
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # not delivered within the give-up time

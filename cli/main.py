@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import typer
 
-from tether.cli import archives, login, reads, server_commands, writes
+from tether.cli import archives, login, reads, server_commands, webhooks, writes
 from tether.cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
 from tether.cli.options import Invocation
 
@@ -55,6 +55,8 @@ volume_app = _group("Back up and restore a project's volumes (the project stoppe
 app.add_typer(projects_app, name="projects")
 app.add_typer(token_app, name="token")
 app.add_typer(volume_app, name="volume")
+webhook_app = _group("Signed webhooks for your projects' events, and their deliveries.")
+app.add_typer(webhook_app, name="webhook")
 
 # In the order `tether --help` lists them.
 for name, command in (
@@ -83,6 +85,10 @@ projects_app.command("list")(reads.projects_list)
 token_app.command("create")(server_commands.token_create)
 volume_app.command("export")(archives.export)
 volume_app.command("import")(archives.import_)
+webhook_app.command("add")(webhooks.add)
+webhook_app.command("list")(webhooks.list_)
+webhook_app.command("remove")(webhooks.remove)
+webhook_app.command("deliveries")(webhooks.deliveries)
 
 
 @runtime_checkable

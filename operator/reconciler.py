@@ -36,7 +36,7 @@ from tether.operator.runtime import (
     Runtime,
     RuntimeFault,
 )
-from tether.operator.status import Failure, build_status, transitions
+from tether.operator.status import Failure, build_status, outside_changes, transitions
 
 MAX_STEPS = 16
 
@@ -169,6 +169,10 @@ class Reconciler(Generic[ObservedT]):
         status = build_status(
             snapshot, desired, memory, ending, endpoint=self._endpoint(snapshot), now=now
         )
+        acted = (
+            [] if isinstance(ending, Failure) else record.actions
+        )  # a failed pass repaired nothing
+        record.events.extend(outside_changes(snapshot.status, status, acted, record.observed))
         record.events.extend(transitions(snapshot.status, status, desired))
         result = _result(ending, status)
         if isinstance(ending, Failure):

@@ -3,8 +3,9 @@
 A standby waits for the lease (tether.operator.lease) and makes no runtime call at all. Once
 active, for one tenure (one epoch), it runs workers and the triggers, which only enqueue project
 names: NOTIFY from desired writes, the Docker events stream, a full resync every ~30 s, and
-per-project retry timers. Each trigger reconnects on its own and resyncs after any gap, since
-notifications and events sent while disconnected are lost. When the lease is lost (taken, expired,
+per-project retry timers; and it sends webhooks (tether.operator.webhooks.sender). Each trigger
+reconnects on its own and resyncs after any gap, since notifications and events sent while
+disconnected are lost. When the lease is lost (taken, expired,
 its connection gone, or a write fenced), the tenure ends at once: its passes are cancelled, its
 queue dropped, and the operator is a standby again.
 """
@@ -36,6 +37,7 @@ from tether.operator.queue import WorkQueue
 from tether.operator.reconciler import Reconciler
 from tether.operator.record import PassRecord, PassResult, log_pass
 from tether.operator.runtime import LostLease, Runtime, RuntimeFault
+from tether.operator.webhooks.sender import WebhookSender
 
 log = structlog.get_logger("tether.operator")
 RECONNECT_BACKOFF = Backoff(first_s=0.5, max_s=10.0)
@@ -92,6 +94,7 @@ class Operator:
         self.queue = WorkQueue()
         QUEUE_DEPTH.set_function(lambda: len(self.queue))
         self.prober = Prober(settings.publish_address)
+        self.webhooks = WebhookSender(store, settings)
         self.reconciler = Reconciler(
             store,
             runtime,
@@ -174,6 +177,7 @@ class Operator:
         tenure.triggers = [
             asyncio.create_task(self._follow_docker_events(), name="docker-events"),
             asyncio.create_task(self._resync_periodically(), name="resync"),
+            asyncio.create_task(self.webhooks.run(epoch), name="webhooks"),
         ]
         tenure.workers = [
             asyncio.create_task(self._work(tenure), name=f"worker-{i}")

@@ -6,6 +6,7 @@ pass ended with (its planner's decision, or the fault that stopped it) into stat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -242,3 +243,40 @@ def transitions(previous: Status | None, status: Status, desired: Desired) -> li
     ):
         events.append(NewEvent(EventKind.CONVERGED, "Stopped", "stopped as desired"))
     return events
+
+
+def outside_changes(
+    previous: Status | None, status: Status, actions: Sequence[str], observed: str | None
+) -> list[NewEvent]:
+    """What happened to a project on its own, found by a pass: its container crashed (each new
+    crash, with its count, exit code and OOM kill), or it was at rest and this pass found it
+    changed (a container removed or stopped from outside, a route lost, an endpoint that stopped
+    answering), told by the pass that finds it and starts the repair; the `converged` that
+    follows says the repair is done."""
+    crashed_before = previous.last_crash_at if previous is not None else None
+    if status.last_crash_at is not None and status.last_crash_at != crashed_before:
+        how = f"exited with code {status.last_exit_code}"
+        if status.oom_killed:
+            how += " (killed: out of memory)"
+        message = f"crash {status.crash_count}: the container {how}"
+        return [NewEvent(EventKind.HEALTH, "Crashed", message)]
+    generation = status.observed_generation
+    if previous is None or not _at_rest(previous, generation):
+        return []
+    if actions or not _at_rest(status, generation):
+        did = f"did {', '.join(actions)}" if actions else "repairing"
+        message = f"converged, then changed outside tether: found {observed or 'it changed'}; {did}"
+        return [NewEvent(EventKind.ACTION, "DriftRepaired", message)]
+    return []
+
+
+def _at_rest(previous: Status, generation: int) -> bool:
+    ready = previous.condition(ConditionType.READY)
+    reconciling = previous.condition(ConditionType.RECONCILING)
+    return (
+        previous.observed_generation == generation
+        and ready is not None
+        and ready.status == "True"
+        and reconciling is not None
+        and reconciling.status == "False"
+    )

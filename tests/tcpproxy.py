@@ -19,8 +19,11 @@ class TcpProxy:
         self._connections: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> None:
+        """Listen on `port` (0: one the kernel picks); again after `close()`, on the same one."""
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", port, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     def cut(self) -> None:

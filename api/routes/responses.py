@@ -13,7 +13,7 @@ from tether.api.error_responses import ErrorBody
 ERROR_MEANINGS = {
     400: "The request cannot be carried out as it is (see `error`).",
     401: "No valid token in the Authorization header.",
-    404: "No such project or deployment (or one the token may not see).",
+    404: "No such project, deployment or webhook (or one the token may not see).",
     409: "The project name belongs to another owner.",
     412: "If-Match names another generation: nothing was changed.",
     413: "The request body is too large.",

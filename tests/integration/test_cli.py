@@ -20,10 +20,12 @@ import pytest
 from support import free_port, serving
 
 from tether.api.app import create_app
+from tether.api.models import EventKind, NewEvent, Principal, Status
 from tether.api.store import Store
 from tether.cli.main import run
 
 IMAGE = "tether-test/workload:latest"
+ALICE = Principal(owner="alice")
 
 
 @dataclass(frozen=True)
@@ -577,3 +579,55 @@ async def test_volumes_deploy_list_and_destroy_with_or_without_them(alice: Cli) 
     assert status["deletion_requested"]
     assert status["delete_volumes"]
     assert "already requested" in (await alice.ok("destroy", "shop", "--delete-volumes")).out
+
+
+# Webhooks
+
+
+async def test_webhook_commands(alice: Cli, bob: Cli, admin: Cli, store: Store) -> None:
+    added = await alice.ok(
+        "webhook", "add", "https://hooks.example.com/in?token=t0k", "--events", "stalled,converged"
+    )
+    [message, secret_line, _] = added.out.splitlines()
+    assert message.startswith("webhook 1 added for stalled, converged of alice's projects")
+    secret = secret_line.removeprefix("secret: ")
+    assert secret.startswith("whsec_")
+
+    listed = await alice.ok("webhook", "list")
+    assert "https://hooks.example.com/in?token=****" in listed.out
+    assert secret not in listed.out
+    assert "t0k" not in listed.out
+    assert (await bob.ok("webhook", "list", "-o", "json")).json() == []
+    assert [h["id"] for h in (await admin.ok("webhook", "list", "-o", "json")).json()] == [1]
+
+    await store.create_project("shop", ALICE)
+    assert "has no deliveries yet" in (await alice.ok("webhook", "deliveries", "1")).out
+    ready = NewEvent(EventKind.CONVERGED, "Ready", "v1 is ready")
+    await store.write_status(Status(project="shop", phase="Running"), [ready], actor="operator")
+    [line] = (await alice.ok("webhook", "deliveries", "1")).out.splitlines()
+    assert line.startswith("msg_1  shop  converged  pending, 0 attempt(s), next attempt 20")
+    hidden = await bob("webhook", "deliveries", "1")
+    assert "no webhook 1" in hidden.failure
+    assert "tether webhook list" in hidden.failure
+
+    removed = await alice.ok("webhook", "remove", "1")
+    assert "webhook 1 removed" in removed.out
+    again = await alice("webhook", "remove", "1")
+    assert "no webhook 1" in again.failure
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("https://h.example.com/", "--events", "deployed"), "unknown event 'deployed': choose"),
+        (("https://h.example.com/", "--events", ","), "no event named"),
+        (("ftp://h.example.com/", "--events", "stalled"), "not an http:// or https:// URL"),
+        (("https://u:p@h.example.com/", "--events", "stalled"), "carries credentials"),
+    ],
+)
+async def test_webhook_add_refuses_bad_input_saying_what_to_do(
+    alice: Cli, argv: tuple[str, ...], says: str
+) -> None:
+    refused = await alice("webhook", "add", *argv)
+    assert says in refused.failure
+    assert (await alice.ok("webhook", "list", "-o", "json")).json() == []

@@ -15,9 +15,11 @@ import aiodocker
 import asyncpg
 import httpx
 import pytest
+import standardwebhooks
 import structlog
 from faultproxy import CREATE, FaultProxy, summary
 from prometheus_client import REGISTRY
+from receiver import Receiver
 from support import Operators, remove_containers, wait_for
 
 from tether.api.models import (
@@ -31,6 +33,8 @@ from tether.api.models import (
 )
 from tether.api.settings import Settings
 from tether.api.store import Store
+from tether.api.vocabulary import WebhookEvent
+from tether.api.webhooks import WebhookCreate
 from tether.operator.desired import Want
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
@@ -499,7 +503,7 @@ async def test_desired_changes_still_arrive_after_the_listen_connection_is_cut(
     try:
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE query ILIKE 'LISTEN%' AND datname = current_database()"
+            "WHERE query = 'LISTEN \"tether_desired\"' AND datname = current_database()"
         )
     finally:
         await admin.close()
@@ -673,3 +677,81 @@ async def test_readiness_reports_docker_and_both_triggers(operator: Operator) ->
         "docker_events": True,
         "active": True,
     }
+
+
+async def test_each_kind_of_outcome_reaches_a_webhook_in_order(
+    operator: Operator, store: Store, docker_api: aiodocker.Docker, settings: Settings
+) -> None:
+    """A hook for every event, a real receiver, the operator's own passes: converged, drift
+    repaired (its container removed from outside), a crash (killed from outside: exit code 137),
+    a failed rollout (and what serves instead), and the project deleted; each signed; and a
+    project whose image does not exist, stalled (with the reason)."""
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        events = [e.value for e in WebhookEvent]
+        created = await store.create_webhook(WebhookCreate(url=receiver.url, events=events), ALICE)
+        await deploy(store, "lost", DeploymentSpec(image="tether-test/no-such-image:1"))
+        await deploy(store, "shop")
+        first = await wait_for(lambda: ready(store, "shop"), "v1 Ready")
+        await docker_api.containers.container(first.status.container_id).delete(force=True)
+        second = await wait_for(lambda: replaced(store, first), "v1 Ready in a new container")
+        await docker_api.containers.container(second.status.container_id).kill()
+        await wait_for(lambda: crashed(store), "the crash recorded")
+        await wait_for(lambda: ready(store, "shop"), "v1 Ready after the crash")
+        broken = HEALTHY.model_copy(update={"command": ["sleep", "1000"], "ready_deadline_s": 3})
+        await store.deploy("shop", broken, ALICE)
+        await wait_for(lambda: rolled_back(store), "v1 back after the failed rollout of v2")
+        destroyed = await store.destroy("shop", ALICE)
+        assert destroyed.changed
+
+        def told() -> dict[str, dict[str, Any]]:
+            # Each delivery once, by webhook-id (at least once: a receiver dedupes).
+            payloads = {r.headers["webhook-id"]: r for r in receiver.received}
+            return {r.payload["type"]: r.payload for r in payloads.values()}
+
+        async def everything() -> dict[str, dict[str, Any]] | None:
+            found = told()
+            return found if set(found) >= {*events} else None
+
+        payloads = await wait_for(everything, "every kind of event delivered", within_s=60)
+    finally:
+        await receiver.stop()
+    for request in receiver.received:
+        standardwebhooks.Webhook(created.secret).verify(request.body, request.headers)
+    order = list(
+        dict.fromkeys(
+            r.payload["type"] for r in receiver.received if r.payload["data"]["project"] == "shop"
+        )
+    )
+    assert order.index("drift_repaired") < order.index("crash_loop")
+    assert order.index("crash_loop") < order.index("rollout_failed") < order.index("deleted")
+    drift = payloads["drift_repaired"]["data"]
+    assert drift["message"].startswith("converged, then changed outside tether: found ")
+    crash = payloads["crash_loop"]["data"]
+    assert crash["status"]["last_exit_code"] == 137
+    assert crash["status"]["crash_count"] >= 1
+    assert "exited with code 137" in crash["message"]
+    rollout = payloads["rollout_failed"]["data"]
+    assert "going back to v1" in rollout["message"]
+    assert rollout["status"]["serving_version"] == 1
+    assert payloads["deleted"]["data"]["project"] == "shop"
+    stalled = payloads["stalled"]["data"]
+    assert stalled["project"] == "lost"
+    assert stalled["reason"] == "ImageNotFound"
+    assert "no-such-image" in stalled["message"]
+
+
+async def replaced(store: Store, before: DesiredSnapshot) -> DesiredSnapshot | None:
+    snap = await ready(store, "shop")
+    return snap if snap and snap.status.container_id != before.status.container_id else None
+
+
+async def crashed(store: Store) -> bool:
+    snap = await snapshot(store, "shop")
+    return snap.status is not None and snap.status.last_exit_code == 137
+
+
+async def rolled_back(store: Store) -> bool:
+    snap = await ready(store, "shop")
+    return snap is not None and snap.status.failed_version == 2

@@ -31,7 +31,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiodocker
 import pytest
+import standardwebhooks
 from faultproxy import CREATE, START, Call, Delay, FaultProxy, summary, unix_socket_of
+from receiver import Receiver
 from support import elapsed, remove_containers, wait_for
 from tcpproxy import TcpProxy
 
@@ -44,6 +46,7 @@ from tether.api.models import (
     Principal,
 )
 from tether.api.store import PortRange, Store
+from tether.api.webhooks import WebhookCreate
 from tether.operator.labels import (
     LABEL_INSTALLATION,
     LABEL_PROJECT,
@@ -703,3 +706,54 @@ async def test_ha_chaos_random_writes_while_the_active_operator_is_killed_or_sto
         f"chaos: {writes_a + writes_b} writes, faults {faults}, epochs {epochs[-1]}, "
         f"{checked} Docker calls checked, {sum(creates.values())} creates"
     )
+
+
+async def test_killed_mid_delivery_a_restarted_operator_delivers_the_webhook(
+    spawn: Spawn, store: Store, tmp_path: Path
+) -> None:
+    """SIGKILL while a webhook attempt is in flight (the receiver holds it): the next operator's
+    tenure sends it again at once (not only when the dead one's claim runs out, 65 s here), with
+    the same webhook-id, signed; no operator's log holds the secret or the URL's token."""
+    receiver = Receiver(mode="silent")
+    await receiver.start()
+    try:
+        created = await store.create_webhook(
+            WebhookCreate(url=f"{receiver.url}?token=hunter2", events=["deleted"]), ALICE
+        )
+        hook = created.webhook.id
+        await store.create_project("shop", ALICE)
+        destroyed = await store.destroy("shop", ALICE)
+        assert await store.finish_deletion("shop", destroyed.project.generation)
+        first = await spawn(TETHER_WEBHOOK_TIMEOUT_S="60")
+
+        async def held() -> bool:
+            return len(receiver.received) == 1
+
+        await wait_for(held, "the attempt in flight, held by the receiver", within_s=30)
+        [in_flight] = await store.deliveries(hook, ALICE, limit=10)
+        assert (in_flight.state, in_flight.attempts) == ("pending", 1)
+        first.kill()
+        await first.wait()
+        receiver.mode = "ok"
+        began = time.monotonic()
+        await spawn(TETHER_WEBHOOK_TIMEOUT_S="60")
+
+        async def delivered() -> Any:
+            [d] = await store.deliveries(hook, ALICE, limit=10)
+            return d if d.state == "delivered" else None
+
+        done = await wait_for(delivered, "the delivery resumed by the next operator", within_s=30)
+        resumed_after = time.monotonic() - began
+    finally:
+        await receiver.stop()
+    assert done.attempts == 2
+    assert resumed_after < 60, "resumed by the new tenure, not by the claim running out"
+    killed, resumed = receiver.received
+    assert killed.headers["webhook-id"] == resumed.headers["webhook-id"] == done.message_id
+    payload = standardwebhooks.Webhook(created.secret).verify(resumed.body, resumed.headers)
+    assert payload["type"] == "deleted"
+    logs = "".join((tmp_path / f"operator-{n}.log").read_text() for n in (0, 1))
+    assert '"webhook attempt"' in logs
+    assert created.secret not in logs
+    assert created.secret.removeprefix("whsec_") not in logs
+    assert "hunter2" not in logs

@@ -79,6 +79,13 @@ INVALID = [
     ("TETHER_AUTH_FAILURES", "0", "a whole number from 1 to 100000"),
     ("TETHER_AUTH_FAILURE_WINDOW_S", "-5", "more than 0"),
     ("TETHER_LOG_FORMAT", "xml", "auto, json or console"),
+    ("TETHER_WEBHOOK_CONNECT_TIMEOUT_S", "0", "more than 0 and at most 300"),
+    ("TETHER_WEBHOOK_READ_TIMEOUT_S", "-1", "more than 0 and at most 300"),
+    ("TETHER_WEBHOOK_TIMEOUT_S", "inf", "more than 0 and at most 600"),
+    ("TETHER_WEBHOOK_RETRY_MAX_S", "soon", "more than 0 and at most 86400"),
+    ("TETHER_WEBHOOK_GIVE_UP_AFTER_S", "0", "at most 2592000 (30 days)"),
+    ("TETHER_WEBHOOK_KEEP_S", "-5", "at most 31622400 (366 days)"),
+    ("TETHER_WEBHOOK_CONCURRENCY", "0", "a whole number from 1 to 256"),
     ("TETHER_LOG_LEVEL", "loud", "debug, info, warning or error"),
 ]
 
