@@ -69,12 +69,6 @@ SELECT max(version) FROM deployments WHERE project = $1;
 -- name: previous_version
 SELECT max(version) FROM deployments WHERE project = $1 AND version < $2;
 
--- name: insert_event
--- An operator's event, after upsert_status in the same transaction (which fenced it).
-INSERT INTO events (project, generation, kind, reason, message, actor, epoch)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING id;
-
 -- name: record_desired_change
 -- The event and the operator's wake-up in one round trip.
 WITH event AS (
@@ -97,11 +91,13 @@ SELECT * FROM status WHERE project = $1;
 SELECT s.* FROM status s JOIN projects p ON p.name = s.project
 WHERE $1::text IS NULL OR p.owner = $1;
 
--- name: upsert_status
--- Fenced: written only while $17 is the lease's epoch. The lease row stays locked (FOR SHARE)
--- until the transaction ends, so no acquisition commits between this check and the commit; the
--- events written after it in the same transaction are covered too. Returns the lease's epoch and
--- whether the row was written. $17 NULL: unfenced (passes run by hand, in tests).
+-- name: write_status
+-- A pass's status, its events ($22..$24, in order) and the watchers' NOTIFY, in one statement
+-- (one round trip). Fenced: written only while $17 is the lease's epoch. The lease row stays
+-- locked (FOR SHARE) until the statement's transaction ends, so no acquisition commits between
+-- this check and the commit; the events and the notification depend on the status row being
+-- written, so a fenced write leaves nothing. Returns the lease's epoch and whether it was
+-- written. $17 NULL: unfenced (passes run by hand, in tests).
 WITH lease AS (
     SELECT epoch FROM operator_lease WHERE name = 'operator' FOR SHARE
 ), written AS (
@@ -136,8 +132,21 @@ WITH lease AS (
         serving_version = EXCLUDED.serving_version,
         serving_container_id = EXCLUDED.serving_container_id
     RETURNING project
+), logged AS (
+    INSERT INTO events (project, generation, kind, reason, message, actor, epoch)
+    SELECT $1, $2, e.kind, e.reason, e.message, $21, $17::bigint
+    FROM unnest($22::text[], $23::text[], $24::text[])
+         WITH ORDINALITY AS e (kind, reason, message, n)
+    WHERE EXISTS (SELECT 1 FROM written)
+    ORDER BY e.n
+    RETURNING id
+), notified AS (
+    SELECT pg_notify('tether_status', project) FROM written
 )
-SELECT (SELECT epoch FROM lease) AS epoch, EXISTS (SELECT 1 FROM written) AS written;
+SELECT (SELECT epoch FROM lease) AS epoch,
+       EXISTS (SELECT 1 FROM written) AS written,
+       (SELECT count(*) FROM logged) AS events,
+       (SELECT count(*) FROM notified) AS notified;
 
 -- name: desired
 -- The whole desired state of one project ($1), or of every project ($1 NULL), for reconcile passes:

@@ -144,14 +144,27 @@ class Store:
 
     @classmethod
     async def connect(
-        cls, dsn: str, ports: PortRange = PortRange(20000, 29999), max_size: int = 10
+        cls,
+        dsn: str,
+        ports: PortRange = PortRange(20000, 29999),
+        max_size: int = 10,
+        *,
+        on_statement: Callable[[str], None] | None = None,
     ) -> Store:
+        """`on_statement` is told the text of every statement the pool's connections run (how
+        tests count the round trips of a write)."""
+
+        async def init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+            await _init_connection(conn)
+            if on_statement is not None:
+                conn.add_query_logger(lambda logged: on_statement(logged.query))
+
         # min_size=0: the API starts, and answers 503, while Postgres is down.
         pool = await asyncpg.create_pool(
             dsn,
             min_size=0,
             max_size=max_size,
-            init=_init_connection,
+            init=init,
             reset=_keep_session,
             timeout=5,
             command_timeout=30,
@@ -567,13 +580,17 @@ class Store:
         *,
         epoch: int | None = None,
     ) -> None:
-        """Write what a pass observed and did, its events, and tell watchers; never a desired
-        change, so it triggers no pass. Fenced by `epoch`: refused by the database (`Fenced`,
-        nothing written) once a newer epoch holds the lease. None: unfenced (tests' passes run
-        by hand)."""
-        async with self._transaction() as conn:
+        """Write what a pass observed and did, its events, and tell watchers, in one statement
+        (one round trip); never a desired change, so it triggers no pass. Fenced by `epoch`:
+        refused by the database (`Fenced`, nothing written) once a newer epoch holds the lease.
+        None: unfenced (tests' passes run by hand)."""
+        # One statement, whatever the number of events: they go as three parallel arrays.
+        kinds = [str(kind) for kind, _, _ in events]
+        reasons = [reason for _, reason, _ in events]
+        messages = [message for _, _, message in events]
+        async with self._connection() as conn:
             row = await conn.fetchrow(
-                sql("upsert_status"),
+                sql("write_status"),
                 status.project,
                 status.observed_generation,
                 status.phase,
@@ -594,22 +611,14 @@ class Store:
                 status.route,
                 status.serving_version,
                 status.serving_container_id,
+                actor,
+                kinds,
+                reasons,
+                messages,
             )
-            assert row is not None  # one row, always
-            if not row["written"]:
-                raise Fenced(epoch or 0, row["epoch"])
-            for kind, reason, message in events:
-                await conn.execute(
-                    sql("insert_event"),
-                    status.project,
-                    status.observed_generation,
-                    kind,
-                    reason,
-                    message,
-                    actor,
-                    epoch,
-                )
-            await conn.execute(sql("notify_status"), status.project)
+        assert row is not None  # one row, always
+        if not row["written"]:
+            raise Fenced(epoch or 0, row["epoch"])
 
     async def finish_deletion(
         self, name: str, generation: int, *, epoch: int | None = None
