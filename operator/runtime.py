@@ -118,6 +118,9 @@ class Decision:
     ready_version: int | None = None  # the version seen Ready in this decision
     route: str | None = None  # where the endpoint's route goes, as last seen
     serving: Workload | None = None  # what that route leads to
+    # The workload runs and only its endpoint's first answer is awaited: looking again takes a
+    # probe, no runtime call.
+    endpoint_pending: bool = False
 
 
 class Runtime(Protocol[ObservedT]):
