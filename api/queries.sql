@@ -46,6 +46,36 @@ SET desired_state = $2,
 WHERE name = $1
 RETURNING *;
 
+-- name: set_desired_state
+-- A start ($3 'running') or stop ($3 'stopped') in one statement (one round trip): the project,
+-- locked, is changed only if $2 may see it ($2 NULL: an admin), it is at generation $4 ($4 NULL:
+-- any), not being destroyed, not desired $3 already, and has a deployment to run; its event ($5
+-- reason, $6 message, $7 actor) and the operator's wake-up go with the change. No row: no such
+-- project. `after` NULL: nothing changed, and `before` tells why.
+WITH before AS (
+    SELECT * FROM projects WHERE name = $1 AND ($2::text IS NULL OR owner = $2) FOR UPDATE
+), after AS (
+    UPDATE projects p
+    SET desired_state = $3, generation = p.generation + 1, updated_at = now()
+    FROM before b
+    WHERE p.name = b.name
+      AND ($4::bigint IS NULL OR b.generation = $4)
+      AND b.deletion_requested_at IS NULL
+      AND b.desired_state <> $3
+      AND ($3 = 'stopped' OR b.target_version IS NOT NULL)
+    RETURNING p.*
+), recorded AS (
+    INSERT INTO events (project, generation, kind, reason, message, actor)
+    SELECT name, generation, 'desired', $5, $6, $7 FROM after
+    RETURNING project
+), woken AS (
+    SELECT pg_notify('tether_desired', project) FROM recorded
+)
+SELECT to_jsonb(b) AS before,
+       (SELECT to_jsonb(a) FROM after a) AS after,
+       (SELECT count(*) FROM woken) AS woken
+FROM before b;
+
 -- name: next_version
 SELECT coalesce(max(version), 0) + 1 FROM deployments WHERE project = $1;
 

@@ -923,8 +923,10 @@ def _api(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         f"{data['repeats']} runs of {data['duration_s']:.0f} s per system, interleaved, each on "
         "its own 800 projects; every write changes the project (stop/start alternately). tether: "
         "`tether api` (its defaults: one uvicorn process, pool of 10 connections, access log on) "
-        "under wrk. Baselines: the same statements per write (token lookup; lock, update, event, "
-        "notify in one transaction) from pgbench (C, prepared statements) and from 16 asyncpg "
+        "under wrk. Baselines: the same statements per write (token lookup, which tether caches "
+        "for 5 s; then one statement that locks, updates, records the event and notifies: "
+        "`set_desired_state` in api/queries.sql) from pgbench (C, prepared statements) and "
+        "from 16 asyncpg "
         "connections in Python, against the same Postgres (reached, like tether, through Docker's "
         "port publishing). No operator runs.",
         "",
