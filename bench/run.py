@@ -4,6 +4,7 @@
     python bench/run.py --quick    # smaller and shorter, for development (about 5 minutes)
     python bench/run.py --only single,api
     python bench/run.py --only bulk --bulk-sizes 50 --bulk-repeats 3 --bulk-systems tether,floor
+    python bench/run.py --only api --api-repeats 6 --api-seconds 8
     python bench/cli_timing.py     # item 7 (the CLI) alone, about a minute; rewrites its section
     python bench/run.py --cleanup  # remove containers left by interrupted runs
     python bench/run.py --render bench/out/<time>/results.json   # rewrite the report only
@@ -57,7 +58,7 @@ def say(message: str) -> None:
 
 
 async def measure_all(
-    run: Run, only: list[str], what_if: bool, bulk_plan: argparse.Namespace
+    run: Run, only: list[str], what_if: bool, plan: argparse.Namespace
 ) -> dict[str, Any]:
     quick = run.quick
     docker = aiodocker.Docker()
@@ -68,10 +69,10 @@ async def measure_all(
         "bulk": lambda: bulk.measure(
             run,
             docker,
-            sizes=bulk_plan.bulk_sizes or ((20,) if quick else (50, 200)),
-            repeats=bulk_plan.bulk_repeats or ((1,) if quick else (2, 1)),
+            sizes=plan.bulk_sizes or ((20,) if quick else (50, 200)),
+            repeats=plan.bulk_repeats or ((1,) if quick else (2, 1)),
             what_if=what_if,
-            systems=bulk_plan.bulk_systems,
+            systems=plan.bulk_systems,
         ),
         "idle": lambda: idle.measure(
             run,
@@ -86,7 +87,11 @@ async def measure_all(
             sizes=(100, 1000) if quick else (100, 1000, 10000),
             repeats=3 if quick else 5,
         ),
-        "api": lambda: api.measure(run, duration_s=5 if quick else 12, repeats=1 if quick else 2),
+        "api": lambda: api.measure(
+            run,
+            duration_s=plan.api_seconds or (5 if quick else 12),
+            repeats=plan.api_repeats or (1 if quick else 2),
+        ),
         "cli": lambda: cli.measure(run, runs=11 if quick else 31),
         "ha": lambda: ha.measure(
             run, deaths=3 if quick else 10, hangs=2 if quick else 5, idle_s=20 if quick else 60
@@ -158,6 +163,8 @@ def main(argv: list[str]) -> int:
         default=("tether", "floor", "compose"),
         help="which systems bulk measures, interleaved (tether,floor,compose)",
     )
+    parser.add_argument("--api-repeats", type=int, default=0, help="API runs per system (2)")
+    parser.add_argument("--api-seconds", type=int, default=0, help="seconds per API run (12)")
     parser.add_argument(
         "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report"
     )

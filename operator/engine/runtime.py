@@ -4,6 +4,7 @@ the runtime seam (`tether.operator.runtime.Runtime`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,8 +43,10 @@ class EngineRuntime:
         of each container that runs the wanted deployment, or that the route leads to, probed
         afresh on its own loopback port."""
         if previous is None:
-            containers = await self.driver.observe(desired.name)
-            route = await self.proxy.route(desired.host_port)
+            # Docker and the proxy are asked at once: a pass's first look is on its critical path.
+            containers, route = await asyncio.gather(
+                self.driver.observe(desired.name), self.proxy.route(desired.host_port)
+            )
         else:
             containers, route = previous.containers, previous.route
         seen = Observed(containers, datetime.now(UTC), {}, self._unstartable(), route)
