@@ -2,8 +2,8 @@
 
 A project is queued at most once; one marked dirty while its pass runs is queued again when the pass
 ends. A project in backoff is not run before its time by ordinary triggers; a desired change
-(`urgent`) lifts the backoff. A project queued `first` (its endpoint has just answered: a short
-pass that finishes it) goes ahead of the others.
+(`urgent`) lifts the backoff. A project queued `first` (a starting endpoint looked at again: a short
+pass) goes ahead of the others.
 """
 
 from __future__ import annotations

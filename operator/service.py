@@ -281,9 +281,10 @@ class Operator:
     async def _watch_endpoint(
         self, name: str, answers: Callable[[], Awaitable[bool]], within_s: float
     ) -> None:
-        """Probe a starting endpoint, holding no worker, until it answers (its pass, which
-        records it Ready, then goes ahead of the queue) or for `within_s` (then an ordinary
-        pass looks at the whole project again)."""
+        """Probe a starting endpoint, holding no worker, until it answers (its pass records it
+        Ready) or for `within_s` (its pass looks at the whole project again). Either pass is
+        short, and goes ahead of the queue: behind a bulk start's queue, it would wait for
+        every other project's start."""
         deadline = time.monotonic() + within_s
         every = ENDPOINT_POLL_FIRST_S
         answered = False
@@ -295,7 +296,7 @@ class Operator:
                     answered = await answers()
             except (RuntimeFault, StoreUnavailable):
                 break  # the pass will see why
-        self.queue.add(name, first=answered)
+        self.queue.add(name, first=True)
 
     async def _listen_desired(self) -> None:
         await self._reconnecting(self._listen_desired_once, "notify listener")

@@ -86,7 +86,7 @@ async def test_a_project_queued_first_goes_ahead_and_once() -> None:
     queue = WorkQueue()
     for name in ["a", "b", "c"]:
         queue.add(name)
-    queue.add("c", first=True)  # its endpoint answered: the short pass that finishes it
+    queue.add("c", first=True)  # a starting endpoint to look at again: a short pass
     queue.add("d", first=True)
     assert await drain_ready(queue) == ["c", "d", "a", "b"]
     for name in "abcd":
