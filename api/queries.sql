@@ -46,6 +46,36 @@ SET desired_state = $2,
 WHERE name = $1
 RETURNING *;
 
+-- name: set_desired_state
+-- A start ($3 'running') or stop ($3 'stopped') in one statement (one round trip): the project,
+-- locked, is changed only if $2 may see it ($2 NULL: an admin), it is at generation $4 ($4 NULL:
+-- any), not being destroyed, not desired $3 already, and has a deployment to run; its event ($5
+-- reason, $6 message, $7 actor) and the operator's wake-up go with the change. No row: no such
+-- project. `after` NULL: nothing changed, and `before` tells why.
+WITH before AS (
+    SELECT * FROM projects WHERE name = $1 AND ($2::text IS NULL OR owner = $2) FOR UPDATE
+), after AS (
+    UPDATE projects p
+    SET desired_state = $3, generation = p.generation + 1, updated_at = now()
+    FROM before b
+    WHERE p.name = b.name
+      AND ($4::bigint IS NULL OR b.generation = $4)
+      AND b.deletion_requested_at IS NULL
+      AND b.desired_state <> $3
+      AND ($3 = 'stopped' OR b.target_version IS NOT NULL)
+    RETURNING p.*
+), recorded AS (
+    INSERT INTO events (project, generation, kind, reason, message, actor)
+    SELECT name, generation, 'desired', $5, $6, $7 FROM after
+    RETURNING project
+), woken AS (
+    SELECT pg_notify('tether_desired', project) FROM recorded
+)
+SELECT to_jsonb(b) AS before,
+       (SELECT to_jsonb(a) FROM after a) AS after,
+       (SELECT count(*) FROM woken) AS woken
+FROM before b;
+
 -- name: next_version
 SELECT coalesce(max(version), 0) + 1 FROM deployments WHERE project = $1;
 
@@ -69,12 +99,6 @@ SELECT max(version) FROM deployments WHERE project = $1;
 -- name: previous_version
 SELECT max(version) FROM deployments WHERE project = $1 AND version < $2;
 
--- name: insert_event
--- An operator's event, after upsert_status in the same transaction (which fenced it).
-INSERT INTO events (project, generation, kind, reason, message, actor, epoch)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING id;
-
 -- name: record_desired_change
 -- The event and the operator's wake-up in one round trip.
 WITH event AS (
@@ -97,11 +121,13 @@ SELECT * FROM status WHERE project = $1;
 SELECT s.* FROM status s JOIN projects p ON p.name = s.project
 WHERE $1::text IS NULL OR p.owner = $1;
 
--- name: upsert_status
--- Fenced: written only while $17 is the lease's epoch. The lease row stays locked (FOR SHARE)
--- until the transaction ends, so no acquisition commits between this check and the commit; the
--- events written after it in the same transaction are covered too. Returns the lease's epoch and
--- whether the row was written. $17 NULL: unfenced (passes run by hand, in tests).
+-- name: write_status
+-- A pass's status, its events ($22..$24, in order) and the watchers' NOTIFY, in one statement
+-- (one round trip). Fenced: written only while $17 is the lease's epoch. The lease row stays
+-- locked (FOR SHARE) until the statement's transaction ends, so no acquisition commits between
+-- this check and the commit; the events and the notification depend on the status row being
+-- written, so a fenced write leaves nothing. Returns the lease's epoch and whether it was
+-- written. $17 NULL: unfenced (passes run by hand, in tests).
 WITH lease AS (
     SELECT epoch FROM operator_lease WHERE name = 'operator' FOR SHARE
 ), written AS (
@@ -136,8 +162,21 @@ WITH lease AS (
         serving_version = EXCLUDED.serving_version,
         serving_container_id = EXCLUDED.serving_container_id
     RETURNING project
+), logged AS (
+    INSERT INTO events (project, generation, kind, reason, message, actor, epoch)
+    SELECT $1, $2, e.kind, e.reason, e.message, $21, $17::bigint
+    FROM unnest($22::text[], $23::text[], $24::text[])
+         WITH ORDINALITY AS e (kind, reason, message, n)
+    WHERE EXISTS (SELECT 1 FROM written)
+    ORDER BY e.n
+    RETURNING id
+), notified AS (
+    SELECT pg_notify('tether_status', project) FROM written
 )
-SELECT (SELECT epoch FROM lease) AS epoch, EXISTS (SELECT 1 FROM written) AS written;
+SELECT (SELECT epoch FROM lease) AS epoch,
+       EXISTS (SELECT 1 FROM written) AS written,
+       (SELECT count(*) FROM logged) AS events,
+       (SELECT count(*) FROM notified) AS notified;
 
 -- name: desired
 -- The whole desired state of one project ($1), or of every project ($1 NULL), for reconcile passes:

@@ -169,14 +169,27 @@ class Store:
 
     @classmethod
     async def connect(
-        cls, dsn: str, ports: PortRange = PortRange(20000, 29999), max_size: int = 10
+        cls,
+        dsn: str,
+        ports: PortRange = PortRange(20000, 29999),
+        max_size: int = 10,
+        *,
+        on_statement: Callable[[str], None] | None = None,
     ) -> Store:
+        """`on_statement` is told the text of every statement the pool's connections run (how
+        tests count the round trips of a write)."""
+
+        async def init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+            await _init_connection(conn)
+            if on_statement is not None:
+                conn.add_query_logger(lambda logged: on_statement(logged.query))
+
         # min_size=0: the API starts, and answers 503, while Postgres is down.
         pool = await asyncpg.create_pool(
             dsn,
             min_size=0,
             max_size=max_size,
-            init=_init_connection,
+            init=init,
             reset=_keep_session,
             timeout=5,
             command_timeout=30,
@@ -353,29 +366,39 @@ class Store:
     async def set_desired_state(
         self, name: str, state: DesiredState, principal: Principal, *, if_match: int | None = None
     ) -> WriteResult:
-        async with self._transaction() as conn:
-            project = await self._lock(conn, name, principal, if_match)
-            if project.desired_state == state:
-                return WriteResult(
-                    project=project,
-                    changed=False,
-                    message=f"already desired {state}; tether is keeping it {state}",
-                )
-            if state == DesiredState.RUNNING and project.target_version is None:
-                raise NoDeployment(
-                    f"project {name!r} has no deployment to start",
-                    hint=f"run `tether deploy {name} --image IMAGE` first",
-                )
-            verb = "start" if state == DesiredState.RUNNING else "stop"
-            project = await self._change(
-                conn,
-                project,
-                principal,
-                reason=verb.capitalize(),
-                message=f"desired {state} (was {project.desired_state})",
-                desired_state=state,
+        """Want the project running or stopped: one statement (the lock, the change, its event
+        and the operator's wake-up), the API's most frequent write."""
+        verb = "start" if state == DesiredState.RUNNING else "stop"
+        was = DesiredState.STOPPED if state == DesiredState.RUNNING else DesiredState.RUNNING
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                sql("set_desired_state"),
+                name,
+                principal.scope,
+                state,
+                if_match,
+                verb.capitalize(),
+                f"desired {state} (was {was})",
+                principal.owner,
             )
-        return WriteResult(project=project, changed=True, message=f"desired {state}")
+        if row is None:
+            raise _not_found(name)
+        if row["after"] is not None:
+            return WriteResult(
+                project=_project(row["after"]), changed=True, message=f"desired {state}"
+            )
+        # Nothing changed: the same checks, in the same order, as every other write's.
+        project = self._checked(name, _project(row["before"]), if_match)
+        if project.desired_state == state:
+            return WriteResult(
+                project=project,
+                changed=False,
+                message=f"already desired {state}; tether is keeping it {state}",
+            )
+        raise NoDeployment(
+            f"project {name!r} has no deployment to {verb}",
+            hint=f"run `tether deploy {name} --image IMAGE` first",
+        )
 
     async def restart(
         self, name: str, principal: Principal, *, if_match: int | None = None
@@ -496,7 +519,14 @@ class Store:
         row = await conn.fetchrow(sql("lock_project"), name, principal.scope)
         if row is None:
             raise _not_found(name)
-        project = _project(row)
+        return self._checked(name, _project(row), if_match, allow_deleting=allow_deleting)
+
+    @staticmethod
+    def _checked(
+        name: str, project: Project, if_match: int | None, *, allow_deleting: bool = False
+    ) -> Project:
+        """`project`, if a write may change it: at the generation asked for, not being
+        destroyed."""
         if if_match is not None and if_match != project.generation:
             raise PreconditionFailed(
                 f"project {name!r} is at generation {project.generation}, not {if_match}; "
@@ -608,13 +638,17 @@ class Store:
         *,
         epoch: int | None = None,
     ) -> None:
-        """Write what a pass observed and did, its events, and tell watchers; never a desired
-        change, so it triggers no pass. Fenced by `epoch`: refused by the database (`Fenced`,
-        nothing written) once a newer epoch holds the lease. None: unfenced (tests' passes run
-        by hand)."""
-        async with self._transaction() as conn:
+        """Write what a pass observed and did, its events, and tell watchers, in one statement
+        (one round trip); never a desired change, so it triggers no pass. Fenced by `epoch`:
+        refused by the database (`Fenced`, nothing written) once a newer epoch holds the lease.
+        None: unfenced (tests' passes run by hand)."""
+        # One statement, whatever the number of events: they go as three parallel arrays.
+        kinds = [str(kind) for kind, _, _ in events]
+        reasons = [reason for _, reason, _ in events]
+        messages = [message for _, _, message in events]
+        async with self._connection() as conn:
             row = await conn.fetchrow(
-                sql("upsert_status"),
+                sql("write_status"),
                 status.project,
                 status.observed_generation,
                 status.phase,
@@ -635,22 +669,14 @@ class Store:
                 status.route,
                 status.serving_version,
                 status.serving_container_id,
+                actor,
+                kinds,
+                reasons,
+                messages,
             )
-            assert row is not None  # one row, always
-            if not row["written"]:
-                raise Fenced(epoch or 0, row["epoch"])
-            for kind, reason, message in events:
-                await conn.execute(
-                    sql("insert_event"),
-                    status.project,
-                    status.observed_generation,
-                    kind,
-                    reason,
-                    message,
-                    actor,
-                    epoch,
-                )
-            await conn.execute(sql("notify_status"), status.project)
+        assert row is not None  # one row, always
+        if not row["written"]:
+            raise Fenced(epoch or 0, row["epoch"])
 
     async def record_volumes(
         self, project: str, volumes: Sequence[ObservedVolume], *, epoch: int | None = None

@@ -3,6 +3,8 @@
     python bench/run.py            # everything (about 20 minutes); writes docs/benchmarks.md
     python bench/run.py --quick    # smaller and shorter, for development (about 5 minutes)
     python bench/run.py --only single,api
+    python bench/run.py --only bulk --bulk-sizes 50 --bulk-repeats 3 --bulk-systems tether,floor
+    python bench/run.py --only api --api-repeats 6 --api-seconds 8
     python bench/cli_timing.py     # item 7 (the CLI) alone, about a minute; rewrites its section
     python bench/run.py --cleanup  # remove containers left by interrupted runs
     python bench/run.py --render bench/out/<time>/results.json   # rewrite the report only
@@ -55,7 +57,9 @@ def say(message: str) -> None:
     print(f"bench {time.strftime('%H:%M:%S')}: {message}", file=sys.stderr, flush=True)
 
 
-async def measure_all(run: Run, only: list[str], what_if: bool) -> dict[str, Any]:
+async def measure_all(
+    run: Run, only: list[str], what_if: bool, plan: argparse.Namespace
+) -> dict[str, Any]:
     quick = run.quick
     docker = aiodocker.Docker()
     run.docker = docker
@@ -65,9 +69,10 @@ async def measure_all(run: Run, only: list[str], what_if: bool) -> dict[str, Any
         "bulk": lambda: bulk.measure(
             run,
             docker,
-            sizes=(20,) if quick else (50, 200),
-            repeats=(1,) if quick else (2, 1),
+            sizes=plan.bulk_sizes or ((20,) if quick else (50, 200)),
+            repeats=plan.bulk_repeats or ((1,) if quick else (2, 1)),
             what_if=what_if,
+            systems=plan.bulk_systems,
         ),
         "idle": lambda: idle.measure(
             run,
@@ -82,7 +87,11 @@ async def measure_all(run: Run, only: list[str], what_if: bool) -> dict[str, Any
             sizes=(100, 1000) if quick else (100, 1000, 10000),
             repeats=3 if quick else 5,
         ),
-        "api": lambda: api.measure(run, duration_s=5 if quick else 12, repeats=1 if quick else 2),
+        "api": lambda: api.measure(
+            run,
+            duration_s=plan.api_seconds or (5 if quick else 12),
+            repeats=plan.api_repeats or (1 if quick else 2),
+        ),
         "cli": lambda: cli.measure(run, runs=11 if quick else 31),
         "ha": lambda: ha.measure(
             run, deaths=3 if quick else 10, hangs=2 if quick else 5, idle_s=20 if quick else 60
@@ -119,6 +128,10 @@ def cleanup_all() -> int:
     )
 
 
+def _numbers(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
@@ -138,6 +151,20 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="bulk also measures a what-if installation with TETHER_WORKERS=16 (default 8)",
     )
+    parser.add_argument(
+        "--bulk-sizes", type=_numbers, default=(), help="bulk's N, comma-separated (50,200)"
+    )
+    parser.add_argument(
+        "--bulk-repeats", type=_numbers, default=(), help="bulk's repetitions at each N (2,1)"
+    )
+    parser.add_argument(
+        "--bulk-systems",
+        type=lambda text: tuple(text.split(",")),
+        default=("tether", "floor", "compose"),
+        help="which systems bulk measures, interleaved (tether,floor,compose)",
+    )
+    parser.add_argument("--api-repeats", type=int, default=0, help="API runs per system (2)")
+    parser.add_argument("--api-seconds", type=int, default=0, help="seconds per API run (12)")
     parser.add_argument(
         "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report"
     )
@@ -166,7 +193,9 @@ def main(argv: list[str]) -> int:
             engine.start(default_images())
             os.environ["DOCKER_HOST"] = engine.url
         run.start_postgres()
-        results = asyncio.run(measure_all(run, only, args.what_if))
+        if len(args.bulk_sizes) != len(args.bulk_repeats):
+            parser.error("--bulk-sizes and --bulk-repeats need one number each per size")
+        results = asyncio.run(measure_all(run, only, args.what_if, args))
         results["elapsed_s"] = round(time.monotonic() - began, 1)
         run.write_json("results.json", results)
         report.write(results, run.out, doc=args.doc)

@@ -15,6 +15,7 @@ import os
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -217,8 +218,10 @@ class OperatorProcess:
         installation: str,
         ports: PortRange,
         scenario: str,
+        trace: Path | None = None,
         **settings: str,
     ) -> None:
+        """`trace`: where the operator appends its trace (bench/phases.py reads it)."""
         self._run = run
         self._database = database
         self.metrics_port = free_port()
@@ -240,6 +243,15 @@ class OperatorProcess:
             BENCH_METRICS_PORT=str(self.metrics_port),
             **{f"TETHER_{k.upper()}": v for k, v in settings.items()},
         )
+        if trace is not None:
+            env["BENCH_TRACE"] = str(trace)
+        # The projects' endpoints belong to a proxy of the installation's own (`tether proxy`).
+        proxy_dir = Path(f"/tmp/tether-bench-{run.id}-{scenario}-proxy")
+        env.update(
+            TETHER_PROXY_DIR=str(proxy_dir), TETHER_PROXY_SOCKET=str(proxy_dir / "admin.sock")
+        )
+        self._proxy_socket = proxy_dir / "admin.sock"
+        self.proxy: Any = None
         self._env = env
         self._log = f"operator-{scenario}.log"
         self.child: Any = None
@@ -249,6 +261,16 @@ class OperatorProcess:
         return int(self.child.pid)
 
     async def start(self) -> None:
+        self.proxy = self._run.spawn(
+            [str(Path(PYTHON).parent / "tether"), "proxy"],
+            env=self._env,
+            log_name=self._log.replace("operator-", "proxy-"),
+        )
+        deadline = time.monotonic() + 30
+        while not self._proxy_socket.exists():
+            if self.proxy.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the proxy did not start; see {self._log}")
+            await asyncio.sleep(0.1)
         self.child = self._run.spawn(
             [PYTHON, str(BENCH / "operator_process.py")], env=self._env, log_name=self._log
         )
@@ -264,7 +286,10 @@ class OperatorProcess:
         await asyncio.sleep(1.0)  # its first resync, from taking the lease
 
     async def stop(self) -> int:
-        return await self._run.stop_child(self.child)
+        code = await self._run.stop_child(self.child)
+        if self.proxy is not None:
+            await self._run.stop_child(self.proxy)
+        return code
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.pid)

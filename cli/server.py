@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import structlog
 import uvicorn
+import uvloop
 
 from tether.cli.errors import CliError
 from tether.cli.output import say
@@ -215,7 +216,9 @@ def _raise_failure(parts: Parts, dsn: str) -> None:
 def api(settings: Settings) -> None:
     sock = bind(settings.api_host, settings.api_port)
     try:
-        asyncio.run(_api(settings, sock))
+        # uvloop: most of the API's CPU went to asyncio's socket reads and writes
+        # (docs/benchmarks.md, item 6).
+        uvloop.run(_api(settings, sock))
     finally:
         sock.close()
 

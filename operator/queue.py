@@ -2,18 +2,23 @@
 
 A project is queued at most once; one marked dirty while its pass runs is queued again when the pass
 ends. A project in backoff is not run before its time by ordinary triggers; a desired change
-(`urgent`) lifts the backoff.
+(`urgent`) lifts the backoff. A project queued `first` (a starting endpoint looked at again: a short
+pass) goes ahead of the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 
 class WorkQueue:
     def __init__(self) -> None:
-        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        # (0 for `first`, else 1; arrival): a name queued again `first` has a second entry, and
+        # whichever comes out first serves it (the other is skipped: no longer in `_queued`).
+        self._ready: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
+        self._arrivals = itertools.count()
         self._queued: set[str] = set()
         self._active: set[str] = set()
         self._dirty: set[str] = set()
@@ -23,7 +28,7 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queued)
 
-    def add(self, name: str, *, urgent: bool = False) -> None:
+    def add(self, name: str, *, urgent: bool = False, first: bool = False) -> None:
         if urgent:
             self._not_before.pop(name, None)
         due = self._not_before.get(name)
@@ -32,9 +37,9 @@ class WorkQueue:
             return
         if name in self._active:
             self._dirty.add(name)
-        elif name not in self._queued:
+        elif name not in self._queued or first:
             self._queued.add(name)
-            self._ready.put_nowait(name)
+            self._ready.put_nowait((0 if first else 1, next(self._arrivals), name))
 
     def add_after(self, name: str, delay_s: float, *, backoff: bool = False) -> None:
         """Run `name` again after `delay_s`; with `backoff`, nothing but an urgent add runs it
@@ -61,7 +66,10 @@ class WorkQueue:
         self.add(name)
 
     async def get(self) -> str:
-        name = await self._ready.get()
+        while True:
+            _, _, name = await self._ready.get()
+            if name in self._queued:
+                break
         self._queued.discard(name)
         self._active.add(name)
         return name

@@ -6,7 +6,9 @@ The pass drives a `Runtime` (tether.operator.runtime) and never learns which one
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,6 +41,10 @@ from tether.operator.runtime import (
 from tether.operator.status import Failure, build_status, outside_changes, transitions
 
 MAX_STEPS = 16
+# How long a pass that started a workload probes its endpoint (every SAME_PASS_PROBE_S), holding
+# its worker, before it leaves the wait to a watcher that holds none (Operator._watch_endpoint).
+SAME_PASS_READY_S = 0.1
+SAME_PASS_PROBE_S = 0.01
 
 
 class NoProgress(Exception):
@@ -81,7 +87,7 @@ class Reconciler(Generic[ObservedT]):
         record.generation = desired.generation
         record.desired = describe_desired(desired, memory)
         try:
-            ending = await self._steps(desired, memory, record)
+            ending, observed = await self._steps(desired, memory, record)
         except LostLease:
             log_pass(
                 record, "lost_lease", attempt=attempts_before, next_delay_s=None, level="warning"
@@ -111,22 +117,43 @@ class Reconciler(Generic[ObservedT]):
             await self._store.finish_deletion(name, desired.generation, epoch=self._epoch())
             log_pass(record, "deleted", attempt=0, next_delay_s=None)
             return Outcome("deleted")
-        return await self._record(snapshot, desired, ending.memory, ending, record)
+        outcome = await self._record(snapshot, desired, ending.memory, ending, record)
+        if ending.endpoint_pending and outcome.requeue_after is not None:
+            return replace(outcome, answers=lambda: self._answers(desired, ending, observed))
+        return outcome
 
-    async def _steps(self, desired: Desired, memory: Memory, record: PassRecord) -> Decision:
+    async def _answers(self, desired: Desired, ending: Decision, observed: ObservedT) -> bool:
+        """Whether the endpoint a pass ended waiting for answers now: what that pass saw,
+        probed again."""
+        seen = await self._runtime.observe(desired, ending.memory, observed)
+        return not self._runtime.plan(desired, seen, ending.memory).endpoint_pending
+
+    async def _steps(
+        self, desired: Desired, memory: Memory, record: PassRecord
+    ) -> tuple[Decision, ObservedT]:
         """Plan and act, one step at a time on fresh observations, until the planner has
-        nothing to do now (or the project can be deleted)."""
+        nothing to do now (or the project can be deleted); and what it decided on."""
         runtime = self._runtime
         last_key: object = None
         observed: ObservedT | None = None
-        for _ in range(MAX_STEPS):
+        steps = 0
+        pending_since: float | None = None
+        while steps < MAX_STEPS:
             observed = await runtime.observe(desired, memory, observed)
             record.observed = record.observed or runtime.describe(observed)
             decision = runtime.plan(desired, observed, memory)
             memory = decision.memory
             step = decision.action
             if step is None:
-                return decision
+                if decision.endpoint_pending and record.actions:
+                    # This pass started the workload: most endpoints answer within a few ms,
+                    # and a probe now saves a second pass and status write after a timer.
+                    pending_since = pending_since or time.monotonic()
+                    if time.monotonic() - pending_since < SAME_PASS_READY_S:
+                        await asyncio.sleep(SAME_PASS_PROBE_S)
+                        continue  # observing what `act` returned: a probe, no runtime call
+                return decision, observed
+            steps += 1
             if step.key == last_key:
                 raise NoProgress(
                     f"{step.label} had no effect: the runtime still shows "
@@ -139,7 +166,7 @@ class Reconciler(Generic[ObservedT]):
                     for removed in await runtime.delete_volumes(desired):
                         record.actions.append(removed)
                         record.events.append(NewEvent(EventKind.ACTION, removed, "as asked"))
-                return decision
+                return decision, observed
             if isinstance(step, FailRollout):
                 memory = replace(memory, failed_version=step.version)
                 record.events.append(NewEvent(EventKind.HEALTH, "RolloutFailed", decision.message))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,6 +42,9 @@ class Outcome:
     result: PassResult
     requeue_after: float | None = None
     backoff: bool = False
+    # Only the endpoint's first answer is awaited: whether it answers now (a probe, no runtime
+    # call), for a watcher that holds no worker.
+    answers: Callable[[], Awaitable[bool]] | None = None
 
 
 def log_pass(

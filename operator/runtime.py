@@ -119,6 +119,9 @@ class Decision:
     route: str | None = None  # where the endpoint's route goes, as last seen
     serving: Workload | None = None  # what that route leads to
     volumes: tuple[ObservedVolume, ...] = ()  # the project's volumes, as observed
+    # The workload runs and only its endpoint's first answer is awaited: looking again takes a
+    # probe, no runtime call.
+    endpoint_pending: bool = False
 
 
 class Runtime(Protocol[ObservedT]):

@@ -43,6 +43,11 @@ log = structlog.get_logger("tether.operator")
 RECONNECT_BACKOFF = Backoff(first_s=0.5, max_s=10.0)
 RECONNECT_RESET_AFTER_S = 30.0  # a connection up this long starts the delays over
 PROBE_CONCURRENCY = 32
+# A starting endpoint is probed every 10 ms at first, less often later, with a pass at least every
+# second (or the planner's next look, if later) to see the whole project again.
+ENDPOINT_POLL_FIRST_S = 0.01
+ENDPOINT_POLL_MAX_S = 0.2
+ENDPOINT_WATCH_S = 1.0
 EVENTS_SILENCE_S = 300.0
 READINESS_PING_S = 3.0
 RETRY_UNREAD_S = 2.0  # a pass that could not read Postgres or Docker
@@ -57,6 +62,7 @@ class _Tenure:
     triggers: list[asyncio.Task[None]] = field(default_factory=list)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     idle: dict[asyncio.Task[None], bool] = field(default_factory=dict)
+    watchers: set[asyncio.Task[None]] = field(default_factory=set)  # endpoints awaited
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -95,6 +101,7 @@ class Operator:
         QUEUE_DEPTH.set_function(lambda: len(self.queue))
         self.prober = Prober(settings.publish_address)
         self.webhooks = WebhookSender(store, settings)
+        self._probes = asyncio.Semaphore(PROBE_CONCURRENCY)  # of the endpoint watchers
         self.reconciler = Reconciler(
             store,
             runtime,
@@ -191,9 +198,9 @@ class Operator:
     async def _end(self, tenure: _Tenure) -> int:
         """Stop acting at once: cancel the tenure's passes and triggers, drop its queue. Returns
         how many projects were queued."""
-        for task in tenure.tasks:
+        for task in [*tenure.tasks, *tenure.watchers]:
             task.cancel()
-        await asyncio.gather(*tenure.tasks, return_exceptions=True)
+        await asyncio.gather(*tenure.tasks, *tenure.watchers, return_exceptions=True)
         self._tenure = None
         dropped = len(self.queue)
         self.queue.close()
@@ -202,7 +209,7 @@ class Operator:
 
     async def _drain(self, tenure: _Tenure) -> None:
         """Shutdown: no new passes; in-flight ones finish within the grace."""
-        for task in tenure.triggers:
+        for task in [*tenure.triggers, *tenure.watchers]:
             task.cancel()
         busy = [w for w in tenure.workers if not tenure.idle.get(w) and not w.done()]
         for worker in tenure.workers:
@@ -222,12 +229,12 @@ class Operator:
             name = await self.queue.get()
             tenure.idle[me] = False
             try:
-                await self._pass(name)
+                await self._pass(name, tenure)
             finally:
                 self.queue.done(name)
                 tenure.idle[me] = True
 
-    async def _pass(self, name: str) -> None:
+    async def _pass(self, name: str, tenure: _Tenure) -> None:
         if not self.holds_lease():
             return  # the tenure is ending: its queue is dropped
         began = time.monotonic()
@@ -267,8 +274,33 @@ class Operator:
         _count(outcome.result, began, retry=outcome.backoff)
         if outcome.result == "deleted":
             self.queue.forget(name)
+        elif outcome.answers is not None:
+            horizon = max(outcome.requeue_after or 0.0, ENDPOINT_WATCH_S)
+            watcher = asyncio.create_task(self._watch_endpoint(name, outcome.answers, horizon))
+            tenure.watchers.add(watcher)
+            watcher.add_done_callback(tenure.watchers.discard)
         elif outcome.requeue_after is not None:
             self.queue.add_after(name, outcome.requeue_after, backoff=outcome.backoff)
+
+    async def _watch_endpoint(
+        self, name: str, answers: Callable[[], Awaitable[bool]], within_s: float
+    ) -> None:
+        """Probe a starting endpoint, holding no worker, until it answers (its pass records it
+        Ready) or for `within_s` (its pass looks at the whole project again). Either pass is
+        short, and goes ahead of the queue: behind a bulk start's queue, it would wait for
+        every other project's start."""
+        deadline = time.monotonic() + within_s
+        every = ENDPOINT_POLL_FIRST_S
+        answered = False
+        while not answered and time.monotonic() < deadline:
+            await asyncio.sleep(every)
+            every = min(every * 1.5, ENDPOINT_POLL_MAX_S)
+            try:
+                async with self._probes:
+                    answered = await answers()
+            except (RuntimeFault, StoreUnavailable):
+                break  # the pass will see why
+        self.queue.add(name, first=True)
 
     async def _listen_desired(self) -> None:
         await self._reconnecting(self._listen_desired_once, "notify listener")

@@ -3,8 +3,9 @@
 - tether: `tether api` (uvicorn, its defaults) driven by wrk with 16 connections, each
   alternating POST /v1/projects/NAME/stop and /start over 50 projects of its own, so every write
   changes something (bench/writes.lua); one token of a (non-admin) owner.
-- pgbench: the same statements as one write of tether's (token lookup; then lock, update, event,
-  notify in one transaction), 16 clients, prepared statements (bench/writes.pgbench).
+- pgbench: the same statements as one write of tether's (token lookup; then one statement that
+  locks, updates, records the event and notifies), 16 clients, prepared statements
+  (bench/writes.pgbench).
 - asyncpg: tether's own queries (by name, from queries.sql) replayed by 16 asyncpg connections
   in this process, without HTTP, FastAPI or the store's pool.
 
@@ -301,25 +302,16 @@ async def replay(dsn: str, token_hash: str, duration_s: float) -> dict[str, Any]
             )
             began = time.perf_counter()
             principal = await conn.fetchrow(sql("token_by_hash"), token_hash)
-            async with conn.transaction():
-                row = await conn.fetchrow(sql("lock_project"), name, principal["owner"])
-                updated = await conn.fetchrow(
-                    sql("update_desired"),
-                    name,
-                    state,
-                    row["target_version"],
-                    row["restart_token"],
-                    False,
-                )
-                await conn.execute(
-                    sql("record_desired_change"),
-                    name,
-                    updated["generation"],
-                    "desired",
-                    "Start" if running else "Stop",
-                    f"desired {state} (was {was})",
-                    principal["owner"],
-                )
+            await conn.fetchrow(
+                sql("set_desired_state"),
+                name,
+                principal["owner"],
+                state,
+                None,
+                "Start" if running else "Stop",
+                f"desired {state} (was {was})",
+                principal["owner"],
+            )
             latencies.append((time.perf_counter() - began) * 1000)
             k += 1
 

@@ -28,8 +28,9 @@ from typing import Any
 
 import aiodocker
 
+import phases
 from docker_floor import STOP_GRACE_S, bounded, container_config, times, wait_ready
-from harness import IMAGE, Run, command
+from harness import IMAGE, Run, command, load_average
 from tether_side import (
     NotConverged,
     OperatorProcess,
@@ -48,6 +49,7 @@ class Installation:
 
     def __init__(self, run: Run, scenario: str, count: int, **settings: str) -> None:
         self.run, self.scenario, self.settings = run, scenario, settings
+        self.trace = run.out / f"trace-{scenario}.jsonl"
         self.names = [f"b{i:03d}" for i in range(count)]
         self.ports = run.ports(count + 4)
         self.operator: OperatorProcess | None = None
@@ -57,7 +59,13 @@ class Installation:
         database = await self.run.database(self.scenario)
         installation = self.run.installation(self.scenario)
         self.operator = OperatorProcess(
-            self.run, database, installation, self.ports, self.scenario, **self.settings
+            self.run,
+            database,
+            installation,
+            self.ports,
+            self.scenario,
+            trace=self.trace,
+            **self.settings,
         )
         await self.operator.start()
         self.tether = await Tether.open(database, self.ports, docker, installation)
@@ -80,7 +88,9 @@ async def measure(
     sizes: tuple[int, ...],
     repeats: tuple[int, ...],
     what_if: bool,
+    systems: tuple[str, ...] = ("tether", "floor", "compose"),
 ) -> dict[str, Any]:
+    """`systems`: which of tether, floor and compose take part (each round rotates them)."""
     scenario = "bulk"
     most = max(sizes)
     main = Installation(run, scenario, most)
@@ -113,8 +123,9 @@ async def measure(
             return str(container.id)
 
         floor_ids = await bounded(CONCURRENCY, range(most), create_floor)
-        await compose.run("up", "-d")
-        await compose.run("stop")
+        if "compose" in systems:
+            await compose.run("up", "-d")
+            await compose.run("stop")
 
         async def tether_cycle(n: int, installation: Installation = main) -> dict[str, Any]:
             tether, operator, names = installation.tether, installation.operator, installation.names
@@ -128,6 +139,7 @@ async def measure(
             ready = await tether.converged(writes, "Ready", 600)
             cpu1 = operator.cpu_seconds()
             middle = await operator.metrics()
+            up_writes, up_began = writes, began
             ids = [await tether.container_of(name) for name in names[:n]]
             started = [s for s, _ in await asyncio.gather(*(times(docker, c) for c in ids))]
             up = {
@@ -139,7 +151,10 @@ async def measure(
                 "operator_cpu_s": cpu1 - cpu0,
                 "passes": passes(before, middle),
             }
-            await asyncio.sleep(PAUSE_S)
+            await asyncio.sleep(PAUSE_S)  # the trace's last lines follow the status writes
+            up["trace"] = phases.breakdown(
+                installation.trace, list(up_writes), "start", up_began, time.time()
+            )
             began = time.time()
             writes = await tether.set_many(names[:n], False, concurrency=CONCURRENCY)
             written = time.time()
@@ -156,6 +171,8 @@ async def measure(
                 "operator_cpu_s": cpu2 - cpu1,
                 "passes": passes(middle, after),
             }
+            await asyncio.sleep(PAUSE_S)
+            down["trace"] = phases.breakdown(installation.trace, writes, "stop", began, time.time())
             return {"start": up, "stop": down}
 
         async def floor_cycle(n: int) -> dict[str, Any]:
@@ -227,7 +244,11 @@ async def measure(
             cycles[name] = lambda n, installation=installation: tether_cycle(n, installation)
         for index, n in enumerate(sizes):
             # The what-if installation takes part at the largest size only.
-            order = [s for s in cycles if s not in what_ifs or n == most]
+            order = [
+                s
+                for s in cycles
+                if (s in systems or s in what_ifs) and (s not in what_ifs or n == most)
+            ]
             per_system: dict[str, list[dict[str, Any]]] = {system: [] for system in order}
             results[str(n)] = per_system  # filled as it goes: a failure keeps what was measured
             for rep in range(repeats[index]):
@@ -235,7 +256,10 @@ async def measure(
                 for system in order[shift:] + order[:shift]:
                     try:
                         async with asyncio.timeout(max(180.0, 1.5 * n)):
-                            per_system[system].append(await cycles[system](n))
+                            load = load_average()
+                            measured = await cycles[system](n)
+                            measured["load"] = load
+                            per_system[system].append(measured)
                     except (TimeoutError, NotConverged) as exc:
                         # Docker Engine 20.10 can deadlock when many containers exit at once
                         # (moby/moby#46661): nothing more can be measured on this engine.

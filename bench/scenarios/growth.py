@@ -5,7 +5,7 @@ The operator process converges 10 running projects and one stopped one; the stop
 cloned in SQL (its project, deployment and status rows, the status the operator wrote for it) up to
 each size, and the operator process stops. The resync is then called in this process, on an
 `Operator` built as `tether operator` builds it: its time (wall and CPU of this process), its
-Docker calls (counted at `DockerDriver._call`) and its statements (pg_stat_statements of its role),
+Docker calls (counted at `DockerDriver.call`) and its statements (pg_stat_statements of its role),
 with `desired_all()` and `list_all()` timed on their own, and a pyinstrument profile of a resync
 at the largest size. The collector's thresholds are tuned as `tether operator` tunes them, and
 the resync is also timed with Python's cyclic garbage collector paused.
@@ -84,13 +84,13 @@ async def measure(
         store = await Store.connect(settings.database_url, settings.ports)
         driver = DockerDriver(settings.docker_url, installation, concurrency=16)
         calls: Counter[str] = Counter()
-        original = driver._call
+        original = driver.call
 
         async def counted(operation: str, call: Callable[[], Awaitable[Any]], **kw: Any) -> Any:
             calls[operation] += 1
             return await original(operation, call, **kw)
 
-        driver._call = counted  # type: ignore[method-assign]
+        driver.call = counted  # type: ignore[method-assign]
         operator = Operator(settings, store, engine_runtime(settings, driver))
         tune_garbage_collector()  # as serve_operator does
         conn = await asyncpg.connect(database.dsn(CLIENT_ROLE))

@@ -1,7 +1,7 @@
 """3. Idle cost and 5. drift repair, on one installation of N converged running projects.
 
 Idle: nothing changes for a window; the operator's CPU time (/proc, user + system), its RSS, the
-Docker calls it makes (counted at `DockerDriver._call`), and the statements its Postgres role runs
+Docker calls it makes (counted at `DockerDriver.call`), and the statements its Postgres role runs
 (pg_stat_statements). dockerd's CPU time over the same window is given for scale. Then py-spy
 samples the operator for a while (outside the measured window) to show where idle CPU goes, and
 the cost of one endpoint probe is measured in this process: tether's prober against the

@@ -689,6 +689,7 @@ def _plan_health(
             memory,
             requeue_after=first_probe_delay(running_for, interval),
             workload=keep,
+            endpoint_pending=True,
         )
     fallback = desired.fallback
     if want is desired.target and fallback is not None and fallback.version != want.version:

@@ -44,10 +44,12 @@ class EngineRuntime:
         of each container that runs the wanted deployment, or that the route leads to, probed
         afresh on its own loopback port."""
         if previous is None:
-            containers, volumes = await asyncio.gather(
-                self.driver.observe(desired.name), self.driver.volumes(desired.name)
+            # Docker and the proxy are asked at once: a pass's first look is on its critical path.
+            containers, volumes, route = await asyncio.gather(
+                self.driver.observe(desired.name),
+                self.driver.volumes(desired.name),
+                self.proxy.route(desired.host_port),
             )
-            route = await self.proxy.route(desired.host_port)
         else:
             containers, route = previous.containers, previous.route
             volumes = previous.volumes

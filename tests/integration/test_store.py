@@ -30,7 +30,7 @@ from tether.api.models import (
     Status,
     WriteResult,
 )
-from tether.api.store import DESIRED_CHANNEL, Store
+from tether.api.store import DESIRED_CHANNEL, STATUS_CHANNEL, PortRange, Store
 
 ALICE = Principal(owner="alice")
 BOB = Principal(owner="bob")
@@ -364,6 +364,62 @@ async def test_status_writes_never_touch_the_desired_state(
     [action] = [e for e in await store.events(SHOP, ALICE) if e.kind == EventKind.ACTION]
     assert (action.reason, action.actor, action.generation) == ("Started", "operator", 2)
     assert await notifications.all_until_marker() == []
+
+
+async def test_a_status_write_is_one_statement_with_its_events_and_notification(
+    database_url: str, port_range: PortRange
+) -> None:
+    statements: list[str] = []
+    store = await Store.connect(database_url, port_range, on_statement=statements.append)
+    try:
+        await deployed(store, "v1")
+        status_notes: asyncio.Queue[str] = asyncio.Queue()
+        async with store.listen(STATUS_CHANNEL, status_notes.put_nowait):
+            statements.clear()  # the setup's, logged by now: connecting took event loop turns
+            events = [
+                (EventKind.ACTION, "create v1", "creating shop-v1"),
+                (EventKind.ACTION, "start v1", "starting shop-v1"),
+                (EventKind.CONVERGED, "Ready", "v1 is ready"),
+            ]
+            await store.write_status(
+                Status(project=SHOP, observed_generation=2, phase="Running"),
+                events,
+                actor="operator",
+            )
+            assert await asyncio.wait_for(status_notes.get(), 10) == SHOP
+            assert len(statements) == 1, statements  # one round trip, whatever the events
+        written = [e for e in await store.events(SHOP, ALICE) if e.actor == "operator"]
+        assert [(e.kind, e.reason, e.message) for e in written] == events  # in their order
+        assert {e.generation for e in written} == {2}
+    finally:
+        await store.close()
+
+
+async def test_a_start_or_stop_is_one_statement_with_its_event_and_notification(
+    database_url: str, port_range: PortRange
+) -> None:
+    statements: list[str] = []
+    store = await Store.connect(database_url, port_range, on_statement=statements.append)
+    try:
+        first = (await deployed(store, "v1")).generation
+        woken: asyncio.Queue[str] = asyncio.Queue()
+        async with store.listen(DESIRED_CHANNEL, woken.put_nowait):
+            for state in (STOPPED, RUNNING):
+                # What ran before is logged by now: connecting, or waiting for the last
+                # notification, took turns of the event loop (asyncpg logs on the next one).
+                statements.clear()
+                result = await store.set_desired_state(SHOP, state, ALICE)
+                assert await asyncio.wait_for(woken.get(), 10) == SHOP
+                assert len(statements) == 1, statements  # one round trip
+                assert result.changed
+        assert result.project.generation == first + 2
+        events = (await desired_events(store))[-2:]
+        assert [(e.reason, e.generation) for e in events] == [
+            ("Stop", first + 1),
+            ("Start", first + 2),
+        ]
+    finally:
+        await store.close()
 
 
 # Destroy

@@ -80,3 +80,17 @@ async def test_forget_drops_timers_and_backoff() -> None:
     queue.add("gone")  # and no backoff holds it any more
     assert await drain_ready(queue) == ["gone"]
     queue.close()
+
+
+async def test_a_project_queued_first_goes_ahead_and_once() -> None:
+    queue = WorkQueue()
+    for name in ["a", "b", "c"]:
+        queue.add(name)
+    queue.add("c", first=True)  # a starting endpoint to look at again: a short pass
+    queue.add("d", first=True)
+    assert await drain_ready(queue) == ["c", "d", "a", "b"]
+    for name in "abcd":
+        queue.done(name)
+    queue.add("c")
+    assert await drain_ready(queue) == ["c"], "the entry it left behind does not run it twice"
+    queue.close()
