@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install provision up test lint typecheck-view bench
+.PHONY: install provision up test lint typecheck-view bench cluster cluster-down
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,15 @@ up: install provision
 
 test: install provision
 	$(BIN)/pytest
+
+# A Docker Swarm of NODES nodes on this machine (root), beside the main Docker engine, which it
+# leaves alone: README.md, "A Swarm cluster on one machine".
+NODES ?= 3
+cluster: provision
+	bash scripts/swarm-cluster up $(NODES)
+
+cluster-down:
+	bash scripts/swarm-cluster down
 
 # mypy cannot follow setuptools' editable import hook: it checks a view of the folders under their
 # package names (see [tool.mypy] in pyproject.toml).
