@@ -29,6 +29,7 @@ from tether.operator.swarm.state import (
 
 RECHECK_S = 1.0  # Swarm is moving: look again this soon (its events usually come first)
 HEALTH_RECHECK_MIN_S = 0.05
+SWITCH_RECHECK_S = 0.1
 PENDING_TOO_LONG_S = 30.0  # a task no node has taken for this long: no node can run it
 PENDING_RECHECK_S = 5.0
 PAUSED = frozenset({"paused", "rollback_paused"})
@@ -246,11 +247,13 @@ def _plan_running(
             stalled=True,
         )
     if not want.matches(keep) or keep.edited or keep.replicas != 1:
-        return _update(desired, want, keep, memory)
+        return _update(desired, want, keep, observed, memory)
     return _plan_tasks(desired, want, keep, observed, memory)
 
 
-def _update(desired: Desired, want: Want, keep: Service, memory: Memory) -> Decision:
+def _update(
+    desired: Desired, want: Want, keep: Service, observed: Observed, memory: Memory
+) -> Decision:
     if keep.update_state == "rollback_started":
         return Decision(
             None,
@@ -271,7 +274,25 @@ def _update(desired: Desired, want: Want, keep: Service, memory: Memory) -> Deci
         reason = "RollingBack" if want is not desired.target else "Updating"
         phase = Phase.ROLLING_BACK if want is not desired.target else Phase.REPLACING
         message = f"updating {keep.name} from v{keep.version} to v{want.version} (start-first)"
-    return Decision(UpdateService(keep, want, 1), phase, False, reason, message, memory)
+    return Decision(
+        UpdateService(keep, _with_token(want, keep, observed), 1),
+        phase,
+        False,
+        reason,
+        message,
+        memory,
+    )
+
+
+def _with_token(want: Want, keep: Service, observed: Observed) -> Want:
+    """A fallback matches any restart token; written back, it takes the one its tasks ran with,
+    so that Swarm finds the task that still serves it unchanged and leaves it running."""
+    if want.restart_token is not None:
+        return want
+    tokens = [t.restart_token for t in observed.tasks if want.matches(t) and observed.serves(t)]
+    if keep.previous is not None and want.matches(keep.previous):
+        tokens.append(keep.previous.restart_token)
+    return replace(want, restart_token=tokens[0] if tokens else keep.restart_token)
 
 
 def _fail_rollout(desired: Desired, want: Want, memory: Memory, why: str) -> Decision:
@@ -355,6 +376,10 @@ def _plan_tasks(
             what = f"its task is {newest.state} on {node.hostname}, which is {node.state}"
         else:
             what = f"its task is {newest.state}"
+        # While an older task serves, Swarm stops it the moment the new one runs: look often,
+        # so that the route moves before the old task is gone.
+        other = observed.routed()
+        soon = other is not None and (newest is None or other.id != newest.id)
         return Decision(
             None,
             Phase.STARTING,
@@ -362,7 +387,7 @@ def _plan_tasks(
             "Starting",
             f"waiting for v{want.version} to run ({what})",
             memory,
-            requeue_after=RECHECK_S,
+            requeue_after=SWITCH_RECHECK_S if soon else RECHECK_S,
             workload=newest,
         )
     health = want.deployment.health

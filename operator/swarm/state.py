@@ -99,7 +99,8 @@ class Task:
 
 
 def serves(task: Task, nodes: dict[str, Node]) -> bool:
-    """Running on a node that is up, and meant to: its port can answer."""
+    """Running on a node that is up and not drained, and meant to: its port can answer, and
+    will go on answering (Swarm stops the tasks of a drained node, first thing)."""
     node = nodes.get(task.node_id)
     return (
         task.state == "running"
@@ -107,6 +108,7 @@ def serves(task: Task, nodes: dict[str, Node]) -> bool:
         and task.upstream is not None
         and node is not None
         and node.up
+        and node.availability != "drain"
     )
 
 
