@@ -6,8 +6,8 @@ through the proxy (the same load as the zero-downtime scenarios)."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
