@@ -22,10 +22,19 @@ from tether.api.logs import LogSource
 from tether.api.metrics import RequestMetrics
 from tether.api.ratelimit import FailureLimiter
 from tether.api.readiness import DatabaseReadiness
-from tether.api.routes import deployments, events, health, lifecycle, logs, projects, watch
+from tether.api.routes import (
+    deployments,
+    events,
+    health,
+    lifecycle,
+    logs,
+    nodes,
+    projects,
+    watch,
+)
 from tether.api.store import Store
 
-V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs)
+V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs, nodes)
 
 
 def create_app(

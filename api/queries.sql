@@ -109,10 +109,10 @@ WITH lease AS (
         project, observed_generation, phase, conditions, running_version, container_id,
         ready_container_id, endpoint, attempts, next_attempt_at, last_error, crash_count,
         last_exit_code, last_crash_at, oom_killed, failed_version, updated_at, epoch, route,
-        serving_version, serving_container_id
+        serving_version, serving_container_id, node
     )
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, now(),
-           $17::bigint, $18, $19, $20
+           $17::bigint, $18, $19, $20, $21
     WHERE $17::bigint IS NULL OR $17::bigint = (SELECT epoch FROM lease)
     ON CONFLICT (project) DO UPDATE SET
         observed_generation = EXCLUDED.observed_generation,
@@ -134,7 +134,8 @@ WITH lease AS (
         epoch = EXCLUDED.epoch,
         route = EXCLUDED.route,
         serving_version = EXCLUDED.serving_version,
-        serving_container_id = EXCLUDED.serving_container_id
+        serving_container_id = EXCLUDED.serving_container_id,
+        node = EXCLUDED.node
     RETURNING project
 )
 SELECT (SELECT epoch FROM lease) AS epoch, EXISTS (SELECT 1 FROM written) AS written;
@@ -239,3 +240,33 @@ FROM projects p
 LEFT JOIN status s ON s.project = p.name
 WHERE ($1::text[] IS NULL OR p.name = ANY($1::text[])) AND ($2::text IS NULL OR p.owner = $2)
 ORDER BY p.name;
+
+-- name: replace_nodes
+-- The cluster's nodes as one list ($1: a JSON array) replaces what was recorded, fenced like
+-- upsert_status by the epoch $2 (NULL: unfenced). Returns whether it was written.
+WITH lease AS (
+    SELECT epoch FROM operator_lease WHERE name = 'operator' FOR SHARE
+), allowed AS (
+    SELECT $2::bigint IS NULL OR $2::bigint = (SELECT epoch FROM lease) AS ok
+), gone AS (
+    DELETE FROM nodes
+    WHERE (SELECT ok FROM allowed)
+      AND id NOT IN (SELECT n->>'id' FROM jsonb_array_elements($1::jsonb) n)
+), written AS (
+    INSERT INTO nodes (id, hostname, address, state, availability, role, seen_at)
+    SELECT n->>'id', n->>'hostname', n->>'address', n->>'state', n->>'availability',
+           n->>'role', now()
+    FROM jsonb_array_elements($1::jsonb) n
+    WHERE (SELECT ok FROM allowed)
+    ON CONFLICT (id) DO UPDATE SET
+        hostname = EXCLUDED.hostname,
+        address = EXCLUDED.address,
+        state = EXCLUDED.state,
+        availability = EXCLUDED.availability,
+        role = EXCLUDED.role,
+        seen_at = EXCLUDED.seen_at
+)
+SELECT (SELECT ok FROM allowed) AS written, (SELECT epoch FROM lease) AS epoch;
+
+-- name: list_nodes
+SELECT * FROM nodes ORDER BY hostname, id;

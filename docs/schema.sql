@@ -80,7 +80,8 @@ CREATE TABLE status (
     -- Where the proxy sends the endpoint (an upstream address, "held"), and what serves it.
     route               text,
     serving_version     integer,
-    serving_container_id text
+    serving_container_id text,
+    node                text  -- the swarm runtime: the node its task runs on
 );
 
 CREATE TABLE events (
@@ -111,4 +112,15 @@ CREATE TABLE operator_lease (
     epoch        bigint NOT NULL DEFAULT 0 CHECK (epoch >= 0),
     backend_pid  integer,
     acquired_at  timestamptz
+);
+
+-- The swarm runtime's nodes, as the operator last listed them (each resync).
+CREATE TABLE nodes (
+    id           text PRIMARY KEY,
+    hostname     text NOT NULL,
+    address      text NOT NULL,
+    state        text NOT NULL,
+    availability text NOT NULL,
+    role         text NOT NULL,
+    seen_at      timestamptz NOT NULL DEFAULT now()
 );

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from tether.api.models import DesiredSnapshot, EventKind, Phase
+from tether.api.models import ClusterNode, DesiredSnapshot, EventKind, Phase
 from tether.operator.desired import Desired, Memory
 
 ObservedT = TypeVar("ObservedT")
@@ -118,6 +118,7 @@ class Decision:
     ready_version: int | None = None  # the version seen Ready in this decision
     route: str | None = None  # where the endpoint's route goes, as last seen
     serving: Workload | None = None  # what that route leads to
+    node: str | None = None  # where the workload runs, for a runtime of several nodes
 
 
 class Runtime(Protocol[ObservedT]):
@@ -176,4 +177,8 @@ class Survey(Protocol):
     def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
         """Whether the project is converged as far as this look and its status can tell; one
         that may not be gets a full pass."""
+        ...
+
+    def nodes(self) -> list[ClusterNode] | None:
+        """The nodes this look found, for a runtime of several (None: a runtime of one)."""
         ...

@@ -217,6 +217,9 @@ class EngineSurvey:
             self.routes.get(desired.host_port),
         )
 
+    def nodes(self) -> None:
+        return None  # one engine: no nodes to tell
+
 
 def _deployment_of(container: Container, desired: Desired) -> Deployment | None:
     """The deployment a container runs, if it is the target or the fallback."""

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.api.models import Deployment, DesiredSnapshot
+from tether.api.models import ClusterNode, Deployment, DesiredSnapshot
 from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
 from tether.operator.health import Prober
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
@@ -64,7 +64,14 @@ class SwarmRuntime:
         decision = planner.plan(desired, observed, memory)
         route = observed.route
         shown = None if route is None else "held" if route.held else route.upstream
-        return replace(decision, route=shown, serving=observed.routed())
+        task = decision.workload
+        node = observed.nodes.get(task.node_id) if isinstance(task, Task) else None
+        return replace(
+            decision,
+            route=shown,
+            serving=observed.routed(),
+            node=node.hostname if node is not None else None,
+        )
 
     def describe(self, observed: Observed) -> str:
         return observed.describe()
@@ -138,7 +145,7 @@ class SwarmSurvey:
     """One list of the installation's services, of the cluster's tasks and of its nodes."""
 
     by_project: dict[str, list[ServiceSummary]]
-    nodes: dict[str, Node]
+    cluster: dict[str, Node]
     routes: dict[int, Route | None]  # and the proxy's routes, by endpoint port
 
     def projects(self) -> frozenset[str]:
@@ -150,9 +157,22 @@ class SwarmSurvey:
             desired,
             memory_of(snapshot),
             self.by_project.get(desired.name, []),
-            self.nodes,
+            self.cluster,
             self.routes.get(desired.host_port),
         )
+
+    def nodes(self) -> list[ClusterNode]:
+        return [
+            ClusterNode(
+                id=n.id,
+                hostname=n.hostname,
+                address=n.address,
+                state=n.state,
+                availability=n.availability,
+                role=n.role,
+            )
+            for n in self.cluster.values()
+        ]
 
 
 def _deployment_of(task: Task, desired: Desired) -> Deployment | None:

@@ -47,6 +47,7 @@ async def stack(
         proxy_process=proxy_process,
         capsys=capsys,
         config_dir=tmp_path,
+        resync_interval_s=5,
     ) as running:
         yield running
 
@@ -83,6 +84,13 @@ async def test_node_loss_the_project_runs_ready_and_routed_on_another_node(
             lambda: moved_off(stack, lost.id), "shop Ready elsewhere", within_s=60, every_s=0.1
         )
         ready_s = time.monotonic() - killed_at
+
+        async def listed_down() -> bool:
+            shown = (await stack.cli.ok("nodes", "-o", "json")).json()
+            return any(n["hostname"] == lost.name and n["state"] == "down" for n in shown)
+
+        # The operator records the nodes at each resync (every 5 s here).
+        await wait_for(listed_down, f"`tether nodes` to show {lost.name} down", within_s=30)
     finally:
         await stack.cluster.revive(lost.name)
     print(
@@ -98,6 +106,7 @@ async def test_node_loss_the_project_runs_ready_and_routed_on_another_node(
     assert lost.name in routed[-2].message, routed[-2].message
     [moved] = await stack.running_tasks("shop")
     assert stack.node_of(moved).name in routed[-1].message, routed[-1].message
+    assert snap.status.node == stack.node_of(moved).name
 
 
 async def test_a_drained_node_s_project_moves_without_a_failed_request(

@@ -58,7 +58,20 @@ async def test_the_seed_story_on_swarm(stack: SwarmStack) -> None:
     assert "v1 created" in deployed.out
     first = await stack.wait_running("shop", "shop running on a worker")
     [task] = await stack.running_tasks("shop")
-    assert not stack.node_of(task).manager  # the manager is drained: Swarm placed it
+    node = stack.node_of(task)
+    assert not node.manager  # the manager is drained: Swarm placed it on a worker
+    assert first.status.node == node.name
+    table = (await cli.ok("status")).out
+    header, row = table.splitlines()[0], next(r for r in table.splitlines() if "shop" in r)
+    assert "NODE" in header.upper(), table
+    assert node.name in row.split(), table
+    shown = {n["hostname"]: n for n in (await cli.ok("nodes", "-o", "json")).json()}
+    assert sorted(shown) == ["node1", "node2", "node3"]
+    assert {n["state"] for n in shown.values()} == {"ready"}
+    assert shown["node1"]["role"] == "manager"
+    assert shown["node1"]["availability"] == "drain"
+    listed = (await cli.ok("nodes")).out
+    assert all(name in listed for name in shown), listed
 
     stopped = await stack.console.post("/v1/projects/shop/stop")
     assert stopped.status_code == 200, stopped.text
