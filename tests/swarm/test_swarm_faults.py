@@ -57,7 +57,7 @@ async def test_a_task_that_cannot_start_shows_swarms_error(stack: SwarmStack) ->
         return snap if reconciling(snap)[0] == "TaskFailed" else None
 
     snap = await wait_for(failing, "Swarm's task error in status", within_s=60, every_s=0.2)
-    reason, message = reconciling(snap)
+    _, message = reconciling(snap)
     assert "tether-test/absent:1" in message or "No such image" in message, message
     assert condition(snap, ConditionType.READY) == "False"
     assert snap.status.phase == "CrashLoop"
