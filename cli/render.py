@@ -278,6 +278,8 @@ def detail(view: ProjectView, events: Sequence[Event]) -> Group:
             ("attempts", attempts(s)),
             ("crashes", _crashes(s)),
         ]
+        if s.node:
+            rows.insert(-2, ("node", s.node))  # the swarm runtime: where its task runs
         if s.last_error:
             rows.append(("last error", s.last_error))
         if s.failed_version is not None:

@@ -72,6 +72,8 @@ async def test_the_seed_story_on_swarm(stack: SwarmStack) -> None:
     assert shown["node1"]["availability"] == "drain"
     listed = (await cli.ok("nodes")).out
     assert all(name in listed for name in shown), listed
+    detail = (await cli.ok("status", "shop")).out
+    assert re.search(rf"^node\s+{node.name}\s*$", detail, flags=re.MULTILINE), detail
 
     stopped = await stack.console.post("/v1/projects/shop/stop")
     assert stopped.status_code == 200, stopped.text
