@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scenarios.harness import HEALTHY_ARGS, condition
+from scenarios.harness import HEALTHY_ARGS, condition, endpoint_answers
 from scenarios.load import Load
 from support import wait_for
 from swarm.swarmstack import SwarmStack, swarm_stack
@@ -103,6 +103,14 @@ async def test_the_seed_story_on_swarm(stack: SwarmStack) -> None:
     [service] = await stack.services("shop")  # still the one service, updated in place
     assert service["ID"] == (await stack.services("shop"))[0]["ID"]
     assert service["Spec"]["TaskTemplate"]["ForceUpdate"] == replaced.project.restart_token
+
+    await cli.ok("destroy", "shop", "--wait", "--timeout", "60")
+
+    async def gone() -> bool:
+        return await stack.store.desired("shop") is None and not await stack.services("shop")
+
+    await wait_for(gone, "shop and its service gone", within_s=60, every_s=0.2)
+    assert not await endpoint_answers(replaced)  # the route went with it
     no_conflicts(stack)
 
 
