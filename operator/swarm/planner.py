@@ -457,7 +457,9 @@ def _plan_ready(
                 workload=ready,
             )
     memory = replace(memory, ready_container=ready.id)
-    # Ready already; Swarm may still be retiring the task it replaced.
+    # Ready, and converged: what Swarm still does (retiring the task it replaced, watching the
+    # new one for its monitor window) needs nothing of tether; the service's events, and the
+    # resync, bring another pass should its update yet fail.
     finishing = keep.update_state in UPDATING
     return Decision(
         None,
@@ -466,7 +468,6 @@ def _plan_ready(
         "Ready",
         f"v{want.version} is ready" + (" (Swarm is finishing its update)" if finishing else ""),
         memory,
-        requeue_after=RECHECK_S if finishing else None,
         workload=ready,
         ready_version=want.version,
     )
