@@ -189,3 +189,30 @@ async def swarm_stack(
                     await manager.services.delete(service["ID"])
         finally:
             await manager.close()
+
+
+@pytest.fixture
+async def stack(
+    swarm_cluster: SwarmCluster,
+    database_url: str,
+    store: Store,
+    tokens: Any,
+    port_range: PortRange,
+    proxy_process: Any,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> AsyncIterator[SwarmStack]:
+    """The stack for alice on the session's cluster (a test module takes it in with
+    `stack = swarmstack.stack`); it records the nodes every 5 s."""
+    async with swarm_stack(
+        cluster=swarm_cluster,
+        database_url=database_url,
+        api_store=store,
+        token=tokens.alice,
+        ports=port_range,
+        proxy_process=proxy_process,
+        capsys=capsys,
+        config_dir=tmp_path,
+        resync_interval_s=5,
+    ) as running:
+        yield running

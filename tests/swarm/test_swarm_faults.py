@@ -5,43 +5,15 @@ once a node can take it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
-import pytest
 from scenarios.harness import condition
 from support import wait_for
-from swarm.swarmstack import SwarmStack, swarm_stack
-from swarmcluster import SwarmCluster
+from swarm import swarmstack
+from swarm.swarmstack import SwarmStack
 
 from tether.api.models import ConditionType, DesiredSnapshot
-from tether.api.store import PortRange, Store
 from tether.operator.swarm.planner import PENDING_TOO_LONG_S
 
-
-@pytest.fixture
-async def stack(
-    swarm_cluster: SwarmCluster,
-    database_url: str,
-    store: Store,
-    tokens: Any,
-    port_range: PortRange,
-    proxy_process: Any,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-) -> AsyncIterator[SwarmStack]:
-    async with swarm_stack(
-        cluster=swarm_cluster,
-        database_url=database_url,
-        api_store=store,
-        token=tokens.alice,
-        ports=port_range,
-        proxy_process=proxy_process,
-        capsys=capsys,
-        config_dir=tmp_path,
-    ) as running:
-        yield running
+stack = swarmstack.stack  # the fixture
 
 
 def reconciling(snap: DesiredSnapshot) -> tuple[str, str]:

@@ -6,19 +6,16 @@ through the proxy (the same load as the zero-downtime scenarios)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from scenarios.load import Load
 from support import wait_for
-from swarm.swarmstack import SwarmStack, swarm_stack
-from swarmcluster import SwarmCluster
+from swarm import swarmstack
+from swarm.swarmstack import SwarmStack
 
 from tether.api.models import DesiredSnapshot, EventKind
-from tether.api.store import PortRange, Store
 
 
 @pytest.fixture
@@ -27,29 +24,7 @@ def proxy_hold_s() -> float:
     return 10.0
 
 
-@pytest.fixture
-async def stack(
-    swarm_cluster: SwarmCluster,
-    database_url: str,
-    store: Store,
-    tokens: Any,
-    port_range: PortRange,
-    proxy_process: Any,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-) -> AsyncIterator[SwarmStack]:
-    async with swarm_stack(
-        cluster=swarm_cluster,
-        database_url=database_url,
-        api_store=store,
-        token=tokens.alice,
-        ports=port_range,
-        proxy_process=proxy_process,
-        capsys=capsys,
-        config_dir=tmp_path,
-        resync_interval_s=5,
-    ) as running:
-        yield running
+stack = swarmstack.stack  # the fixture
 
 
 async def moved_off(stack: SwarmStack, node_id: str) -> DesiredSnapshot | None:

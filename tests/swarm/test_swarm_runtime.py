@@ -7,43 +7,17 @@ each outcome by its exit code."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from scenarios.harness import HEALTHY_ARGS, condition, endpoint_answers
 from scenarios.load import Load
 from support import wait_for
-from swarm.swarmstack import SwarmStack, swarm_stack
-from swarmcluster import SwarmCluster
+from swarm import swarmstack
+from swarm.swarmstack import SwarmStack
 
 from tether.api.models import ConditionType, DesiredSnapshot, EventKind
-from tether.api.store import PortRange, Store
 
-
-@pytest.fixture
-async def stack(
-    swarm_cluster: SwarmCluster,
-    database_url: str,
-    store: Store,
-    tokens: Any,
-    port_range: PortRange,
-    proxy_process: Any,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-) -> AsyncIterator[SwarmStack]:
-    async with swarm_stack(
-        cluster=swarm_cluster,
-        database_url=database_url,
-        api_store=store,
-        token=tokens.alice,
-        ports=port_range,
-        proxy_process=proxy_process,
-        capsys=capsys,
-        config_dir=tmp_path,
-    ) as running:
-        yield running
+stack = swarmstack.stack  # the fixture
 
 
 def no_conflicts(stack: SwarmStack) -> None:
