@@ -344,19 +344,19 @@ def _plan_tasks(
     failed = _newest([t for t in mine if t.error and t.state in FAILED])
     if newest is not None and newest.state == "pending":
         pending_s = (observed.now - newest.since).total_seconds()
-        if pending_s > PENDING_TOO_LONG_S:
-            return Decision(
-                None,
-                Phase.WAITING,
-                False,
-                "Unschedulable",
-                f"v{want.version}'s task has been pending for {pending_s:.0f} s: "
-                f"{newest.error or newest.message or 'no node can run it'}",
-                memory,
-                requeue_after=PENDING_RECHECK_S,
-                stalled=True,
-                workload=newest,
-            )
+        why = newest.error or newest.message or "no node can run it"
+        too_long = pending_s > PENDING_TOO_LONG_S
+        return Decision(
+            None,
+            Phase.WAITING,
+            False,
+            "Unschedulable" if too_long else "TaskPending",
+            f"v{want.version}'s task has been pending for {pending_s:.0f} s: {why}",
+            memory,
+            requeue_after=PENDING_RECHECK_S if too_long else RECHECK_S,
+            stalled=too_long,
+            workload=newest,
+        )
     if failed is not None and (newest is None or newest.state != "running"):
         return Decision(
             None,
@@ -405,7 +405,10 @@ def _plan_tasks(
         )
     # A task Swarm started afresh because the one that was Ready moved (its node was lost or
     # drained, not a crash) has its own chance to answer; a crash loop's new tasks do not.
-    moved = any(t.id == memory.ready_container and t.state not in FAILED for t in mine)
+    moved = any(
+        t.id == memory.ready_container and t.state not in FAILED and _node_gone(t, observed)
+        for t in mine
+    )
     began = max(since, newest.created_at or newest.since) if moved else since
     task_s = (observed.now - began).total_seconds()
     if task_s <= deadline:
@@ -431,6 +434,12 @@ def _plan_tasks(
         stalled=True,
         workload=newest,
     )
+
+
+def _node_gone(task: Task, observed: Observed) -> bool:
+    """Its node is down, unknown, or drained: Swarm moves its task elsewhere."""
+    node = observed.nodes.get(task.node_id)
+    return node is None or not node.up or node.availability == "drain"
 
 
 def _plan_ready(

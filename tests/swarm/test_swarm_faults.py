@@ -40,14 +40,23 @@ async def test_a_task_no_node_can_take_is_reported_pending_then_runs(stack: Swar
     for name in workers:
         await stack.cluster.set_availability(name, "drain")
     try:
-        await stack.deploy("shop")
+        # A deadline past the planner's own: Stalled for Swarm's reason, not the deadline's.
+        await stack.deploy("shop", ready_deadline_s=int(PENDING_TOO_LONG_S) + 30)
+
+        async def pending() -> DesiredSnapshot | None:
+            snap = await stack.snapshot("shop")
+            reason, message = reconciling(snap)
+            return snap if reason == "TaskPending" and "no suitable node" in message else None
+
+        # Said before it is given up on, with Swarm's reason.
+        await wait_for(pending, "shop's task pending, and why", within_s=30, every_s=0.2)
 
         async def stalled() -> DesiredSnapshot | None:
             snap = await stack.snapshot("shop")
             return snap if condition(snap, ConditionType.STALLED) == "True" else None
 
         snap = await wait_for(
-            stalled, "shop Stalled: no node", within_s=PENDING_TOO_LONG_S + 30, every_s=0.5
+            stalled, "shop Stalled: no node", within_s=PENDING_TOO_LONG_S + 20, every_s=0.5
         )
         stalled_condition = snap.status.condition(ConditionType.STALLED)
         assert stalled_condition is not None

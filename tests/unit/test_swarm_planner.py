@@ -705,7 +705,10 @@ def run(scenario: Scenario) -> tuple[Decision, SwarmModel, Memory, list[Action]]
         if isinstance(action, Finalize):
             return decision, model, memory, actions
         model.apply(action)
-    raise AssertionError(f"no rest after {MAX_STEPS} steps: {[a.label for a in actions]}")
+    raise AssertionError(
+        f"no rest after {MAX_STEPS} steps: {[a.label for a in actions]}, "
+        f"last: {decision.reason}: {decision.message}"
+    )
 
 
 def usable_nodes(model: SwarmModel) -> bool:
@@ -714,7 +717,7 @@ def usable_nodes(model: SwarmModel) -> bool:
 
 @given(scenarios())
 @settings(
-    max_examples=300,
+    max_examples=500,
     deadline=None,
     database=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
