@@ -29,6 +29,7 @@ from tether.api.routes import (
     health,
     lifecycle,
     logs,
+    nodes,
     projects,
     volumes,
     watch,
@@ -36,7 +37,7 @@ from tether.api.routes import (
 )
 from tether.api.store import Store
 
-V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs, volumes, webhooks)
+V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs, volumes, webhooks, nodes)
 
 
 def create_app(

@@ -428,9 +428,24 @@ class Status(BaseModel):
         default=None, description="The deployment the endpoint's traffic goes to."
     )
     serving_container_id: str | None = None
+    node: str | None = Field(
+        default=None, description="The swarm runtime: the node the project's task runs on."
+    )
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
+
+
+class ClusterNode(BaseModel):
+    """A node of the swarm runtime's cluster, as the operator last listed it."""
+
+    id: str
+    hostname: str
+    address: str
+    state: str  # ready, down, unknown, disconnected
+    availability: str  # active, pause, drain
+    role: str  # manager, worker
+    seen_at: datetime | None = None
 
 
 class NewEvent(NamedTuple):

@@ -122,7 +122,7 @@ SELECT s.* FROM status s JOIN projects p ON p.name = s.project
 WHERE $1::text IS NULL OR p.owner = $1;
 
 -- name: write_status
--- A pass's status, its events ($22..$24, in order) and the watchers' NOTIFY, in one statement
+-- A pass's status, its events ($23..$25, in order; $22 their actor) and the watchers' NOTIFY, in one statement
 -- (one round trip). Fenced: written only while $17 is the lease's epoch. The lease row stays
 -- locked (FOR SHARE) until the statement's transaction ends, so no acquisition commits between
 -- this check and the commit; the events and the notification depend on the status row being
@@ -135,10 +135,10 @@ WITH lease AS (
         project, observed_generation, phase, conditions, running_version, container_id,
         ready_container_id, endpoint, attempts, next_attempt_at, last_error, crash_count,
         last_exit_code, last_crash_at, oom_killed, failed_version, updated_at, epoch, route,
-        serving_version, serving_container_id
+        serving_version, serving_container_id, node
     )
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, now(),
-           $17::bigint, $18, $19, $20
+           $17::bigint, $18, $19, $20, $21
     WHERE $17::bigint IS NULL OR $17::bigint = (SELECT epoch FROM lease)
     ON CONFLICT (project) DO UPDATE SET
         observed_generation = EXCLUDED.observed_generation,
@@ -160,12 +160,13 @@ WITH lease AS (
         epoch = EXCLUDED.epoch,
         route = EXCLUDED.route,
         serving_version = EXCLUDED.serving_version,
-        serving_container_id = EXCLUDED.serving_container_id
+        serving_container_id = EXCLUDED.serving_container_id,
+        node = EXCLUDED.node
     RETURNING project
 ), logged AS (
     INSERT INTO events (project, generation, kind, reason, message, actor, epoch)
-    SELECT $1, $2, e.kind, e.reason, e.message, $21, $17::bigint
-    FROM unnest($22::text[], $23::text[], $24::text[])
+    SELECT $1, $2, e.kind, e.reason, e.message, $22, $17::bigint
+    FROM unnest($23::text[], $24::text[], $25::text[])
          WITH ORDINALITY AS e (kind, reason, message, n)
     WHERE EXISTS (SELECT 1 FROM written)
     ORDER BY e.n
@@ -436,3 +437,33 @@ WHERE d.state = 'pending'
       WHERE e.webhook = d.webhook AND e.project = d.project AND e.state = 'pending'
         AND e.id < d.id
   );
+
+-- name: replace_nodes
+-- The cluster's nodes as one list ($1: a JSON array) replaces what was recorded, fenced like
+-- upsert_status by the epoch $2 (NULL: unfenced). Returns whether it was written.
+WITH lease AS (
+    SELECT epoch FROM operator_lease WHERE name = 'operator' FOR SHARE
+), allowed AS (
+    SELECT $2::bigint IS NULL OR $2::bigint = (SELECT epoch FROM lease) AS ok
+), gone AS (
+    DELETE FROM nodes
+    WHERE (SELECT ok FROM allowed)
+      AND id NOT IN (SELECT n->>'id' FROM jsonb_array_elements($1::jsonb) n)
+), written AS (
+    INSERT INTO nodes (id, hostname, address, state, availability, role, seen_at)
+    SELECT n->>'id', n->>'hostname', n->>'address', n->>'state', n->>'availability',
+           n->>'role', now()
+    FROM jsonb_array_elements($1::jsonb) n
+    WHERE (SELECT ok FROM allowed)
+    ON CONFLICT (id) DO UPDATE SET
+        hostname = EXCLUDED.hostname,
+        address = EXCLUDED.address,
+        state = EXCLUDED.state,
+        availability = EXCLUDED.availability,
+        role = EXCLUDED.role,
+        seen_at = EXCLUDED.seen_at
+)
+SELECT (SELECT ok FROM allowed) AS written, (SELECT epoch FROM lease) AS epoch;
+
+-- name: list_nodes
+SELECT * FROM nodes ORDER BY hostname, id;

@@ -149,7 +149,16 @@ class Settings(BaseSettings):
     docker_url: Annotated[str, AfterValidator(_check_docker_url)] = setting(
         default_factory=_docker_url_default,
         expected="a Docker Engine URL, e.g. unix:///var/run/docker.sock or tcp://127.0.0.1:2375",
-        description="Docker Engine URL (else DOCKER_HOST, else the default socket).",
+        description="Docker Engine URL (else DOCKER_HOST, else the default socket); under the "
+        "swarm runtime, a Swarm manager's.",
+    )
+    runtime: str = setting(
+        "engine",
+        pattern=r"^(engine|swarm)$",
+        expected="engine or swarm",
+        description="What runs projects: `engine` (one Docker engine, a container per project) or "
+        "`swarm` (a Docker Swarm cluster whose manager TETHER_DOCKER_URL names, a service per "
+        "project).",
     )
     installation_id: str = setting(
         "default",

@@ -36,6 +36,7 @@ from tether.api.errors import (
     StoreUnavailable,
 )
 from tether.api.models import (
+    ClusterNode,
     Deployment,
     DeploymentSpec,
     DesiredSnapshot,
@@ -669,6 +670,7 @@ class Store:
                 status.route,
                 status.serving_version,
                 status.serving_container_id,
+                status.node,
                 actor,
                 kinds,
                 reasons,
@@ -849,6 +851,21 @@ class Store:
         async with self._connection() as conn:
             due = await conn.fetchval(sql("next_delivery_due"))
         return None if due is None else float(due)
+
+    async def write_nodes(self, nodes: Sequence[ClusterNode], *, epoch: int | None = None) -> None:
+        """Record the cluster's nodes as the operator just listed them (those not listed are
+        gone); fenced like `write_status`."""
+        listed = [n.model_dump(mode="json", exclude={"seen_at"}) for n in nodes]
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(sql("replace_nodes"), listed, epoch)
+        assert row is not None  # one row, always
+        if not row["written"]:
+            raise Fenced(epoch or 0, row["epoch"])
+
+    async def nodes(self) -> list[ClusterNode]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(sql("list_nodes"))
+        return [ClusterNode(**dict(row)) for row in rows]
 
     async def lease(self) -> LeaseInfo | None:
         """Who holds the operator lease, from which epoch (None: no operator ever took it)."""

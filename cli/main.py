@@ -72,6 +72,7 @@ for name, command in (
     ("events", reads.events),
     ("watch", reads.watch),
     ("logs", reads.logs),
+    ("nodes", reads.nodes),
     ("login", login.login),
     ("migrate", server_commands.migrate),
     ("api", server_commands.api),

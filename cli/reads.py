@@ -84,6 +84,19 @@ def volumes(ctx: typer.Context, name: Name, output: OutputOpt = Output.TABLE) ->
     render.volumes_table(name, [Volume.of(v) for v in answer])
 
 
+def nodes(ctx: typer.Context, output: OutputOpt = Output.TABLE) -> None:
+    """The swarm runtime's nodes with their state, as the operator last saw them (read-only)."""
+    with invocation(ctx).client() as api:
+        answer = api.get("/nodes")
+    if output is Output.JSON:
+        print_json(answer)
+        return
+    from tether.cli import render
+    from tether.cli.views import Node
+
+    render.nodes_table([Node.of(n) for n in answer])
+
+
 def deployments(ctx: typer.Context, name: Name, output: OutputOpt = Output.TABLE) -> None:
     """The project's deployments, oldest first, with the targeted one marked."""
     with invocation(ctx).client() as api:

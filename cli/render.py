@@ -24,6 +24,7 @@ from tether.cli.views import (
     Deployment,
     Event,
     HealthCheck,
+    Node,
     Project,
     ProjectView,
     Status,
@@ -203,7 +204,34 @@ def status_table(views: Sequence[ProjectView]) -> None:
         ]
         for v in views
     ]
-    draw(("name", "desired", "phase", "ready", "deployment", "age", "message"), rows)
+    headers: tuple[str, ...] = ("name", "desired", "phase", "ready", "deployment", "age", "message")
+    if any(v.status is not None and v.status.node for v in views):
+        # The swarm runtime: where each project runs.
+        for row, v in zip(rows, views, strict=True):
+            row.insert(4, (v.status.node if v.status else None) or NONE)
+        headers = (*headers[:4], "node", *headers[4:])
+    draw(headers, rows)
+
+
+def nodes_table(nodes: Sequence[Node]) -> None:
+    if not nodes:
+        say(
+            "no nodes: the operator runs the engine runtime (one Docker engine), or has not "
+            "listed the swarm's nodes yet"
+        )
+        return
+    rows = [
+        [
+            n.hostname,
+            n.state,
+            n.availability,
+            n.role,
+            n.address,
+            age(n.seen_at) if n.seen_at else NONE,
+        ]
+        for n in nodes
+    ]
+    draw(("node", "state", "availability", "role", "address", "seen"), rows)
 
 
 def _conditions(conditions: Sequence[Condition]) -> Table:
@@ -284,6 +312,8 @@ def detail(view: ProjectView, events: Sequence[Event], volumes: Sequence[Volume]
             ("attempts", attempts(s)),
             ("crashes", _crashes(s)),
         ]
+        if s.node:
+            rows.insert(-2, ("node", s.node))  # the swarm runtime: where its task runs
         if s.last_error:
             rows.append(("last error", s.last_error))
         if s.failed_version is not None:

@@ -115,6 +115,7 @@ class Status:
     failed_version: int | None
     route: str | None
     serving_version: int | None
+    node: str | None
 
     @classmethod
     def of(cls, data: Json) -> Status:
@@ -136,6 +137,7 @@ class Status:
                 failed_version=d.get("failed_version"),
                 route=d.get("route"),
                 serving_version=d.get("serving_version"),
+                node=d.get("node"),
             ),
             data,
         )
@@ -284,6 +286,32 @@ class Volume:
                 mounted_by=tuple(d.get("mounted_by") or ()),
                 in_target=bool(d.get("in_target")),
                 created_at=_maybe_when(d.get("created_at")),
+            ),
+            data,
+        )
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of the swarm runtime's cluster (`GET /v1/nodes`)."""
+
+    hostname: str
+    state: str
+    availability: str
+    role: str
+    address: str
+    seen_at: datetime | None
+
+    @classmethod
+    def of(cls, data: Json) -> Node:
+        return _read(
+            lambda d: cls(
+                hostname=d["hostname"],
+                state=d["state"],
+                availability=d["availability"],
+                role=d["role"],
+                address=d["address"],
+                seen_at=_maybe_when(d.get("seen_at")),
             ),
             data,
         )

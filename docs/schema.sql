@@ -84,7 +84,8 @@ CREATE TABLE status (
     -- Where the proxy sends the endpoint (an upstream address, "held"), and what serves it.
     route               text,
     serving_version     integer,
-    serving_container_id text
+    serving_container_id text,
+    node                text  -- the swarm runtime: the node its task runs on
 );
 
 -- The project's Docker volumes as the operator last observed them (the API may have no Docker
@@ -271,3 +272,14 @@ $$;
 
 CREATE TRIGGER projects_webhooks AFTER DELETE ON projects
     FOR EACH ROW EXECUTE FUNCTION webhook_on_project_deleted();
+
+-- The swarm runtime's nodes, as the operator last listed them (each resync).
+CREATE TABLE nodes (
+    id           text PRIMARY KEY,
+    hostname     text NOT NULL,
+    address      text NOT NULL,
+    state        text NOT NULL,
+    availability text NOT NULL,
+    role         text NOT NULL,
+    seen_at      timestamptz NOT NULL DEFAULT now()
+);

@@ -11,8 +11,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from tether.api.models import EventKind, HealthCheck
-from tether.operator.runtime import RuntimeFault
+from tether.api.models import EventKind, HealthCheck, Phase
+from tether.operator.desired import Desired, Memory, Want
+from tether.operator.runtime import Decision, RuntimeFault
 
 Mode = Literal["http", "tcp"]
 
@@ -103,6 +104,24 @@ class RemoveRoute:
     @property
     def key(self) -> Hashable:
         return (RemoveRoute, self.port)
+
+
+def closing(
+    desired: Desired, want: Want | None, route: Route | None, memory: Memory
+) -> Decision | None:
+    """A planner's first question, whatever the runtime: an endpoint that is routed while the
+    project serves nothing there (stopped, deleted, or a deployment without a port) is closed."""
+    serving = desired.running and not desired.deleting and want is not None
+    if route is None or (serving and want is not None and want.deployment.port):
+        return None
+    return Decision(
+        RemoveRoute(desired.host_port),
+        Phase.DELETING if desired.deleting else Phase.STOPPING,
+        False,
+        "Closing",
+        f"closing the endpoint :{desired.host_port}: its route is removed",
+        memory,
+    )
 
 
 class Proxy(Protocol):

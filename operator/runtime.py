@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from tether.api.models import DesiredSnapshot, EventKind, ObservedVolume, Phase
+from tether.api.models import ClusterNode, DesiredSnapshot, EventKind, ObservedVolume, Phase
 from tether.operator.desired import Desired, Memory
 
 ObservedT = TypeVar("ObservedT")
@@ -122,6 +122,7 @@ class Decision:
     # The workload runs and only its endpoint's first answer is awaited: looking again takes a
     # probe, no runtime call.
     endpoint_pending: bool = False
+    node: str | None = None  # where the workload runs, for a runtime of several nodes
 
 
 class Runtime(Protocol[ObservedT]):
@@ -191,4 +192,8 @@ class Survey(Protocol):
     def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
         """Whether the project is converged as far as this look and its status can tell; one
         that may not be gets a full pass."""
+        ...
+
+    def nodes(self) -> list[ClusterNode] | None:
+        """The nodes this look found, for a runtime of several (None: a runtime of one)."""
         ...

@@ -13,11 +13,33 @@ from tether.operator.haproxy.admin import HAProxy
 from tether.operator.health import Prober
 from tether.operator.routing import Proxy
 from tether.operator.runtime import Runtime
+from tether.operator.swarm.docker.driver import SwarmDriver
+from tether.operator.swarm.runtime import SwarmRuntime
 
 
 def open_runtime(settings: Settings, guard: Callable[[], None] | None = None) -> Runtime[Any]:
-    """`guard` is called before every request to what runs projects: the lease check."""
+    """The runtime the settings name; `guard` is called before every request to what runs
+    projects: the lease check."""
+    if settings.runtime == "swarm":
+        return swarm_runtime(settings, guard=guard)
     return engine_runtime(settings, guard=guard)
+
+
+def swarm_runtime(
+    settings: Settings, proxy: Proxy | None = None, *, guard: Callable[[], None] | None = None
+) -> SwarmRuntime:
+    """The swarm runtime on the Swarm manager the settings' Docker URL names, routing through
+    the proxy they name (or `proxy`)."""
+    driver = SwarmDriver(
+        settings.docker_url,
+        settings.installation_id,
+        concurrency=settings.docker_concurrency,
+        guard=guard,
+    )
+    if proxy is None:
+        proxy = HAProxy(proxy_config(settings))
+    ports = range(settings.ports.first, settings.ports.last + 1)
+    return SwarmRuntime(driver, Prober(settings.publish_address), proxy, ports)
 
 
 def engine_runtime(

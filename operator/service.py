@@ -428,12 +428,17 @@ class Operator:
             log.warning("resync failed", error=str(exc))
         except LostLease:
             pass  # the tenure is ending
+        except Fenced:
+            self.lease.drop()  # the nodes' write was refused: another operator is active
 
     async def resync(self) -> int:
         """One query and one container list; queue every project that may not be converged.
         Returns how many were queued."""
         snapshots = await self._store.desired_all()
         survey = await self._runtime.survey()
+        nodes = survey.nodes()
+        if nodes is not None:
+            await self._store.write_nodes(nodes, epoch=self.lease.fencing_token())
         phases = Counter(s.status.phase if s.status else "Pending" for s in snapshots)
         PROJECTS.clear()
         for phase, count in phases.items():

@@ -161,6 +161,7 @@ def _workload_fields(
             "route": before.route,
             "serving_version": before.serving_version,
             "serving_container_id": before.serving_container_id,
+            "node": before.node,
         }
     workload = ending.workload
     exited = workload is not None and workload.exited
@@ -174,6 +175,7 @@ def _workload_fields(
         "route": ending.route,
         "serving_version": ending.serving.version if ending.serving else None,
         "serving_container_id": ending.serving.id if ending.serving else None,
+        "node": ending.node,
     }
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from tether.api.models import EventKind, Phase
 from tether.operator.desired import Desired, Memory, Volume, Want, effective_want
 from tether.operator.engine.state import LIVE, TRANSITIONAL, Container, Observed, Summary
-from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute, mode_of
+from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute, closing, mode_of
 from tether.operator.runtime import Decision, FailRollout, Finalize
 
 CRASH_DELAY_FIRST_S = 1.0
@@ -141,17 +141,8 @@ def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
             requeue_after=TRANSITION_RECHECK_S,
         )
     want = effective_want(desired, memory)
-    serving = desired.running and not desired.deleting and want is not None
-    if observed.route is not None and not (serving and want and want.deployment.port):
-        phase = Phase.DELETING if desired.deleting else Phase.STOPPING
-        return Decision(
-            RemoveRoute(desired.host_port),
-            phase,
-            False,
-            "Closing",
-            f"closing the endpoint :{desired.host_port}: its route is removed",
-            memory,
-        )
+    if (closed := closing(desired, want, observed.route, memory)) is not None:
+        return closed
     if desired.deleting:
         return _plan_deletion(containers, memory, desired)
     if not desired.running or want is None:

@@ -241,6 +241,9 @@ class EngineSurvey:
             self.routes.get(desired.host_port),
         )
 
+    def nodes(self) -> None:
+        return None  # one engine: no nodes to tell
+
 
 def _volumes_seen(observed: Observed) -> tuple[ObservedVolume, ...]:
     return tuple(

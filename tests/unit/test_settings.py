@@ -65,6 +65,7 @@ INVALID = [
     ("TETHER_PUBLISH_ADDRESS", "localhost", "an IP address"),
     ("TETHER_DOCKER_URL", "docker", "unix:///var/run/docker.sock"),
     ("TETHER_INSTALLATION_ID", "Blue_1", "a lowercase letter or digit"),
+    ("TETHER_RUNTIME", "kubernetes", "engine or swarm"),
     ("TETHER_POSTGRES_IMAGE", "Not An Image", "a Docker image reference"),
     ("TETHER_PROXY_DIR", "run/proxy", "an absolute path without spaces"),
     ("TETHER_PROXY_SOCKET", "/" + "s" * 120, "at most 107 bytes"),

@@ -16,14 +16,9 @@ from typing import Any, TypeVar
 import aiodocker
 import aiohttp
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from tether.operator.desired import Volume, Want
+from tether.operator.dockerapi import CALL_TIMEOUT_S, docker_call
 from tether.operator.engine.docker.decode import (
     container_from_inspect,
     summary_from_list,
@@ -47,11 +42,9 @@ from tether.operator.labels import (
     LABEL_VERSION,
     LABEL_VOLUME,
 )
-from tether.operator.metrics import DOCKER_CALLS
 
 log = structlog.get_logger("tether.docker")
 T = TypeVar("T")
-CALL_TIMEOUT_S = 30.0
 UPSTREAM_HOST = "127.0.0.1"  # where containers publish their port, for the proxy only
 
 
@@ -90,34 +83,14 @@ class DockerDriver:
         deadline_s: float = CALL_TIMEOUT_S,
     ) -> T:
         """One Docker API call under the global cap, retried on transient faults."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(DockerUnavailable),
-            stop=stop_after_attempt(3),
-            wait=wait_exponential_jitter(multiplier=0.1, max=1.0, jitter=0.1),
-            reraise=True,
-        ):
-            with attempt:
-                async with self._calls:
-                    self.guard()
-                    try:
-                        async with asyncio.timeout(deadline_s):
-                            result = await call()
-                    except TimeoutError as exc:
-                        DOCKER_CALLS.labels(operation, "timeout").inc()
-                        raise DockerUnavailable(
-                            operation, f"no answer in {deadline_s:.0f} s"
-                        ) from exc
-                    except aiohttp.ClientError as exc:
-                        DOCKER_CALLS.labels(operation, "connection").inc()
-                        raise DockerUnavailable(operation, str(exc) or type(exc).__name__) from exc
-                    except aiodocker.DockerError as exc:
-                        DOCKER_CALLS.labels(operation, str(exc.status)).inc()
-                        if exc.status >= 500:  # aiodocker reports a lost connection as 900
-                            raise DockerUnavailable(operation, exc.message, exc.status) from exc
-                        raise
-                    DOCKER_CALLS.labels(operation, "ok").inc()
-                    return result
-        raise AssertionError("unreachable: tenacity re-raises the last attempt's error")
+        return await docker_call(
+            operation,
+            call,
+            slots=self._calls,
+            guard=self.guard,
+            unavailable=DockerUnavailable,
+            deadline_s=deadline_s,
+        )
 
     async def ping(self) -> None:
         await self.call("ping", lambda: self.client.system.info())

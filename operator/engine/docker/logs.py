@@ -18,8 +18,9 @@ import aiohttp
 
 from tether.api.errors import LogsUnavailable
 from tether.api.models import LogAttach, LogLine, LogStream
+from tether.operator.dockerapi import CALL_TIMEOUT_S
 from tether.operator.engine.docker.decode import parse_time
-from tether.operator.engine.docker.driver import CALL_TIMEOUT_S, DockerDriver
+from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.docker.faults import DockerFault, DockerUnavailable
 from tether.operator.engine.state import Container
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT

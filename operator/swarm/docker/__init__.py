@@ -1,0 +1,1 @@
+"""The swarm runtime's only way to Docker."""

@@ -1,0 +1,195 @@
+"""The swarm driver: the swarm runtime's only way to the Swarm manager's Docker API.
+
+It acts only on services that carry this installation's labels, and never trusts what an error
+says about state: a refused write (a service gone, a name taken, a version that moved on) is
+reported, and the runtime reads the services again before anything is decided. Writes name the
+service's version (Swarm's compare-and-swap) and are never forced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiodocker
+import aiohttp
+import structlog
+
+from tether.operator.desired import Want
+from tether.operator.dockerapi import OUT_OF_SEQUENCE, docker_call
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
+from tether.operator.swarm.docker.decode import node_from, service_from, task_from
+from tether.operator.swarm.docker.faults import (
+    NameConflict,
+    NotASwarmManager,
+    SwarmFault,
+    SwarmRefused,
+    SwarmUnavailable,
+)
+from tether.operator.swarm.docker.spec import project_of, service_spec
+from tether.operator.swarm.state import Node, Service, Task
+
+log = structlog.get_logger("tether.swarm")
+T = TypeVar("T")
+
+
+class SwarmDriver:
+    def __init__(
+        self,
+        url: str,
+        installation: str,
+        *,
+        concurrency: int = 16,
+        guard: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = aiodocker.Docker(url=url)
+        self.url = url
+        self.installation = installation
+        self.guard = guard or (lambda: None)  # the operator's lease check, before every call
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await docker_call(
+            operation, call, slots=self._slots, guard=self.guard, unavailable=SwarmUnavailable
+        )
+
+    def _labels(self, project: str | None = None) -> dict[str, list[str]]:
+        labels = [f"{LABEL_INSTALLATION}={self.installation}"]
+        if project is not None:
+            labels.append(f"{LABEL_PROJECT}={project}")
+        return {"label": labels}
+
+    async def ping(self) -> None:
+        """The engine answers and is a Swarm manager."""
+        info = await self.call("info", lambda: self.client.system.info())
+        swarm = info.get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            raise NotASwarmManager(
+                "info",
+                f"the Docker engine at {self.url} is not a Swarm manager "
+                f"(swarm state: {swarm.get('LocalNodeState') or 'inactive'}); run "
+                "`docker swarm init` there, or point TETHER_DOCKER_URL at a manager",
+            )
+
+    async def nodes(self) -> dict[str, Node]:
+        listed = await self.call("nodes", lambda: self.client.nodes.list())
+        return {node.id: node for node in map(node_from, listed)}
+
+    async def services(self, project: str | None = None) -> list[Service]:
+        filters = self._labels(project)
+        listed = await self.call("services", lambda: self.client.services.list(filters=filters))
+        return [service_from(raw) for raw in listed]
+
+    async def tasks(self, nodes: dict[str, Node], services: list[str] | None = None) -> list[Task]:
+        """The tasks of the named services (None: every task of the cluster, in one call)."""
+        if services == []:
+            return []
+        filters = {"service": services} if services is not None else None
+        listed = await self.call("tasks", lambda: self.client.tasks.list(filters=filters))
+        return [task_from(raw, nodes) for raw in listed]
+
+    async def observe(self, project: str) -> tuple[list[Service], list[Task], dict[str, Node]]:
+        """The project's services, their tasks and the nodes, freshly."""
+        services = await self.services(project)
+        nodes = await self.nodes()
+        tasks = await self.tasks(nodes, [s.name for s in services])
+        return services, tasks, nodes
+
+    async def survey(self) -> tuple[list[Service], list[Task], dict[str, Node]]:
+        """Every service of this installation, every task and every node: three calls, however
+        many projects there are."""
+        services = await self.services()
+        nodes = await self.nodes()
+        ours = {s.id for s in services}
+        tasks = [t for t in await self.tasks(nodes) if t.service_id in ours]
+        return services, tasks, nodes
+
+    def project_of(self, service: Service) -> str | None:
+        return project_of(service.name, self.installation)
+
+    async def create(self, project: str, want: Want, replicas: int) -> None:
+        spec = service_spec(self.installation, project, want, replicas)
+        try:
+            await self.call(
+                "service-create",
+                lambda: self.client._query_json("services/create", method="POST", data=spec),
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 409:
+                await self._check_name_holder(spec["Name"], exc)
+                raise SwarmRefused("service-create", exc.message, exc.status) from exc
+            raise SwarmFault("service-create", exc.message, exc.status) from exc
+
+    async def _check_name_holder(self, name: str, exc: aiodocker.DockerError) -> None:
+        try:
+            raw = await self.call("service-inspect", lambda: self.client.services.inspect(name))
+        except aiodocker.DockerError:
+            return  # gone already: the next pass creates it
+        labels = (raw.get("Spec") or {}).get("Labels") or {}
+        if labels.get(LABEL_INSTALLATION) != self.installation:
+            raise NameConflict(
+                "service-create",
+                f"a service not managed by tether already has the name {name!r}; tether "
+                "leaves it alone: rename or remove it",
+                exc.status,
+            ) from exc
+
+    async def update(self, project: str, service: Service, want: Want, replicas: int) -> None:
+        """Write `want`'s spec over `service` as it was at its observed version."""
+        spec = service_spec(self.installation, project, want, replicas)
+        spec["Name"] = service.name  # a service cannot be renamed
+        try:
+            await self.call(
+                "service-update",
+                lambda: self.client._query_json(
+                    f"services/{service.id}/update",
+                    method="POST",
+                    params={"version": service.index},
+                    data=spec,
+                ),
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 404 or OUT_OF_SEQUENCE in str(exc.message):
+                raise SwarmRefused("service-update", exc.message, exc.status) from exc
+            raise SwarmFault("service-update", exc.message, exc.status) from exc
+
+    async def remove(self, service: Service) -> None:
+        try:
+            await self.call("service-remove", lambda: self.client.services.delete(service.id))
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise SwarmRefused("service-remove", exc.message, exc.status) from exc
+            raise SwarmFault("service-remove", exc.message, exc.status) from exc
+
+    async def events(self, since: float | None = None) -> AsyncGenerator[str, None]:
+        """Names of projects whose service changed, or that may run on a node that changed (a
+        node going down, drained, back), until the stream ends. Swarm sends no task events: a
+        task that moves is seen by the passes that wait for it, and by the resync."""
+        params: dict[str, Any] = {"filters": {"type": ["service", "node"]}}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        self.guard()
+        # aiodocker's events API carries no type annotations.
+        subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
+        try:
+            while True:
+                event = await subscriber.get()
+                if event is None:
+                    return
+                if event.get("Type") == "node":
+                    for service in await self.services():
+                        if (project := self.project_of(service)) is not None:
+                            yield project
+                    continue
+                name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", "")
+                if (project := project_of(name, self.installation)) is not None:
+                    yield project
+        finally:
+            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
+            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+                await self.client.events.stop()  # type: ignore[no-untyped-call]

@@ -1,0 +1,190 @@
+"""The swarm runtime: a Docker Swarm cluster, one service per project, placed, restarted and
+updated start-first by Swarm; tether converges each service's spec, routes the project's stable
+endpoint to the task that answers, and repairs drift. It binds the swarm driver, the endpoint
+prober and the swarm planner to the runtime seam (`tether.operator.runtime.Runtime`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from tether.api.models import ClusterNode, Deployment, DesiredSnapshot
+from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
+from tether.operator.health import Prober
+from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
+from tether.operator.runtime import Decision, Step
+from tether.operator.swarm import planner
+from tether.operator.swarm.docker.driver import SwarmDriver
+from tether.operator.swarm.docker.faults import SwarmRefused
+from tether.operator.swarm.planner import CreateService, RemoveService, UpdateService
+from tether.operator.swarm.state import Node, Observed, ServiceSummary, Task
+
+
+class SwarmRuntime:
+    def __init__(self, driver: SwarmDriver, prober: Prober, proxy: Proxy, ports: range) -> None:
+        """`ports`: this installation's endpoint ports (routes of others are never its own)."""
+        self.driver = driver
+        self.proxy = proxy
+        self._ports = ports
+        self._prober = prober
+
+    async def observe(
+        self, desired: Desired, memory: Memory, previous: Observed | None = None
+    ) -> Observed:
+        """The project's services, their tasks, the nodes and the route (`previous`'s, when
+        given), with the endpoint of each task that runs an asked-for deployment, or that the
+        route leads to, probed afresh at its node's address."""
+        if previous is None:
+            services, tasks, nodes = await self.driver.observe(desired.name)
+            route = await self.proxy.route(desired.host_port)
+            seen = Observed(tuple(services), tuple(tasks), nodes, datetime.now(UTC), {}, route)
+        else:
+            seen = replace(previous, now=datetime.now(UTC))
+        return replace(seen, healthy=await self._probe(desired, memory, seen))
+
+    async def _probe(self, desired: Desired, memory: Memory, seen: Observed) -> dict[str, bool]:
+        want = effective_want(desired, memory) if desired.running else None
+        if want is None:
+            return {}
+        routed = seen.routed()
+        asked = [w for w in (desired.target, desired.fallback) if w is not None]
+        healthy: dict[str, bool] = {}
+        for task in seen.tasks:
+            if not seen.serves(task) or task.upstream is None:
+                continue
+            if task == routed or any(w.matches(task) for w in asked):
+                spec = _deployment_of(task, desired) or want.deployment
+                healthy[task.id] = await self._prober.healthy_at(
+                    spec.health, spec.port, task.upstream
+                )
+        return healthy
+
+    def plan(self, desired: Desired, observed: Observed, memory: Memory) -> Decision:
+        decision = planner.plan(desired, observed, memory)
+        route = observed.route
+        shown = None if route is None else "held" if route.held else route.upstream
+        task = decision.workload
+        node = observed.nodes.get(task.node_id) if isinstance(task, Task) else None
+        return replace(
+            decision,
+            route=shown,
+            serving=observed.routed(),
+            node=node.hostname if node is not None else None,
+        )
+
+    def describe(self, observed: Observed) -> str:
+        return observed.describe()
+
+    async def act(self, desired: Desired, step: Step, observed: Observed) -> Observed | None:
+        match step:
+            case SetRoute(port=port, route=route):
+                self.driver.guard()  # the lease check, as before a Docker request
+                await self.proxy.set_route(port, route)
+                return replace(observed, route=route)
+            case RemoveRoute(port=port):
+                self.driver.guard()
+                await self.proxy.remove_route(port)
+                return replace(observed, route=None)
+            case CreateService(want=want, replicas=replicas):
+                await self.driver.create(desired.name, want, replicas)
+            case UpdateService(service=service, want=want, replicas=replicas):
+                await self.driver.update(desired.name, service, want, replicas)
+            case RemoveService(service=service):
+                await self.driver.remove(service)
+            case _:
+                raise AssertionError(f"not a swarm action: {step}")
+        return None  # Swarm acts on a write in its own time: look afresh
+
+    async def delete_volumes(self, desired: Desired) -> list[str]:
+        # Placeholder from the merge of the volumes branch: the swarm runtime does not place
+        # volumes yet (the work that follows this merge).
+        return []
+
+    async def volume_sizes(self) -> dict[str, int]:
+        return {}
+
+    async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
+        removed = []
+        for port, route in (await self._routes()).items():
+            if route is not None and route.project == project and acting():
+                await self.proxy.remove_route(port)
+                removed.append(RemoveRoute(port).label)
+        for service in await self.driver.services(project):
+            if not acting():
+                break
+            try:
+                await self.driver.remove(service)
+            except SwarmRefused:
+                continue
+            removed.append(RemoveService(service).label)
+        return removed
+
+    async def survey(self) -> SwarmSurvey:
+        services, tasks, nodes = await self.driver.survey()
+        by_project: dict[str, list[ServiceSummary]] = {}
+        for service in services:
+            project = self.driver.project_of(service)
+            if project is None:
+                continue
+            mine = tuple(t for t in tasks if t.service_id == service.id)
+            by_project.setdefault(project, []).append(ServiceSummary(service, mine))
+        return SwarmSurvey(by_project, nodes, await self._routes())
+
+    async def _routes(self) -> dict[int, Route | None]:
+        routes = await self.proxy.routes()
+        return {port: route for port, route in routes.items() if port in self._ports}
+
+    def changes(self, since: float) -> AsyncGenerator[str, None]:
+        return self.driver.events(since=since)
+
+    async def ping(self) -> None:
+        await self.driver.ping()
+
+    async def ping_proxy(self) -> None:
+        await self.proxy.ping()
+
+    async def close(self) -> None:
+        await self.driver.close()
+
+
+@dataclass(frozen=True)
+class SwarmSurvey:
+    """One list of the installation's services, of the cluster's tasks and of its nodes."""
+
+    by_project: dict[str, list[ServiceSummary]]
+    cluster: dict[str, Node]
+    routes: dict[int, Route | None]  # and the proxy's routes, by endpoint port
+
+    def projects(self) -> frozenset[str]:
+        routed = {route.project for route in self.routes.values() if route is not None}
+        return frozenset(self.by_project) | routed
+
+    def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
+        return status_settled(desired, snapshot) and planner.at_rest(
+            desired,
+            memory_of(snapshot),
+            self.by_project.get(desired.name, []),
+            self.cluster,
+            self.routes.get(desired.host_port),
+        )
+
+    def nodes(self) -> list[ClusterNode]:
+        return [
+            ClusterNode(
+                id=n.id,
+                hostname=n.hostname,
+                address=n.address,
+                state=n.state,
+                availability=n.availability,
+                role=n.role,
+            )
+            for n in self.cluster.values()
+        ]
+
+
+def _deployment_of(task: Task, desired: Desired) -> Deployment | None:
+    for want in (desired.target, desired.fallback):
+        if want is not None and want.version == task.version:
+            return want.deployment
+    return None
