@@ -944,7 +944,17 @@ def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         "(the network and the API's own cost); `python -c pass` is the interpreter's start. "
         "Rerun this item alone with `.venv/bin/python bench/cli_timing.py` (about a minute; it "
         "rewrites this section only)"
-        + (f"; these figures: {data['measured_at']}." if data.get("measured_at") else "."),
+        + (f"; these figures: {data['measured_at']}." if data.get("measured_at") else ".")
+        + (
+            " Before the rounds, the bytecode of the client's modules is written "
+            "(`python -m compileall` of "
+            + ", ".join(f"`{Path(f).name}/`" for f in compiled)
+            + "), as `pip install` does for an installed package: the editable install of a "
+            "checkout has none, and this machine sets PYTHONDONTWRITEBYTECODE=1, so without it "
+            "every run compiles them from source (~40 ms of CPU no installed tether pays)."
+            if (compiled := data.get("compiled"))
+            else ""
+        ),
         "",
     )
     cpu = data.get("median_cpu_ms", {})
@@ -976,12 +986,14 @@ def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         "markdown and pygments (~300 ms; click's plain help instead), annotations typer "
         "evaluated from strings on every run (the command modules keep them unstringified), and "
         "rich for a table (a table of plain text that fits is written directly, as rich would "
-        "draw it). What is left is Python's start, typer (with click and `inspect`, ~60 ms of "
-        "CPU on this machine), building the command tree, and the API's answer. The next lever: "
-        "typer costs ~25 ms more to import than click alone (~64 against ~37 ms, measured here) "
-        "and ~10 ms to build its command tree; declaring the commands with click directly "
-        "(installed already, under uvicorn) would take those out, at the price of the CLI "
-        "library the design names.",
+        "draw it), tether's own modules compiled from source on every run (see above), and typer "
+        "building a click command from the signature of every command (~10 ms; `run()` hands "
+        "it only the command the line names, all of them for `tether --help` or an unknown "
+        "name). What is left is Python's start, typer (with its click and `inspect`, ~40 ms of "
+        "CPU on this machine, most of it standard-library modules it imports: shutil, inspect, "
+        "subprocess, platform, traceback, difflib, gettext), and the API's answer. The next "
+        "lever would be declaring the commands with click directly (installed already, under "
+        "uvicorn), at the price of the CLI library the design names.",
         "",
     )
     loads = data.get("load_average")
