@@ -3,6 +3,7 @@
     python bench/run.py            # everything (about 20 minutes); writes docs/benchmarks.md
     python bench/run.py --quick    # smaller and shorter, for development (about 5 minutes)
     python bench/run.py --only single,api
+    python bench/run.py --only proxy --docker shared --splice   # item 9 alone, into the report
     python bench/cli_timing.py     # item 7 (the CLI) alone, about a minute; rewrites its section
     python bench/run.py --cleanup  # remove containers left by interrupted runs
     python bench/run.py --render bench/out/<time>/results.json   # rewrite the report only
@@ -43,12 +44,12 @@ import aiodocker
 import report
 from harness import BENCH, BENCH_LABEL, REPO, Run, load_average, machine, remove_run_containers
 from private_docker import PrivateDocker, default_images
-from scenarios import api, bulk, cli, growth, ha, idle, single
+from scenarios import api, bulk, cli, growth, ha, idle, proxy, single
 from tether.operator.labels import LABEL_INSTALLATION
 
 # Bulk last: Docker Engine 20.10 can deadlock when many containers exit at once
 # (moby/moby#46661); if it does, every other item has been measured already.
-SCENARIOS = ("single", "idle", "growth", "api", "cli", "ha", "bulk")
+SCENARIOS = ("single", "idle", "growth", "api", "cli", "ha", "proxy", "bulk")
 
 
 def say(message: str) -> None:
@@ -86,6 +87,14 @@ async def measure_all(run: Run, only: list[str], what_if: bool) -> dict[str, Any
         "cli": lambda: cli.measure(run, runs=11 if quick else 31),
         "ha": lambda: ha.measure(
             run, deaths=3 if quick else 10, hangs=2 if quick else 5, idle_s=20 if quick else 60
+        ),
+        "proxy": lambda: proxy.measure(
+            run,
+            docker,
+            requests=1000 if quick else 5000,
+            window_s=3 if quick else 5,
+            windows=2 if quick else 3,
+            switches=2 if quick else 5,
         ),
     }
     try:
@@ -141,6 +150,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report"
     )
+    parser.add_argument(
+        "--splice",
+        action="store_true",
+        help="replace only the measured items' sections (cli, proxy) in the existing report",
+    )
     args = parser.parse_args(argv)
     if args.render:
         results = json.loads(Path(args.render).read_text())
@@ -169,7 +183,10 @@ def main(argv: list[str]) -> int:
         results = asyncio.run(measure_all(run, only, args.what_if))
         results["elapsed_s"] = round(time.monotonic() - began, 1)
         run.write_json("results.json", results)
-        report.write(results, run.out, doc=args.doc)
+        if args.splice:
+            report.splice(Path(args.doc), results)
+        else:
+            report.write(results, run.out, doc=args.doc)
         say(f"wrote {args.doc} in {results['elapsed_s']} s")
     finally:
         run.cleanup()
