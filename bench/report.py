@@ -1180,6 +1180,10 @@ def splice(doc: Path, results: dict[str, Any]) -> None:
         lines[start:stop] = section.lines
     head = next(i for i, line in enumerate(lines) if line.startswith("## Targets"))
     end = next(i for i in range(head + 3, len(lines)) if not lines[i].startswith("|"))
+    # In the items' order (sorted is stable: an item's rows keep theirs).
+    lines[head + 4 : end] = sorted(
+        lines[head + 4 : end], key=lambda row: int(row[2:].split(".")[0])
+    )
     met = sum(1 for line in lines[head + 4 : end] if line.endswith(f"| {MET} |"))
     for i in range(end, min(end + 3, len(lines))):
         lines[i] = re.sub(
