@@ -214,6 +214,21 @@ async def reported(events: Any, action: str, version: str) -> None:
                 return
 
 
+async def restarted_to_v2(
+    spawn: Spawn, store: Store, docker_api: aiodocker.Docker, installation: str
+) -> dict[str, Any]:
+    """A new operator started; once it has v2 Ready and one container left, that container."""
+    await spawn()
+    await wait_for(lambda: ready_at(store, 2), "v2 Ready after the restart", within_s=60)
+
+    async def only_one() -> list[dict[str, Any]] | None:
+        found = await containers(docker_api, installation)
+        return found if len(found) == 1 else None
+
+    [survivor] = await wait_for(only_one, "the v1 container drained and removed")
+    return dict(survivor)
+
+
 @pytest.mark.parametrize(
     ("version", "action"),
     [("1", "stop"), ("2", "create"), ("2", "start")],
@@ -237,14 +252,7 @@ async def test_killed_mid_replace_a_restarted_operator_converges_without_duplica
         first.kill()  # the moment Docker reports the step done
         await first.wait()
 
-    await spawn()
-    await wait_for(lambda: ready_at(store, 2), "v2 Ready after the restart", within_s=60)
-
-    async def only_v2() -> list[dict[str, Any]] | None:
-        found = await containers(docker_api, installation)
-        return found if len(found) == 1 else None
-
-    [survivor] = await wait_for(only_v2, "the v1 container removed")
+    survivor = await restarted_to_v2(spawn, store, docker_api, installation)
     assert survivor["Config"]["Labels"][LABEL_VERSION] == "2"
     assert survivor["State"]["Running"]
 
@@ -310,14 +318,7 @@ async def test_killed_mid_rollout_under_load_no_request_fails_and_the_route_is_t
             first.kill()
             await first.wait()
         await load.wait_for_answers(100)  # served while no operator runs
-        await spawn()
-        await wait_for(lambda: ready_at(store, 2), "v2 Ready after the restart", within_s=60)
-
-        async def only_v2() -> list[dict[str, Any]] | None:
-            found = await containers(docker_api, installation)
-            return found if len(found) == 1 else None
-
-        [survivor] = await wait_for(only_v2, "the v1 container drained and removed")
+        survivor = await restarted_to_v2(spawn, store, docker_api, installation)
         settled = time.monotonic()
         await load.wait_for_answers(200)
     finally:
