@@ -32,35 +32,10 @@ import report
 from harness import BENCH, REPO, Run, load_average
 from scenarios import cli
 
-SECTION = "## 7. The CLI"
-TARGET_ROW = "| 7. CLI |"
-
 
 async def _measure(run: Run, runs: int, before: str | None) -> dict[str, Any]:
     await run.prepare_databases()
     return await cli.measure(run, runs=runs, before=before)
-
-
-def splice(doc: Path, data: dict[str, Any]) -> None:
-    """Replace item 7 (its section, its target rows) in the report; add them if missing."""
-    section = report.Doc()
-    report.cli_section(section, data, doc.parent / "benchmarks", doc.parent)
-    lines = doc.read_text().splitlines()
-    lines = [line for line in lines if not line.startswith(TARGET_ROW)]
-    rows = [
-        f"| {item} | {measure} | {value} | {target} | {report._mark(ok)} |"
-        for item, measure, value, target, ok in section.targets
-    ]
-    head = next(i for i, line in enumerate(lines) if line.startswith("## Targets"))
-    end = next(i for i in range(head + 1, len(lines)) if not lines[i].strip() and i > head + 3)
-    lines[end:end] = rows
-    if any(line.startswith(SECTION) for line in lines):
-        start = next(i for i, line in enumerate(lines) if line.startswith(SECTION))
-        stop = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
-    else:
-        start = stop = next(i for i, line in enumerate(lines) if line.startswith("## Findings"))
-    lines[start:stop] = section.lines
-    doc.write_text("\n".join(lines).rstrip() + "\n")
 
 
 def main(argv: list[str]) -> int:
@@ -83,7 +58,7 @@ def main(argv: list[str]) -> int:
     if args.before_label:
         data["before"] = args.before_label
     run.write_json("results.json", {"cli": data})
-    splice(Path(args.doc), data)
+    report.splice(Path(args.doc), {"cli": data})
     print(json.dumps(data["median_ms"], indent=2))
     print(f"load average at the end: {' '.join(load_average())}; wrote {args.doc}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -67,6 +68,7 @@ def write(results: dict[str, Any], out: Path, doc: str) -> None:
         ("api", _api),
         ("cli", cli_section),
         ("ha", _ha),
+        ("proxy", proxy_section),
     ]
     body = Doc()
     for key, render in sections:
@@ -1001,7 +1003,17 @@ def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         "(the network and the API's own cost); `python -c pass` is the interpreter's start. "
         "Rerun this item alone with `.venv/bin/python bench/cli_timing.py` (about a minute; it "
         "rewrites this section only)"
-        + (f"; these figures: {data['measured_at']}." if data.get("measured_at") else "."),
+        + (f"; these figures: {data['measured_at']}." if data.get("measured_at") else ".")
+        + (
+            " Before the rounds, the bytecode of the client's modules is written "
+            "(`python -m compileall` of "
+            + ", ".join(f"`{Path(f).name}/`" for f in compiled)
+            + "), as `pip install` does for an installed package: the editable install of a "
+            "checkout has none, and this machine sets PYTHONDONTWRITEBYTECODE=1, so without it "
+            "every run compiles them from source (~40 ms of CPU no installed tether pays)."
+            if (compiled := data.get("compiled"))
+            else ""
+        ),
         "",
     )
     cpu = data.get("median_cpu_ms", {})
@@ -1033,12 +1045,14 @@ def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         "markdown and pygments (~300 ms; click's plain help instead), annotations typer "
         "evaluated from strings on every run (the command modules keep them unstringified), and "
         "rich for a table (a table of plain text that fits is written directly, as rich would "
-        "draw it). What is left is Python's start, typer (with click and `inspect`, ~60 ms of "
-        "CPU on this machine), building the command tree, and the API's answer. The next lever: "
-        "typer costs ~25 ms more to import than click alone (~64 against ~37 ms, measured here) "
-        "and ~10 ms to build its command tree; declaring the commands with click directly "
-        "(installed already, under uvicorn) would take those out, at the price of the CLI "
-        "library the design names.",
+        "draw it), tether's own modules compiled from source on every run (see above), and typer "
+        "building a click command from the signature of every command (~10 ms; `run()` hands "
+        "it only the command the line names, all of them for `tether --help` or an unknown "
+        "name). What is left is Python's start, typer (with its click and `inspect`, ~40 ms of "
+        "CPU on this machine, most of it standard-library modules it imports: shutil, inspect, "
+        "subprocess, platform, traceback, difflib, gettext), and the API's answer. The next "
+        "lever would be declaring the commands with click directly (installed already, under "
+        "uvicorn), at the price of the CLI library the design names.",
         "",
     )
     loads = data.get("load_average")
@@ -1050,6 +1064,189 @@ def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
             "for a core that other work on the machine holds.",
             "",
         )
+
+
+# 9. The proxy
+
+OVERHEAD_TARGET_MS = 0.5
+
+
+def proxy_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
+    """9. The proxy: latency and throughput through HAProxy vs direct; a switch's cost"""
+    latency, runs = data["latency"], data["throughput"]
+    d(
+        f"## {proxy_section.__doc__}",
+        "",
+        f"One project (the test workload) behind HAProxy {data['haproxy']} as `tether proxy` "
+        "runs it, routed by a `tether operator` process, on loopback. Latency: one client, a "
+        "request through the proxy (the project's endpoint) and one straight to the "
+        f"container's published port in turn, {latency['direct']['n']:,} of each, each on a "
+        "connection of its own (the workload, busybox httpd, closes every connection after its "
+        "answer; through the proxy that is two connections a request). Keep-alive: before the "
+        "operator runs, the same with one kept-alive connection on each path to a keep-alive "
+        "upstream (tests/upstream.py) routed by hand: what the proxy adds to a request alone. "
+        f"Throughput: `wrk -t2 -c{data['clients']}` windows, a connection a request, proxy and "
+        f"direct alternating ({len(runs['proxy'])} of each); the load generator shares the 2 "
+        "cores with HAProxy and the container, so requests/s are a ratio, not a capacity.",
+        "",
+    )
+    overhead = latency["proxy"]["p50"] - latency["direct"]["p50"]
+    mark = d.target(
+        "9. proxy",
+        "p50 latency overhead vs direct",
+        f"{overhead:+.3f} ms",
+        f"≤ {OVERHEAD_TARGET_MS} ms",
+        overhead <= OVERHEAD_TARGET_MS,
+    )
+    arms = [
+        ("direct to the container", latency["direct"], ""),
+        ("through the proxy", latency["proxy"], f"{overhead:+.3f} ms {mark}"),
+    ]
+    keepalive = data.get("keepalive_latency")
+    if keepalive:
+        kept = keepalive["proxy"]["p50"] - keepalive["direct"]["p50"]
+        arms += [
+            ("keep-alive, direct to the upstream", keepalive["direct"], ""),
+            ("keep-alive, through the proxy", keepalive["proxy"], f"{kept:+.3f} ms"),
+        ]
+    d.table(
+        ["one client", "p50 ms", "p99 ms", "max ms", f"p50 overhead (≤ {OVERHEAD_TARGET_MS} ms)"],
+        [
+            [label, f"{x['p50']:.3f}", f"{x['p99']:.3f}", f"{x['max']:.2f}", m]
+            for label, x, m in arms
+        ],
+    )
+    rows = []
+    for label in ("direct", "proxy"):
+        for n, window in enumerate(runs[label], 1):
+            rows.append(
+                [
+                    f"{label} #{n}",
+                    _f(window["rps"]),
+                    f"{window['p50_ms']:.2f}",
+                    f"{window['p99_ms']:.2f}",
+                    _f(window["errors"]),
+                ]
+            )
+    rps = {label: summary([w["rps"] for w in runs[label]])["p50"] for label in runs}
+    d.table(
+        [f"wrk, {data['clients']} connections", "requests/s", "p50 ms", "p99 ms", "errors"], rows
+    )
+    d(
+        f"Median requests/s through the proxy: {ratio(rps['proxy'], rps['direct']):.0%} of direct.",
+        "",
+    )
+    _proxy_switches(d, data)
+
+
+def _proxy_switches(d: Doc, data: dict[str, Any]) -> None:
+    switches, floors = data["switches"], data["floor_s"]
+    d(
+        f"A deploy of the next version under {data['clients']} keep-alive clients that never "
+        "retry (tests/httpload.py: a client stops at its first failed request), "
+        "start-first and stop-first alternating; health check every 0.1 s. Write → serving: "
+        "from just before the deploy's write to the first answer of the new version through the "
+        "endpoint. Longest gap: the longest time without any answer, from the write until the "
+        "new version served alone. Engine floor: a container of the same image created and "
+        "started with direct aiodocker calls, to its first answer on its own port (polled every "
+        "5 ms).",
+        "",
+    )
+    rows = []
+    for strategy in ("start-first", "stop-first"):
+        mine = [s for s in switches if s["strategy"] == strategy]
+        serving = summary([s["write_to_serving_s"] for s in mine if s["write_to_serving_s"]])
+        gaps = summary([s["longest_gap_s"] for s in mine])
+        failed = sum(s["failed"] for s in mine)
+        mark = d.target(
+            "9. proxy",
+            f"{strategy}: failed requests per switch",
+            f"{failed / len(mine):.1f} ({failed} in {len(mine)})",
+            "0",
+            failed == 0,
+        )
+        rows.append(
+            [
+                strategy,
+                f"{serving['p50']:.2f}",
+                f"{serving['min']:.2f}–{serving['max']:.2f}",
+                f"{gaps['p50'] * 1000:.0f}",
+                f"{gaps['max'] * 1000:.0f}",
+                f"{failed} in {len(mine)} {mark}",
+            ]
+        )
+    floor = summary(floors)
+    rows.append(
+        [
+            "engine floor",
+            f"{floor['p50']:.2f}",
+            f"{floor['min']:.2f}–{floor['max']:.2f}",
+            "",
+            "",
+            "",
+        ]
+    )
+    d.table(
+        [
+            "",
+            "write → serving, median s",
+            "min–max s",
+            "longest gap, median ms",
+            "max ms",
+            "failed requests",
+        ],
+        rows,
+    )
+    loads = data.get("load_average")
+    if loads:
+        d(
+            f"Load average (1, 5, 15 min) before: {' '.join(loads[0])}; "
+            f"after: {' '.join(loads[1])}.",
+            "",
+        )
+
+
+def splice(doc: Path, results: dict[str, Any]) -> None:
+    """Replace the sections (and Targets rows) of the items in `results` in an existing report,
+    keeping the other items' figures: what a run of a few items (`--only ... --splice`,
+    bench/cli_timing.py) writes."""
+    renders = {"cli": cli_section, "proxy": proxy_section}
+    lines = doc.read_text().splitlines()
+    for key, render in renders.items():
+        if key not in results or "error" in results[key]:
+            continue
+        section = Doc()
+        render(section, results[key], doc.parent / "benchmarks", doc.parent)
+        heading = section.lines[0]
+        item = section.targets[0][0]
+        lines = [line for line in lines if not line.startswith(f"| {item} |")]
+        rows = [
+            f"| {i} | {measure} | {value} | {target} | {_mark(ok)} |"
+            for i, measure, value, target, ok in section.targets
+        ]
+        head = next(i for i, line in enumerate(lines) if line.startswith("## Targets"))
+        end = next(i for i in range(head + 3, len(lines)) if not lines[i].startswith("|"))
+        lines[end:end] = rows
+        number = heading.split(".")[0] + "."
+        starts = [i for i, line in enumerate(lines) if line.startswith(number)]
+        if starts:
+            start = starts[0]
+            stop = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
+        else:
+            start = stop = next(i for i, line in enumerate(lines) if line.startswith("## Findings"))
+        lines[start:stop] = section.lines
+    head = next(i for i, line in enumerate(lines) if line.startswith("## Targets"))
+    end = next(i for i in range(head + 3, len(lines)) if not lines[i].startswith("|"))
+    # In the items' order (sorted is stable: an item's rows keep theirs).
+    lines[head + 4 : end] = sorted(
+        lines[head + 4 : end], key=lambda row: int(row[2:].split(".")[0])
+    )
+    met = sum(1 for line in lines[head + 4 : end] if line.endswith(f"| {MET} |"))
+    for i in range(end, min(end + 3, len(lines))):
+        lines[i] = re.sub(
+            r"^\d+ of \d+ targets met", f"{met} of {end - head - 4} targets met", lines[i]
+        )
+    doc.write_text("\n".join(lines).rstrip() + "\n")
 
 
 # Findings, reproduction

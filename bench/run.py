@@ -5,6 +5,7 @@
     python bench/run.py --only single,api
     python bench/run.py --only bulk --bulk-sizes 50 --bulk-repeats 3 --bulk-systems tether,floor
     python bench/run.py --only api --api-repeats 6 --api-seconds 8
+    python bench/run.py --only proxy --docker shared --splice   # item 9 alone, into the report
     python bench/cli_timing.py     # item 7 (the CLI) alone, about a minute; rewrites its section
     python bench/run.py --cleanup  # remove containers left by interrupted runs
     python bench/run.py --render bench/out/<time>/results.json   # rewrite the report only
@@ -45,12 +46,12 @@ import aiodocker
 import report
 from harness import BENCH, BENCH_LABEL, REPO, Run, load_average, machine, remove_run_containers
 from private_docker import PrivateDocker, default_images
-from scenarios import api, bulk, cli, growth, ha, idle, single
+from scenarios import api, bulk, cli, growth, ha, idle, proxy, single
 from tether.operator.labels import LABEL_INSTALLATION
 
 # Bulk last: Docker Engine 20.10 can deadlock when many containers exit at once
 # (moby/moby#46661); if it does, every other item has been measured already.
-SCENARIOS = ("single", "idle", "growth", "api", "cli", "ha", "bulk")
+SCENARIOS = ("single", "idle", "growth", "api", "cli", "ha", "proxy", "bulk")
 
 
 def say(message: str) -> None:
@@ -95,6 +96,14 @@ async def measure_all(
         "cli": lambda: cli.measure(run, runs=11 if quick else 31),
         "ha": lambda: ha.measure(
             run, deaths=3 if quick else 10, hangs=2 if quick else 5, idle_s=20 if quick else 60
+        ),
+        "proxy": lambda: proxy.measure(
+            run,
+            docker,
+            requests=1000 if quick else 5000,
+            window_s=3 if quick else 5,
+            windows=2 if quick else 3,
+            switches=2 if quick else 5,
         ),
     }
     try:
@@ -168,6 +177,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report"
     )
+    parser.add_argument(
+        "--splice",
+        action="store_true",
+        help="replace only the measured items' sections (cli, proxy) in the existing report",
+    )
     args = parser.parse_args(argv)
     if args.render:
         results = json.loads(Path(args.render).read_text())
@@ -198,7 +212,10 @@ def main(argv: list[str]) -> int:
         results = asyncio.run(measure_all(run, only, args.what_if, args))
         results["elapsed_s"] = round(time.monotonic() - began, 1)
         run.write_json("results.json", results)
-        report.write(results, run.out, doc=args.doc)
+        if args.splice:
+            report.splice(Path(args.doc), results)
+        else:
+            report.write(results, run.out, doc=args.doc)
         say(f"wrote {args.doc} in {results['elapsed_s']} s")
     finally:
         run.cleanup()

@@ -48,7 +48,8 @@ def _group(help_text: str) -> typer.Typer:
     )
 
 
-app = _group("Keep Docker-hosted projects in the state you asked for.")
+ROOT_HELP = "Keep Docker-hosted projects in the state you asked for."
+app = _group(ROOT_HELP)
 projects_app = _group("Create and list projects.")
 token_app = _group("Create API tokens (needs the database).")
 volume_app = _group("Back up and restore a project's volumes (the project stopped).")
@@ -106,10 +107,27 @@ def _fail(message: str) -> None:
     sys.stderr.flush()
 
 
+def _app_for(argv: Sequence[str]) -> typer.Typer:
+    """The app with only the command (or group) that `argv` names, else the whole app.
+
+    typer builds a click command from each function's signature (~10 ms for all of them); one
+    command line runs one command. `tether --help`, and a name that is no command (so that click
+    suggests the nearest), get them all.
+    """
+    first = argv[0] if argv else None
+    commands = [info for info in app.registered_commands if info.name == first]
+    groups = [info for info in app.registered_groups if info.name == first]
+    if not commands and not groups:
+        return app
+    narrow = _group(ROOT_HELP)
+    narrow.registered_commands, narrow.registered_groups = commands, groups
+    return narrow
+
+
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run `tether` with these arguments and environment; return the exit code."""
     invocation = Invocation(env=dict(os.environ) if env is None else env)
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(_app_for(argv))
     try:
         code = command.main(
             args=list(argv), prog_name="tether", standalone_mode=False, obj=invocation

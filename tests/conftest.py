@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+import structlog
 
 # testcontainers believes it runs inside a container on these machines (there is a /.dockerenv)
 # and would then reach containers through the bridge gateway; only loopback is allowed here.
@@ -209,6 +210,14 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     yield
     leaked = [t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not t.done()]
     assert not leaked, f"tasks left running: {leaked}"
+
+
+@pytest.fixture
+def quiet_servers() -> Iterator[None]:
+    """Servers' log lines kept out of the captured output, where a test reads the CLI's (the
+    in-process `cliuser.Cli`): `pytestmark = pytest.mark.usefixtures("quiet_servers")`."""
+    with structlog.testing.capture_logs():
+        yield
 
 
 @pytest.fixture

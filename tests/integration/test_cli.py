@@ -7,69 +7,23 @@ exit 2 without contacting anything; success is 0 and nothing else is.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cliuser import Cli
 from support import free_port, serving
 
 from tether.api.app import create_app
 from tether.api.models import EventKind, NewEvent, Principal, Status
 from tether.api.store import Store
-from tether.cli.main import run
 
 IMAGE = "tether-test/workload:latest"
 ALICE = Principal(owner="alice")
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    @property
-    def failure(self) -> str:
-        """The failure line, checked to be exactly one line and no traceback."""
-        assert self.code != 0, self
-        assert "Traceback" not in self.err, self.err
-        assert self.err.startswith("error: "), self.err
-        assert self.err.count("\n") == 1, self.err
-        return self.err
-
-
-class Cli:
-    """`tether ...` as a user with this environment; output captured through capsys."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str], env: Mapping[str, str]) -> None:
-        self._capsys = capsys
-        self.env = dict(env)
-
-    def as_(self, **env: str) -> Cli:
-        """The same user with some variables changed ('' removes one)."""
-        merged = {**self.env, **env}
-        return Cli(self._capsys, {k: v for k, v in merged.items() if v})
-
-    async def __call__(self, *argv: str) -> Result:
-        self._capsys.readouterr()
-        # In a thread: the API server runs on this test's event loop, which must stay free.
-        code = await asyncio.to_thread(run, list(argv), self.env)
-        out, err = self._capsys.readouterr()
-        return Result(code, out, err)
-
-    async def ok(self, *argv: str) -> Result:
-        result = await self(*argv)
-        assert result.code == 0, result
-        return result
 
 
 # Small, local files: read and written synchronously, also from async tests.
@@ -222,7 +176,7 @@ async def test_tour(alice: Cli) -> None:
     assert "already targeting v2" in (await alice.ok("rollback", "shop", "--to", "2")).out
     missing = await alice("rollback", "shop", "--to", "v9")
     assert missing.code == 1
-    assert "no deployment v9" in missing.failure
+    assert "no deployment v9" in missing.failure_line
 
     restarted = await alice.ok("restart", "shop")
     assert "restart requested" in restarted.out
@@ -234,7 +188,7 @@ async def test_tour(alice: Cli) -> None:
     assert "already requested" in (await alice.ok("destroy", "shop")).out
     gone = await alice("start", "shop")
     assert gone.code == 1
-    assert "being destroyed" in gone.failure
+    assert "being destroyed" in gone.failure_line
 
 
 async def test_refusals_say_what_to_run(alice: Cli) -> None:
@@ -242,8 +196,8 @@ async def test_refusals_say_what_to_run(alice: Cli) -> None:
     for verb in ("restart", "start", "rollback"):
         refused = await alice(verb, "empty")
         assert refused.code == 1, refused
-        assert "no deployment" in refused.failure
-        assert "`tether deploy empty --image IMAGE`" in refused.failure
+        assert "no deployment" in refused.failure_line
+        assert "`tether deploy empty --image IMAGE`" in refused.failure_line
         assert refused.out == ""
 
 
@@ -267,8 +221,8 @@ async def test_if_match(alice: Cli) -> None:
     generation = (await alice.ok("status", "shop", "-o", "json")).json()["project"]["generation"]
     stale = await alice("stop", "shop", "--if-match", str(generation + 5))
     assert stale.code == 1
-    assert f"generation {generation}" in stale.failure
-    assert "nothing was changed" in stale.failure
+    assert f"generation {generation}" in stale.failure_line
+    assert "nothing was changed" in stale.failure_line
     assert "desired stopped" in (await alice.ok("stop", "shop", "--if-match", str(generation))).out
 
 
@@ -288,11 +242,11 @@ async def test_another_owners_project_is_not_found(alice: Cli, bob: Cli, admin: 
     for argv in (("status", "shop"), ("start", "shop"), ("events", "shop"), ("destroy", "shop")):
         hidden = await bob(*argv)
         assert hidden.code == 1, argv
-        assert "no project named 'shop'" in hidden.failure, argv
+        assert "no project named 'shop'" in hidden.failure_line, argv
     # deploy creates a missing project, but this name is someone else's: refused, not taken over.
     taken = await bob("deploy", "shop", "--image", IMAGE)
     assert taken.code == 1
-    assert "taken" in taken.failure
+    assert "taken" in taken.failure_line
     assert (await bob.ok("status", "-o", "json")).json() == []
     everyone = (await admin.ok("status", "-o", "json")).json()
     assert [(v["project"]["name"], v["project"]["owner"]) for v in everyone] == [("shop", "alice")]
@@ -306,31 +260,31 @@ async def test_connection_refused_names_the_url_and_how_to_start(alice: Cli) -> 
     for argv in (("status",), ("start", "shop"), ("deploy", "shop", "--image", IMAGE)):
         refused = await alice.as_(TETHER_URL=url)(*argv)
         assert refused.code == 1
-        assert url in refused.failure
-        assert "refused" in refused.failure
-        assert "`tether up`" in refused.failure
-        assert "`tether api`" in refused.failure
+        assert url in refused.failure_line
+        assert "refused" in refused.failure_line
+        assert "`tether up`" in refused.failure_line
+        assert "`tether api`" in refused.failure_line
 
 
 async def test_bad_token_says_how_to_log_in(alice: Cli) -> None:
     denied = await alice.as_(TETHER_TOKEN="tth_not-a-token")("status")
     assert denied.code == 1
-    assert "`tether login" in denied.failure
-    assert "`tether token create" in denied.failure
+    assert "`tether login" in denied.failure_line
+    assert "`tether token create" in denied.failure_line
 
 
 async def test_no_token_says_how_to_log_in(nobody: Cli, api_url: str) -> None:
     missing = await nobody.as_(TETHER_URL=api_url)("projects", "list")
     assert missing.code == 1
-    assert "no API token" in missing.failure
-    assert "`tether login" in missing.failure
+    assert "no API token" in missing.failure_line
+    assert "`tether login" in missing.failure_line
 
 
 async def test_database_down_is_503_and_says_so(nobody: Cli, no_database_api_url: str) -> None:
     down = await nobody.as_(TETHER_URL=no_database_api_url, TETHER_TOKEN="tth_any")("status")
     assert down.code == 1
-    assert "answered 503: the database is unreachable" in down.failure
-    assert no_database_api_url in down.failure
+    assert "answered 503: the database is unreachable" in down.failure_line
+    assert no_database_api_url in down.failure_line
 
 
 async def test_timeout_names_the_url(nobody: Cli, silent_url: str) -> None:
@@ -338,8 +292,8 @@ async def test_timeout_names_the_url(nobody: Cli, silent_url: str) -> None:
         "status"
     )
     assert slow.code == 1
-    assert silent_url in slow.failure
-    assert "did not answer within 0.3 s" in slow.failure
+    assert silent_url in slow.failure_line
+    assert "did not answer within 0.3 s" in slow.failure_line
 
 
 @pytest.mark.parametrize(
@@ -367,14 +321,14 @@ async def test_bad_arguments_exit_2(nobody: Cli, argv: tuple[str, ...], fragment
     # The URL would refuse the connection: a usage error must be found before any request.
     bad = await nobody.as_(TETHER_URL=f"http://127.0.0.1:{free_port()}", TETHER_TOKEN="x")(*argv)
     assert bad.code == 2, bad
-    assert fragment in bad.failure
-    assert "--help`" in bad.failure
+    assert fragment in bad.failure_line
+    assert "--help`" in bad.failure_line
 
 
 async def test_bad_url_exits_2(nobody: Cli) -> None:
     bad = await nobody.as_(TETHER_URL="localhost:8321", TETHER_TOKEN="x")("status")
     assert bad.code == 2
-    assert "TETHER_URL must be an http:// or https:// URL" in bad.failure
+    assert "TETHER_URL must be an http:// or https:// URL" in bad.failure_line
 
 
 async def test_help(nobody: Cli) -> None:
@@ -406,13 +360,13 @@ async def test_login_saves_a_private_config(
     # A token the API refuses is not saved.
     refused = await nobody("login", "--url", api_url, "--token", "tth_wrong")
     assert refused.code == 1
-    assert "`tether login" in refused.failure
+    assert "`tether login" in refused.failure_line
     assert saved(config_file)["token"] == tokens.alice
 
     # The environment overrides the file.
     overridden = await nobody.as_(TETHER_TOKEN="tth_wrong")("status")
     assert overridden.code == 1
-    assert "refused the token" in overridden.failure
+    assert "refused the token" in overridden.failure_line
     bob = await nobody.as_(TETHER_TOKEN=tokens.bob).ok("status", "-o", "json")
     assert bob.json() == []
 
@@ -425,7 +379,7 @@ async def test_login_saves_a_private_config(
 async def test_login_without_a_token_off_a_terminal_exits_2(nobody: Cli, api_url: str) -> None:
     asked = await nobody("login", "--url", api_url)
     assert asked.code == 2
-    assert "--token" in asked.failure
+    assert "--token" in asked.failure_line
 
 
 async def test_a_broken_config_file_is_named_and_login_repairs_it(
@@ -434,8 +388,8 @@ async def test_a_broken_config_file_is_named_and_login_repairs_it(
     write(config_file, "{not json")
     broken = await nobody("status")
     assert broken.code == 1
-    assert str(config_file) in broken.failure
-    assert "tether login" in broken.failure
+    assert str(config_file) in broken.failure_line
+    assert "tether login" in broken.failure_line
     await nobody.ok("login", "--url", api_url, "--token", tokens.alice)
     await nobody.ok("status")
 
@@ -460,9 +414,9 @@ async def test_migrate_without_a_database_says_how_to_get_one(nobody: Cli) -> No
     dsn = f"postgresql://tether:secret@127.0.0.1:{free_port()}/tether"
     down = await nobody.as_(TETHER_DATABASE_URL=dsn)("migrate")
     assert down.code == 1
-    assert "cannot connect to Postgres" in down.failure
-    assert "`tether up`" in down.failure
-    assert "secret" not in down.failure
+    assert "cannot connect to Postgres" in down.failure_line
+    assert "`tether up`" in down.failure_line
+    assert "secret" not in down.failure_line
 
 
 @pytest.mark.parametrize(
@@ -479,8 +433,8 @@ async def test_invalid_settings_name_the_variable(
 ) -> None:
     bad = await nobody.as_(**{variable: value})("migrate")
     assert bad.code == 2
-    assert f"{variable}={value!r} is invalid" in bad.failure
-    assert fragment in bad.failure
+    assert f"{variable}={value!r} is invalid" in bad.failure_line
+    assert fragment in bad.failure_line
 
 
 async def test_token_create(nobody: Cli, database_url: str, api_url: str, alice: Cli) -> None:
@@ -505,7 +459,7 @@ async def test_token_create_on_an_unmigrated_database_says_migrate(
     empty = nobody.as_(TETHER_DATABASE_URL=await new_database())
     refused = await empty("token", "create", "--owner", "carol")
     assert refused.code == 1
-    assert "`tether migrate`" in refused.failure
+    assert "`tether migrate`" in refused.failure_line
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,12 @@ import subprocess
 import sys
 
 import pytest
+import typer
+import typer.core
 from support import free_port
 
 from tether.api import models
-from tether.cli import views
+from tether.cli import main, views
 
 HEAVY = ("pydantic", "httpx", "rich", "structlog", "tenacity", "asyncio")
 
@@ -47,6 +49,31 @@ def test_client_commands_import_no_heavy_module(argv: tuple[str, ...]) -> None:
     code, modules = _imported(*argv)
     assert code in (0, 1)  # help, or the refused connection reported
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def _commands_built(argv: list[str]) -> set[str]:
+    """The commands typer builds (each from its function's signature) to run `argv`."""
+    group = typer.main.get_command(main._app_for(argv))
+    assert isinstance(group, typer.core.TyperGroup)
+    return set(group.commands)
+
+
+def test_a_command_line_builds_only_the_command_it_names() -> None:
+    everything = {str(info.name) for info in main.app.registered_commands}
+    everything |= {str(info.name) for info in main.app.registered_groups}
+    assert _commands_built(["status"]) == {"status"}
+    assert _commands_built(["start", "shop", "--wait"]) == {"start"}
+    assert _commands_built(["projects", "list"]) == {"projects"}
+    assert _commands_built(["--help"]) == everything
+    assert _commands_built([]) == everything
+    assert _commands_built(["stauts"]) == everything  # for click to suggest the nearest names
+
+
+def test_an_unknown_command_is_still_told_the_nearest_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main.run(["stauts"], {}) == 2
+    assert "Did you mean 'status'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

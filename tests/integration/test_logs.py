@@ -10,8 +10,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,13 @@ import aiodocker
 import httpx
 import pytest
 import structlog
+from cliuser import Cli
 from support import Operators, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
 from tether.api.models import DeploymentSpec, HealthCheck, Principal
 from tether.api.settings import Settings
 from tether.api.store import Store
-from tether.cli.main import run
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.docker.logs import ContainerLogs
 from tether.operator.runtimes import engine_runtime
@@ -34,41 +33,7 @@ from tether.operator.service import Operator
 WORKLOAD = "tether-test/workload:latest"
 LOGS_DOC = Path(__file__).resolve().parents[2] / "docs" / "logs.md"
 
-
-@pytest.fixture(autouse=True)
-def quiet_servers() -> Iterator[None]:
-    """The operator's log lines would land in the captured output of the CLI: keep them apart."""
-    with structlog.testing.capture_logs():
-        yield
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json_lines(self) -> list[Any]:
-        return [json.loads(line) for line in self.out.splitlines()]
-
-
-class Cli:
-    """`tether ...` in-process (in a thread: the servers run on this test's event loop)."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str], env: Mapping[str, str]) -> None:
-        self._capsys = capsys
-        self.env = dict(env)
-
-    async def __call__(self, *argv: str) -> Result:
-        self._capsys.readouterr()
-        code = await asyncio.to_thread(run, list(argv), self.env)
-        out, err = self._capsys.readouterr()
-        return Result(code, out, err)
-
-    async def ok(self, *argv: str) -> Result:
-        result = await self(*argv)
-        assert result.code == 0, result
-        return result
+pytestmark = pytest.mark.usefixtures("quiet_servers")
 
 
 class Process:

@@ -33,6 +33,7 @@ import aiodocker
 import pytest
 import standardwebhooks
 from faultproxy import CREATE, START, Call, Delay, FaultProxy, summary, unix_socket_of
+from httpload import Load
 from receiver import Receiver
 from support import elapsed, remove_containers, wait_for
 from tcpproxy import TcpProxy
@@ -126,7 +127,14 @@ async def containers(docker: aiodocker.Docker, installation: str) -> list[dict[s
         all=True,
         filters={"label": [f"{LABEL_INSTALLATION}={installation}", f"{LABEL_PROJECT}=shop"]},
     )
-    return [await c.show() for c in listed]
+    shown = []
+    for container in listed:
+        try:
+            shown.append(await container.show())
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:  # removed since it was listed: not there any more
+                raise
+    return shown
 
 
 async def ready_at(store: Store, version: int) -> bool:
@@ -186,6 +194,44 @@ async def test_sigterm_drains_and_exits_zero(
     assert container["State"]["Running"]
 
 
+@contextlib.asynccontextmanager
+async def container_events(docker: aiodocker.Docker, installation: str) -> AsyncIterator[Any]:
+    """Docker's events of the test's containers, from now on."""
+    events = docker.events.subscribe(
+        filters={"type": ["container"], "label": [f"{LABEL_INSTALLATION}={installation}"]}
+    )
+    try:
+        yield events
+    finally:
+        await docker.events.stop()
+
+
+async def reported(events: Any, action: str, version: str) -> None:
+    """Until Docker reports `action` done on a container of deployment `version`."""
+    async with asyncio.timeout(30):
+        while True:
+            event = await events.get()
+            assert event is not None, "the Docker events stream ended"
+            labels = event["Actor"]["Attributes"]
+            if event["Action"] == action and labels.get(LABEL_VERSION) == version:
+                return
+
+
+async def restarted_to_v2(
+    spawn: Spawn, store: Store, docker_api: aiodocker.Docker, installation: str
+) -> dict[str, Any]:
+    """A new operator started; once it has v2 Ready and one container left, that container."""
+    await spawn()
+    await wait_for(lambda: ready_at(store, 2), "v2 Ready after the restart", within_s=60)
+
+    async def only_one() -> list[dict[str, Any]] | None:
+        found = await containers(docker_api, installation)
+        return found if len(found) == 1 else None
+
+    [survivor] = await wait_for(only_one, "the v1 container drained and removed")
+    return dict(survivor)
+
+
 @pytest.mark.parametrize(
     ("version", "action"),
     [("1", "stop"), ("2", "create"), ("2", "start")],
@@ -203,33 +249,96 @@ async def test_killed_mid_replace_a_restarted_operator_converges_without_duplica
     await store.create_project("shop", ALICE)
     await store.deploy("shop", SPEC, ALICE)
     await wait_for(lambda: ready_at(store, 1), "v1 Ready")
-    events = docker_api.events.subscribe(
-        filters={"type": ["container"], "label": [f"{LABEL_INSTALLATION}={installation}"]}
-    )
-    try:
+    async with container_events(docker_api, installation) as events:
         await store.deploy("shop", SPEC.model_copy(update={"env": {"RELEASE": "2"}}), ALICE)
-        async with asyncio.timeout(30):
-            while True:
-                event = await events.get()
-                assert event is not None, "the Docker events stream ended"
-                labels = event["Actor"]["Attributes"]
-                if event["Action"] == action and labels.get(LABEL_VERSION) == version:
-                    break
+        await reported(events, action, version)
         first.kill()  # the moment Docker reports the step done
         await first.wait()
-    finally:
-        await docker_api.events.stop()
 
-    await spawn()
-    await wait_for(lambda: ready_at(store, 2), "v2 Ready after the restart", within_s=60)
-
-    async def only_v2() -> list[dict[str, Any]] | None:
-        found = await containers(docker_api, installation)
-        return found if len(found) == 1 else None
-
-    [survivor] = await wait_for(only_v2, "the v1 container removed")
+    survivor = await restarted_to_v2(spawn, store, docker_api, installation)
     assert survivor["Config"]["Labels"][LABEL_VERSION] == "2"
     assert survivor["State"]["Running"]
+
+
+LOADED = SPEC.model_copy(
+    update={
+        "env": {"RELEASE": "1"},
+        "health": HealthCheck(type="http", path="/healthz", interval_s=0.2, timeout_s=1),
+        "drain_timeout_s": 5,
+    }
+)
+
+
+def published(container: dict[str, Any]) -> str:
+    """The loopback `address:port` Docker published the container's port on."""
+    [bound] = container["NetworkSettings"]["Ports"]["8080/tcp"]
+    return f"{bound['HostIp']}:{bound['HostPort']}"
+
+
+async def route_switched(haproxy: Any, port: int, old: str) -> bool:
+    route = await haproxy.route(port)
+    return route is not None and route.upstream not in (old, "held")
+
+
+@pytest.mark.parametrize("step", ["start", "route"], ids=["v2-started", "route-switched"])
+async def test_killed_mid_rollout_under_load_no_request_fails_and_the_route_is_the_ready_one(
+    step: str,
+    spawn: Spawn,
+    store: Store,
+    docker_api: aiodocker.Docker,
+    installation: str,
+    proxy_process: Any,
+) -> None:
+    """16 keep-alive clients that never retry, through the proxy, while a start-first rollout of
+    v2 loses its operator (SIGKILL) and a new one finishes it: no request fails, answers come
+    from v1 and then v2 only, and at the end one container is left, Ready, and the route read
+    back from HAProxy goes to its port."""
+    first = await spawn()
+    await store.create_project("shop", ALICE)
+    await store.deploy("shop", LOADED, ALICE)
+    await wait_for(lambda: ready_at(store, 1), "v1 Ready")
+    snap = await store.desired("shop")
+    assert snap is not None
+    assert snap.status is not None
+    assert snap.status.route is not None
+    port, v1_route = snap.project.host_port, snap.status.route
+    load = Load("127.0.0.1", port)
+    load.start()
+    try:
+        await load.wait_for_answers(200)
+        async with container_events(docker_api, installation) as events:
+            update = {"env": {"RELEASE": "2"}}
+            await store.deploy("shop", LOADED.model_copy(update=update), ALICE)
+            if step == "start":  # v2 started beside v1, not routed yet
+                await reported(events, "start", "2")
+            else:  # routed to v2, v1 draining
+                await wait_for(
+                    lambda: route_switched(proxy_process.client, port, v1_route),
+                    "the route switched to v2",
+                    within_s=30,
+                    every_s=0.005,
+                )
+            first.kill()
+            await first.wait()
+        await load.wait_for_answers(100)  # served while no operator runs
+        survivor = await restarted_to_v2(spawn, store, docker_api, installation)
+        settled = time.monotonic()
+        await load.wait_for_answers(200)
+    finally:
+        tally = await load.stop()
+    assert not tally.failures, f"{len(tally.failures)} failed, e.g. {tally.failures[:3]}"
+    assert set(tally.versions()) == {"1", "2"}
+    assert set(tally.versions(since=settled)) == {"2"}
+    assert survivor["Config"]["Labels"][LABEL_VERSION] == "2"
+    assert survivor["State"]["Running"]
+    route = await proxy_process.client.route(port)
+    assert route is not None
+    assert route.upstream == published(survivor)
+    final = await store.desired("shop")
+    assert final is not None
+    assert final.status is not None
+    assert final.status.route == route.upstream
+    assert final.status.serving_container_id == survivor["Id"]
 
 
 async def test_a_standby_takes_over_when_the_active_operator_dies(

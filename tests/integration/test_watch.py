@@ -12,11 +12,12 @@ import asyncio
 import fcntl
 import json
 import os
+import re
 import struct
 import sys
 import termios
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ import asyncpg
 import httpx
 import pyte
 import pytest
-import structlog
+from cliuser import Cli
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from support import Operators, remove_containers, serving, wait_for
@@ -43,7 +44,6 @@ from tether.api.models import (
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
 from tether.api.watch import LISTENER_NAME
-from tether.cli.main import run
 
 WORKLOAD = "tether-test/workload:latest"
 ALICE = Principal(owner="alice")
@@ -54,54 +54,10 @@ SINCE = datetime(
     2024, 5, 1, tzinfo=UTC
 )  # the conditions' transition time, as the operator keeps it
 
+pytestmark = pytest.mark.usefixtures("quiet_servers")
+
 
 # Helpers: a CLI user, an API server of this file's own
-
-
-@pytest.fixture(autouse=True)
-def quiet_servers() -> Iterator[None]:
-    """The operator's log lines would land in the captured output of the CLI: keep them apart."""
-    with structlog.testing.capture_logs():
-        yield
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def failure(self) -> str:
-        assert self.code != 0, self
-        assert "Traceback" not in self.err, self.err
-        assert self.err.startswith("error: ") or "\nerror: " in self.err, self.err
-        return self.err
-
-    def json_lines(self) -> list[Any]:
-        return [json.loads(line) for line in self.out.splitlines()]
-
-
-class Cli:
-    """`tether ...` in-process (in a thread: the servers run on this test's event loop)."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str], env: Mapping[str, str]) -> None:
-        self._capsys = capsys
-        self.env = dict(env)
-
-    def as_(self, **env: str) -> Cli:
-        return Cli(self._capsys, {**self.env, **env})
-
-    async def __call__(self, *argv: str) -> Result:
-        self._capsys.readouterr()
-        code = await asyncio.to_thread(run, list(argv), self.env)
-        out, err = self._capsys.readouterr()
-        return Result(code, out, err)
-
-    async def ok(self, *argv: str) -> Result:
-        result = await self(*argv)
-        assert result.code == 0, result
-        return result
 
 
 @dataclass(frozen=True)
@@ -955,3 +911,29 @@ async def test_watch_of_every_project_on_a_terminal(
     screen = terminal.text
     assert screen.count("ready: v1 is ready on 127.0.0.1:20000") == 2
     assert "all 2 projects are as desired" in screen
+
+
+@pytest.mark.docker
+async def test_watch_shows_the_steps_of_a_start_first_rollout(operator: None, alice: Cli) -> None:
+    """`tether watch` during a deploy: the endpoint routed to v2 (started and healthy beside v1)
+    while v1 drains, v1 drained (stopped: nothing was in flight) and removed, then Ready; one
+    line each, in order."""
+    await alice.ok("deploy", "shop", *HEALTHY_ARGS, "--wait", "--timeout", "60")
+    await alice.ok("deploy", "shop", *HEALTHY_ARGS, "-e", "R=2")
+    watched = await alice.ok("watch", "shop", "--timeout", "60")
+    events = [line.split(" ", 3)[3] for line in watched.out.splitlines() if ": event " in line]
+    steps = [event.partition(":")[0] for event in events]
+    assert "routed route v2" in steps, events
+    routed = steps.index("routed route v2")
+    assert steps[routed:] == [
+        "routed route v2",
+        "drained stop v1",
+        "action remove v1",
+        "converged Ready",
+    ], events
+    assert re.search(
+        r"routing :\d+ to \S+-shop-v2-r0 \(127\.0\.0\.1:\d+\); \S+-shop-v1-r0 drains$",
+        events[routed],
+    ), events[routed]
+    assert "replaced by v2 (nothing in flight)" in events[routed + 1]
+    assert watched.out.splitlines()[-1].startswith("shop: ready: v2 is ready on 127.0.0.1:")

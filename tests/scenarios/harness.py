@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import aiodocker
 import httpx
 import pytest
 import structlog
+from cliuser import Cli
 from faultproxy import FaultProxy
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from support import remove_containers, serving, wait_for
@@ -28,7 +28,6 @@ from tether.api.app import create_app
 from tether.api.models import ConditionType, DesiredSnapshot, Event
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
-from tether.cli.main import run
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_RESTART, LABEL_VERSION
 from tether.operator.runtimes import engine_runtime
@@ -51,39 +50,6 @@ def spec(**update: Any) -> dict[str, Any]:
 
 
 # People: the CLI in-process, and a second client (a web console) on the HTTP API
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-class Cli:
-    """`tether ...` as a user with this environment (in a thread: the API server runs on this
-    test's event loop). Every run is kept, to check that nothing anywhere said 409."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str], env: Mapping[str, str]) -> None:
-        self._capsys = capsys
-        self.env = dict(env)
-        self.runs: list[tuple[tuple[str, ...], Result]] = []
-
-    async def __call__(self, *argv: str) -> Result:
-        self._capsys.readouterr()
-        code = await asyncio.to_thread(run, list(argv), self.env)
-        out, err = self._capsys.readouterr()
-        result = Result(code, out, err)
-        self.runs.append((argv, result))
-        return result
-
-    async def ok(self, *argv: str) -> Result:
-        result = await self(*argv)
-        assert result.code == 0, result
-        return result
 
 
 class Recorder:

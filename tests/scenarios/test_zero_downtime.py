@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from httpload import Load, Tally
 from scenarios.harness import Stack, StackFactory, endpoint_answers
-from scenarios.load import Load, Tally
 from support import wait_for
 
 from tether.api.models import DesiredSnapshot, EventKind
