@@ -654,7 +654,12 @@ def _plan_health(
         return _plan_ready(desired, want, keep, others, observed, memory)
     health = want.deployment.health
     interval = health.interval_s if health else 1.0
+    waited = (observed.now - _trying_since(desired, keep)).total_seconds()
+    deadline = want.deployment.ready_deadline_s
     if keep.id == memory.ready_container:
+        # Started again for this desire (a start after a stop): its first answer is awaited as a
+        # new container's is, by probes alone.
+        restarted = keep.started_at is not None and keep.started_at >= desired.changed_at
         return Decision(
             None,
             Phase.UNHEALTHY,
@@ -664,9 +669,8 @@ def _plan_health(
             memory,
             requeue_after=interval,
             workload=keep,
+            endpoint_pending=restarted and waited < deadline,
         )
-    waited = (observed.now - _trying_since(desired, keep)).total_seconds()
-    deadline = want.deployment.ready_deadline_s
     if waited < deadline:
         # Paced from the start, not from the desire: in a bulk start, a project's container
         # can start seconds after it was asked for, and is as quick to answer as any other.
