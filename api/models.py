@@ -319,6 +319,9 @@ class Event(BaseModel):
     message: str
     actor: str
     created_at: datetime
+    token_id: int | None = Field(
+        default=None, description="The API token of a desired change (none: the operator's)."
+    )
 
 
 class ProjectView(BaseModel):
@@ -337,10 +340,14 @@ class WriteResult(BaseModel):
 
 
 class Principal(BaseModel):
-    """Who is asking: a token's owner. An admin sees every owner's projects."""
+    """Who is asking: a token's owner. An admin sees every owner's projects; a read-only token
+    reads and watches, and every write it sends is refused. `token_id` names the token in the
+    events of its writes (None: not a stored token)."""
 
     owner: str
     admin: bool = False
+    read_only: bool = False
+    token_id: int | None = None
 
     @property
     def scope(self) -> str | None:
@@ -388,3 +395,34 @@ class LogLine(BaseModel):
     stream: LogStream
     time: datetime
     text: str
+
+
+TokenRefusalReason = Literal["unknown", "revoked", "expired"]
+
+
+class TokenRefusal(NamedTuple):
+    """Why a token is refused, and the message that says so."""
+
+    reason: TokenRefusalReason
+    message: str
+
+
+class TokenInfo(BaseModel):
+    """A stored token as `tether token list` shows it: never the token, nor its hash."""
+
+    id: int
+    owner: str
+    admin: bool
+    read_only: bool
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="Recorded at most once a minute.")
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewToken(NamedTuple):
+    """A token just created: the secret (shown once), its id and when it expires."""
+
+    token: str
+    id: int
+    expires_at: datetime | None

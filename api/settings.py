@@ -231,6 +231,16 @@ class Settings(BaseSettings):
         expected="a number of seconds, more than 0 and at most 86400, e.g. 60",
         description="An address regains its whole burst of failures over this long.",
     )
+    token_cache_s: float = setting(
+        5.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        expected="a number of seconds from 0 to 3600, e.g. 5",
+        description="How long an API process trusts a token it looked up without asking Postgres "
+        "again (0: ask every time). A revocation is heard at once by every API process; one that "
+        "missed it (its listener reconnecting) refuses the token at most this long after.",
+    )
     log_format: str = setting(
         "auto",
         pattern=r"^(auto|json|console)$",

@@ -50,7 +50,7 @@ def _group(help_text: str) -> typer.Typer:
 
 app = _group("Keep Docker-hosted projects in the state you asked for.")
 projects_app = _group("Create and list projects.")
-token_app = _group("Create API tokens (needs the database).")
+token_app = _group("Create, list and revoke API tokens (needs the database).")
 app.add_typer(projects_app, name="projects")
 app.add_typer(token_app, name="token")
 
@@ -78,6 +78,8 @@ for name, command in (
 projects_app.command("create")(writes.projects_create)
 projects_app.command("list")(reads.projects_list)
 token_app.command("create")(server_commands.token_create)
+token_app.command("list")(server_commands.token_list)
+token_app.command("revoke")(server_commands.token_revoke)
 
 
 @runtime_checkable

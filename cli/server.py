@@ -132,6 +132,9 @@ async def serve(
             # Open watch streams end at a stop: their clients reconnect.
             stopper.on_stop(lambda _first: app.state.watches.shutdown())
             _run_server(parts, stopper, _uvicorn(app, settings), sock, "API")
+            parts[asyncio.create_task(_follow_revocations(store, stopper))] = (
+                "token revocation listener"
+            )
         if operator_sock is not None:
             probes = _uvicorn(create_probe_app([operator_checks]), settings, access_log=False)
             _run_server(parts, stopper, probes, operator_sock, "operator's endpoint")
@@ -149,6 +152,12 @@ async def serve(
     _raise_failure(parts, settings.database_url)
     if not signalled:
         raise CliError(f"the {ended[0]} stopped on its own; see the log above")
+
+
+async def _follow_revocations(store: Store, stopper: Stopper) -> None:
+    from tether.api.revocations import RevocationListener
+
+    await RevocationListener(store).run(stopper.event)
 
 
 def _api_app(
@@ -219,7 +228,7 @@ async def _api(settings: Settings, sock: socket.socket) -> None:
             log.warning("migrations pending: run `tether migrate`", pending=len(missing))
     stopper = Stopper()
     with stopper.installed():
-        store = await Store.connect(dsn, settings.ports)
+        store = await Store.connect(dsn, settings.ports, token_trusted_s=settings.token_cache_s)
         try:
             say(f"tether API on {client_url(settings)} (Ctrl-C stops it)")
             await serve(settings, store, stopper, sock=sock, with_operator=False)
@@ -243,7 +252,9 @@ async def _operator(settings: Settings, sock: socket.socket) -> None:
 
     stopper = Stopper()
     with stopper.installed():
-        store = await Store.connect(settings.database_url, settings.ports)
+        store = await Store.connect(
+            settings.database_url, settings.ports, token_trusted_s=settings.token_cache_s
+        )
         try:
             host, port = sock.getsockname()[:2]
             say(f"tether operator: health and metrics on {http_url(host, port)}")

@@ -97,7 +97,7 @@ async def _run_up(
     from tether.api.store import Store
 
     dsn = settings.database_url
-    store = await Store.connect(dsn, settings.ports)
+    store = await Store.connect(dsn, settings.ports, token_trusted_s=settings.token_cache_s)
     try:
         await stopper.unless_stopped(
             postgres.wait_until_up(store, dsn, postgres.DEADLINE_S, server)
@@ -114,6 +114,8 @@ async def _run_up(
 
 async def _log_in(store: Store, settings: Settings, env: Mapping[str, str], *, fresh: bool) -> None:
     """On a fresh database, create an admin token and log this machine's CLI in with it."""
+    from tether.api.models import Principal
+
     url = client_url(settings)
     path = config.config_path(env)
     try:
@@ -121,7 +123,7 @@ async def _log_in(store: Store, settings: Settings, env: Mapping[str, str], *, f
     except CliError:
         saved = {}
     token = env.get("TETHER_TOKEN") or saved.get("token")
-    if token and await store.authenticate(token) is not None:
+    if token and isinstance(await store.authenticate(token), Principal):
         say(f"the CLI is logged in (config {path})")
         return
     if not fresh:

@@ -77,6 +77,7 @@ INVALID = [
     ("TETHER_LEASE_TTL_S", "nan", "from 1 to 300"),
     ("TETHER_AUTH_FAILURES", "0", "a whole number from 1 to 100000"),
     ("TETHER_AUTH_FAILURE_WINDOW_S", "-5", "more than 0"),
+    ("TETHER_TOKEN_CACHE_S", "-1", "from 0 to 3600"),
     ("TETHER_LOG_FORMAT", "xml", "auto, json or console"),
     ("TETHER_LOG_LEVEL", "loud", "debug, info, warning or error"),
 ]

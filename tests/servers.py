@@ -1,0 +1,65 @@
+"""tether's servers as processes (`tether api`, `tether operator`, ...), as an operator runs them:
+each with its environment and a log file of its own, ready once its `/readyz` answers 200, and
+stopped with SIGTERM, which must end it with exit code 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from support import wait_for
+
+TETHER = str(Path(sys.executable).parent / "tether")
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    process: asyncio.subprocess.Process
+    log: Path
+    url: str
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def server_process(
+    command: str,
+    env: Mapping[str, str],
+    log: Path,
+    ready_url: str,
+    *args: str,
+    within_s: float = 30,
+) -> AsyncIterator[ServerProcess]:
+    """`tether COMMAND ARGS` with `env` added to this process's environment, its stdout and
+    stderr both in `log`, until it answers 200 at `ready_url`/readyz."""
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            TETHER, command, *args, env={**os.environ, **env}, stdout=out, stderr=out
+        )
+    running = ServerProcess(process, log, ready_url)
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+
+            async def ready() -> bool:
+                assert process.returncode is None, f"tether {command} ended:\n{running.output()}"
+                try:
+                    return (await http.get(f"{ready_url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await wait_for(ready, f"tether {command} ready", within_s=within_s, every_s=0.1)
+        yield running
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await process.wait()
+    assert code == 0, f"tether {command} exited {code}:\n{running.output()}"
