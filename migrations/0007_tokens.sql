@@ -10,3 +10,7 @@ ALTER TABLE tokens
 
 ALTER TABLE events
     ADD COLUMN token_id bigint;  -- the token of a desired change; NULL for the operator's events
+
+-- A TCP health check has no path (the API's schema says so since tokens' migration too): drop the
+-- null path that deployments stored before.
+UPDATE deployments SET health = health - 'path' WHERE health ->> 'type' = 'tcp';

@@ -40,7 +40,7 @@ from tether.api.models import (
     ConditionType,
     DeploymentSpec,
     DesiredState,
-    HealthCheck,
+    HttpCheck,
     Principal,
 )
 from tether.api.store import PortRange, Store
@@ -58,7 +58,7 @@ ALICE = Principal(owner="alice")
 SPEC = DeploymentSpec(
     image="tether-test/workload:latest",
     port=8080,
-    health=HealthCheck(type="http", path="/healthz"),
+    health=HttpCheck(type="http", path="/healthz"),
     stop_grace_s=2,
 )
 

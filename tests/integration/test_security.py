@@ -27,7 +27,7 @@ from tether.api.models import (
     SECRET_MASK,
     ConditionType,
     DeploymentSpec,
-    HealthCheck,
+    HttpCheck,
     Principal,
     TokenRefusal,
 )
@@ -556,7 +556,7 @@ async def test_two_installations_on_one_engine_ignore_each_other(
     spec = DeploymentSpec(
         image=WORKLOAD,
         port=8080,
-        health=HealthCheck(type="http", path="/healthz"),
+        health=HttpCheck(type="http", path="/healthz"),
         stop_grace_s=1,
     )
     operators = []

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.api.models import Deployment, EventKind, HealthCheck, Strategy
+from tether.api.models import Deployment, EventKind, HttpCheck, Strategy
 from tether.operator.desired import Desired, Memory, Want, effective_want
 from tether.operator.engine.planner import (
     CRASH_DELAY_CAP_S,
@@ -65,7 +65,7 @@ def deployment(
         version=version,
         image=f"shop:{version}",
         port=8080,
-        health=HealthCheck(type="http", path="/healthz", interval_s=interval) if health else None,
+        health=HttpCheck(type="http", path="/healthz", interval_s=interval) if health else None,
         ready_deadline_s=deadline,
         stop_grace_s=grace,
         strategy=strategy,
