@@ -184,6 +184,15 @@ class Settings(BaseSettings):
         expected="a command on PATH or an absolute path, e.g. haproxy or /usr/sbin/haproxy",
         description="The HAProxy executable `tether proxy` and `tether up` run.",
     )
+    docker_timeout_s: float = setting(
+        30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 3600, e.g. 30",
+        description="How long one Docker API call may take before it is retried as a transient "
+        "fault (a stop: this plus the container's grace period).",
+    )
     workers: int = setting(
         8,
         ge=1,
@@ -230,6 +239,48 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         expected="a number of seconds, more than 0 and at most 86400, e.g. 60",
         description="An address regains its whole burst of failures over this long.",
+    )
+    api_grace_s: float = setting(
+        10.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        expected="a number of seconds from 0 to 3600, e.g. 10",
+        description="How long a stopping API lets requests in flight finish before it closes "
+        "them (watch and log streams end at once: their clients reconnect).",
+    )
+    stream_keepalive_s: float = setting(
+        15.0,
+        ge=1,
+        le=300,
+        allow_inf_nan=False,
+        expected="a number of seconds from 1 to 300, e.g. 15",
+        description="A watch or log stream silent this long gets a keep-alive comment (keeps "
+        "proxies and load balancers in front of the API from closing it as idle).",
+    )
+    console_session_ttl_s: float = setting(
+        8 * 3600.0,
+        ge=60,
+        le=30 * 86400,
+        allow_inf_nan=False,
+        expected="a number of seconds from 60 to 2592000 (30 days), e.g. 28800",
+        description="A web console session ends this long after sign-in.",
+    )
+    database_pool_size: int = setting(
+        10,
+        ge=1,
+        le=1000,
+        expected="a whole number from 1 to 1000",
+        description="Postgres connections each server process may hold at once (LISTEN and "
+        "lease connections come on top).",
+    )
+    database_timeout_s: float = setting(
+        30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 3600, e.g. 30",
+        description="How long one Postgres statement may take before it is abandoned as failed.",
     )
     token_cache_s: float = setting(
         5.0,

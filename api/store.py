@@ -169,6 +169,7 @@ class Store:
         max_size: int = 10,
         *,
         token_trusted_s: float = TOKEN_TRUSTED_S,
+        command_timeout_s: float = 30.0,
     ) -> Store:
         # min_size=0: the API starts, and answers 503, while Postgres is down.
         pool = await asyncpg.create_pool(
@@ -178,7 +179,7 @@ class Store:
             init=_init_connection,
             reset=_keep_session,
             timeout=5,
-            command_timeout=30,
+            command_timeout=command_timeout_s,
         )
         return cls(pool, dsn, ports, token_trusted_s=token_trusted_s)
 

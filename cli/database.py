@@ -70,12 +70,23 @@ def revoke_token(settings: Settings, token_id: int) -> datetime:
     return revoked_at
 
 
+async def connect(settings: Settings, dsn: str | None = None) -> Store:
+    """A store on the settings' database (or `dsn`), tuned as they say."""
+    from tether.api.store import Store
+
+    return await Store.connect(
+        dsn or settings.database_url,
+        settings.ports,
+        settings.database_pool_size,
+        token_trusted_s=settings.token_cache_s,
+        command_timeout_s=settings.database_timeout_s,
+    )
+
+
 def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
     async def run() -> T:
-        from tether.api.store import Store
-
         with database(settings.database_url):
-            store = await Store.connect(settings.database_url, settings.ports)
+            store = await connect(settings)
             try:
                 return await use(store)
             finally:

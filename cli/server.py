@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import structlog
 import uvicorn
 
+from tether.cli import database
 from tether.cli.errors import CliError
 from tether.cli.output import say
 from tether.cli.problems import database_problem, part_failure, reason
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from tether.operator.engine.docker.logs import ContainerLogs
 
 log = structlog.get_logger("tether.cli")
-API_GRACE_S = 10
 Parts: TypeAlias = "dict[asyncio.Task[None], str]"
 
 
@@ -79,7 +79,7 @@ def _uvicorn(app: ASGIApp, settings: Settings, *, access_log: bool = True) -> _A
             lifespan="off",
             log_level=settings.log_level,
             access_log=access_log,
-            timeout_graceful_shutdown=API_GRACE_S,
+            timeout_graceful_shutdown=round(settings.api_grace_s),
         )
     )
 
@@ -102,7 +102,10 @@ def _log_source(settings: Settings) -> ContainerLogs:
 
     return ContainerLogs(
         DockerDriver(
-            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+            settings.docker_url,
+            settings.installation_id,
+            concurrency=settings.docker_concurrency,
+            call_timeout_s=settings.docker_timeout_s,
         )
     )
 
@@ -170,6 +173,8 @@ def _api_app(
         store,
         max_body_bytes=settings.max_body_bytes,
         log_source=log_source,
+        keepalive_s=settings.stream_keepalive_s,
+        session_ttl_s=settings.console_session_ttl_s,
         auth_limiter=FailureLimiter(settings.auth_failures, settings.auth_failure_window_s),
         readiness=list(readiness),
     )
@@ -211,7 +216,6 @@ def api(settings: Settings) -> None:
 
 async def _api(settings: Settings, sock: socket.socket) -> None:
     from tether.api.migrator import pending
-    from tether.api.store import Store
 
     dsn = settings.database_url
     try:
@@ -228,7 +232,7 @@ async def _api(settings: Settings, sock: socket.socket) -> None:
             log.warning("migrations pending: run `tether migrate`", pending=len(missing))
     stopper = Stopper()
     with stopper.installed():
-        store = await Store.connect(dsn, settings.ports, token_trusted_s=settings.token_cache_s)
+        store = await database.connect(settings)
         try:
             say(f"tether API on {client_url(settings)} (Ctrl-C stops it)")
             await serve(settings, store, stopper, sock=sock, with_operator=False)
@@ -248,13 +252,9 @@ def operator(settings: Settings) -> None:
 
 
 async def _operator(settings: Settings, sock: socket.socket) -> None:
-    from tether.api.store import Store
-
     stopper = Stopper()
     with stopper.installed():
-        store = await Store.connect(
-            settings.database_url, settings.ports, token_trusted_s=settings.token_cache_s
-        )
+        store = await database.connect(settings)
         try:
             host, port = sock.getsockname()[:2]
             say(f"tether operator: health and metrics on {http_url(host, port)}")

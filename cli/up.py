@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tether.cli import config, postgres
-from tether.cli.database import apply_migrations, report_migrations
+from tether.cli.database import apply_migrations, connect, report_migrations
 from tether.cli.errors import CliError
 from tether.cli.output import say
 from tether.cli.problems import redact
@@ -94,10 +94,9 @@ async def _run_up(
     server: PostgresServer | None,
 ) -> None:
     from tether.api.migrator import available
-    from tether.api.store import Store
 
     dsn = settings.database_url
-    store = await Store.connect(dsn, settings.ports, token_trusted_s=settings.token_cache_s)
+    store = await connect(settings, dsn)
     try:
         await stopper.unless_stopped(
             postgres.wait_until_up(store, dsn, postgres.DEADLINE_S, server)

@@ -78,6 +78,12 @@ INVALID = [
     ("TETHER_AUTH_FAILURES", "0", "a whole number from 1 to 100000"),
     ("TETHER_AUTH_FAILURE_WINDOW_S", "-5", "more than 0"),
     ("TETHER_TOKEN_CACHE_S", "-1", "from 0 to 3600"),
+    ("TETHER_DOCKER_TIMEOUT_S", "0", "more than 0 and at most 3600"),
+    ("TETHER_API_GRACE_S", "soon", "from 0 to 3600"),
+    ("TETHER_STREAM_KEEPALIVE_S", "0.5", "from 1 to 300"),
+    ("TETHER_CONSOLE_SESSION_TTL_S", "10", "from 60 to 2592000"),
+    ("TETHER_DATABASE_POOL_SIZE", "0", "a whole number from 1 to 1000"),
+    ("TETHER_DATABASE_TIMEOUT_S", "inf", "more than 0 and at most 3600"),
     ("TETHER_LOG_FORMAT", "xml", "auto, json or console"),
     ("TETHER_LOG_LEVEL", "loud", "debug, info, warning or error"),
 ]
