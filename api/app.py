@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 
 from tether.api import console, probes
+from tether.api.accesslog import AccessLog
 from tether.api.appstate import Streams, set_state
 from tether.api.auth import principal_of
 from tether.api.bodylimit import BodyLimit
@@ -55,6 +56,7 @@ def create_app(
     )
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(RequestMetrics, routes=lambda: app.router.routes)
+    app.add_middleware(AccessLog, routes=lambda: app.router.routes)
     add_error_handlers(app)
     set_state(
         app,

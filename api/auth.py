@@ -10,6 +10,7 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from tether.api.accesslog import note_token
 from tether.api.appstate import AuthLimiterDep, StoreDep
 from tether.api.errors import RateLimited, ReadOnlyToken, Unauthorized
 from tether.api.models import Principal, TokenRefusal
@@ -17,8 +18,6 @@ from tether.api.ratelimit import FailureLimiter
 
 log = structlog.get_logger("tether.api")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Where the request log finds the caller: the token id (the token itself is never logged).
-TOKEN_ID_KEY = "tether.token_id"
 
 BEARER = HTTPBearer(
     auto_error=False,
@@ -75,7 +74,7 @@ async def _principal(
     if isinstance(found, TokenRefusal):
         _count_failure(limiter, address)
         raise Unauthorized(found.message, hint=_REFUSAL_HINTS[found.reason])
-    request.scope[TOKEN_ID_KEY] = found.token_id
+    note_token(request.scope, found.token_id)
     return found
 
 

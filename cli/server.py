@@ -19,7 +19,6 @@ import uvicorn
 
 from tether.cli import database
 from tether.cli.errors import CliError
-from tether.cli.output import say
 from tether.cli.problems import database_problem, part_failure, reason
 from tether.cli.readiness import OperatorReadiness
 from tether.cli.settings import client_url, http_url
@@ -72,13 +71,16 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-def _uvicorn(app: ASGIApp, settings: Settings, *, access_log: bool = True) -> _ApiServer:
+def _uvicorn(app: ASGIApp, settings: Settings) -> _ApiServer:
     return _ApiServer(
         uvicorn.Config(
             app,
             lifespan="off",
             log_level=settings.log_level,
-            access_log=access_log,
+            # uvicorn's lines go through the root logger, which `tether.api.logconfig` renders
+            # as every other line; its access lines are replaced by `tether.api.accesslog`'s.
+            log_config=None,
+            access_log=False,
             timeout_graceful_shutdown=round(settings.api_grace_s),
         )
     )
@@ -139,7 +141,7 @@ async def serve(
                 "token revocation listener"
             )
         if operator_sock is not None:
-            probes = _uvicorn(create_probe_app([operator_checks]), settings, access_log=False)
+            probes = _uvicorn(create_probe_app([operator_checks]), settings)
             _run_server(parts, stopper, probes, operator_sock, "operator's endpoint")
         if with_operator:
             from tether.operator.serve import serve_operator
@@ -234,7 +236,7 @@ async def _api(settings: Settings, sock: socket.socket) -> None:
     with stopper.installed():
         store = await database.connect(settings)
         try:
-            say(f"tether API on {client_url(settings)} (Ctrl-C stops it)")
+            log.info(f"tether API on {client_url(settings)} (Ctrl-C stops it)")
             await serve(settings, store, stopper, sock=sock, with_operator=False)
         finally:
             await store.close()
@@ -257,7 +259,7 @@ async def _operator(settings: Settings, sock: socket.socket) -> None:
         store = await database.connect(settings)
         try:
             host, port = sock.getsockname()[:2]
-            say(f"tether operator: health and metrics on {http_url(host, port)}")
+            log.info(f"tether operator: health and metrics on {http_url(host, port)}")
             await serve(settings, store, stopper, sock=None, with_operator=True, operator_sock=sock)
         finally:
             await store.close()

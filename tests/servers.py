@@ -8,7 +8,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,28 +34,32 @@ async def server_process(
     command: str,
     env: Mapping[str, str],
     log: Path,
-    ready_url: str,
+    ready_url: str | None,
     *args: str,
     within_s: float = 30,
+    ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """`tether COMMAND ARGS` with `env` added to this process's environment, its stdout and
-    stderr both in `log`, until it answers 200 at `ready_url`/readyz."""
+    stderr both in `log`, once it answers 200 at `ready_url`/readyz (or once `ready()` is true,
+    for a server without that endpoint)."""
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
             TETHER, command, *args, env={**os.environ, **env}, stdout=out, stderr=out
         )
-    running = ServerProcess(process, log, ready_url)
+    running = ServerProcess(process, log, ready_url or "")
     try:
         async with httpx.AsyncClient(timeout=2) as http:
 
-            async def ready() -> bool:
+            async def answers() -> bool:
                 assert process.returncode is None, f"tether {command} ended:\n{running.output()}"
+                if ready is not None:
+                    return await ready()
                 try:
                     return (await http.get(f"{ready_url}/readyz")).status_code == 200
                 except httpx.HTTPError:
                     return False
 
-            await wait_for(ready, f"tether {command} ready", within_s=within_s, every_s=0.1)
+            await wait_for(answers, f"tether {command} ready", within_s=within_s, every_s=0.1)
         yield running
     finally:
         if process.returncode is None:
