@@ -72,6 +72,10 @@ def _check_socket_path(value: str) -> str:
     return value
 
 
+def _check_optional_socket_path(value: str) -> str:
+    return _check_socket_path(value) if value else value
+
+
 def _check_command(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_./+-]+", value) or ("/" in value and value[0] != "/"):
         raise ValueError("not a command name or absolute path")
@@ -192,6 +196,21 @@ class Settings(BaseSettings):
         expected="a number of seconds, more than 0 and at most 3600, e.g. 30",
         description="How long one Docker API call may take before it is retried as a transient "
         "fault (a stop: this plus the container's grace period).",
+    )
+    logs_socket: Annotated[str, AfterValidator(_check_optional_socket_path)] = setting(
+        "",
+        expected="empty, or an absolute path without spaces, at most 107 bytes, e.g. "
+        "/run/tether/logs/operator.sock",
+        description="Where `tether operator` serves container output to API processes without "
+        "Docker access (a unix socket), and where `tether api` reads it instead of Docker. "
+        "Empty: the operator serves none, and the API reads Docker itself.",
+    )
+    logs_secret: str = setting(
+        "",
+        pattern=r"^(|[!-~]{32,256})$",
+        expected="empty, or 32 to 256 printable ASCII characters without spaces",
+        description="The shared secret API processes show the operator's log channel "
+        "(TETHER_LOGS_SOCKET); required with it.",
     )
     workers: int = setting(
         8,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import stat
 from collections.abc import Generator
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -18,7 +20,7 @@ import structlog
 import uvicorn
 
 from tether.cli import database
-from tether.cli.errors import CliError
+from tether.cli.errors import EXIT_USAGE, CliError
 from tether.cli.problems import database_problem, part_failure, reason
 from tether.cli.readiness import OperatorReadiness
 from tether.cli.settings import client_url, http_url
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from starlette.types import ASGIApp
 
+    from tether.api.logchannel import RemoteLogs
+    from tether.api.logs import LogSource
     from tether.api.settings import Settings
     from tether.api.store import Store
     from tether.operator.engine.docker.logs import ContainerLogs
@@ -97,8 +101,37 @@ def _run_server(
     parts[asyncio.create_task(server.serve(sockets=[listening]))] = name
 
 
-def _log_source(settings: Settings) -> ContainerLogs:
-    """The API reads container output (`tether logs`) through a Docker driver of its own."""
+def bind_unix(path: str, variable: str) -> socket.socket:
+    """Listen on a unix socket at `path` (a stale one left by a killed process is replaced)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        # Reachable by whoever mounts its directory (compose: the API's unprivileged user); the
+        # log channel's secret, not the mode, decides who is served.
+        os.chmod(path, 0o666)
+        sock.listen(128)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {path} ({reason(exc)}); check {variable}") from exc
+    return sock
+
+
+def _log_source(settings: Settings, *, with_operator: bool) -> ContainerLogs | RemoteLogs:
+    """Where the API reads container output (`tether logs`) from: the operator's log channel
+    when one is configured (an API without Docker access: compose's), else Docker, through a
+    driver of its own (also under `tether up`, where the operator is in the same process)."""
+    if settings.logs_socket and not with_operator:
+        from tether.api.logchannel import RemoteLogs
+
+        return RemoteLogs(settings.logs_socket, settings.logs_secret)
+    return _docker_logs(settings)
+
+
+def _docker_logs(settings: Settings) -> ContainerLogs:
     from tether.operator.engine.docker.driver import DockerDriver
     from tether.operator.engine.docker.logs import ContainerLogs
 
@@ -128,9 +161,16 @@ async def serve(
     checks, and its `/metrics` the operator's metrics (one registry per process)."""
     from tether.api.probes import create_probe_app
 
+    if settings.logs_socket and not settings.logs_secret:
+        raise CliError(
+            "TETHER_LOGS_SOCKET is set without TETHER_LOGS_SECRET: set both, the same in the API "
+            "and the operator (e.g. a secret from `openssl rand -hex 32`)",
+            exit_code=EXIT_USAGE,
+        )
     parts: Parts = {}
     operator_checks = OperatorReadiness("operator." if sock is not None else "")
-    log_source = _log_source(settings) if sock is not None else None
+    log_source = _log_source(settings, with_operator=with_operator) if sock is not None else None
+    channel = _serve_log_channel(settings, parts, stopper) if with_operator else None
     try:
         if sock is not None and log_source is not None:
             app = _api_app(settings, store, log_source, [operator_checks] if with_operator else [])
@@ -152,11 +192,27 @@ async def serve(
             parts[asyncio.create_task(operating)] = "operator"
         signalled, ended = await _supervise(parts, stopper)
     finally:
-        if log_source is not None:
-            await log_source.close()
+        for source in (log_source, channel):
+            if source is not None:
+                await source.close()
     _raise_failure(parts, settings.database_url)
     if not signalled:
         raise CliError(f"the {ended[0]} stopped on its own; see the log above")
+
+
+def _serve_log_channel(settings: Settings, parts: Parts, stopper: Stopper) -> ContainerLogs | None:
+    """The operator serves container output to API processes without Docker access on
+    TETHER_LOGS_SOCKET (`tether.api.logchannel`): the source it reads, to close at the end."""
+    if not settings.logs_socket:
+        return None
+    from tether.api.logchannel import create_channel_app
+
+    sock = bind_unix(settings.logs_socket, "TETHER_LOGS_SOCKET")
+    source = _docker_logs(settings)
+    app = create_channel_app(source, settings.logs_secret)
+    _run_server(parts, stopper, _uvicorn(app, settings), sock, "log channel")
+    log.info("serving container output to the API", socket=settings.logs_socket)
+    return source
 
 
 async def _follow_revocations(store: Store, stopper: Stopper) -> None:
@@ -166,7 +222,7 @@ async def _follow_revocations(store: Store, stopper: Stopper) -> None:
 
 
 def _api_app(
-    settings: Settings, store: Store, log_source: ContainerLogs, readiness: list[OperatorReadiness]
+    settings: Settings, store: Store, log_source: LogSource, readiness: list[OperatorReadiness]
 ) -> FastAPI:
     from tether.api.app import create_app
     from tether.api.ratelimit import FailureLimiter
