@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import httpx
 from support import wait_for
+
+from tether.api.store import PortRange
 
 TETHER = str(Path(sys.executable).parent / "tether")
 
@@ -67,3 +72,34 @@ async def server_process(
         async with asyncio.timeout(30):
             code = await process.wait()
     assert code == 0, f"tether {command} exited {code}:\n{running.output()}"
+
+
+def installation_env(database_url: str, port_range: PortRange, run_dir: Path) -> dict[str, str]:
+    """The settings of a tether installation of a test's own: its database, an installation id,
+    its port range, and the proxy's files under `run_dir` (short: a unix socket goes there)."""
+    return {
+        "TETHER_DATABASE_URL": database_url,
+        "TETHER_INSTALLATION_ID": f"test-{uuid.uuid4().hex[:8]}",
+        "TETHER_PORT_RANGE": f"{port_range.first}-{port_range.last}",
+        "TETHER_PROXY_DIR": str(run_dir / "proxy"),
+        "TETHER_PROXY_SOCKET": str(run_dir / "proxy" / "admin.sock"),
+    }
+
+
+@asynccontextmanager
+async def short_dir() -> AsyncIterator[Path]:
+    """A directory with a short path (unix socket paths must fit in 107 bytes), removed after."""
+    directory = Path(tempfile.mkdtemp(prefix="tether-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def proxy_ready(env: Mapping[str, str]) -> Callable[[], Awaitable[bool]]:
+    """`tether proxy` is ready once its admin socket exists."""
+
+    async def ready() -> bool:
+        return await asyncio.to_thread(os.path.exists, env["TETHER_PROXY_SOCKET"])
+
+    return ready

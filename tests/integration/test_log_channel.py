@@ -5,8 +5,6 @@ there. Both run as processes; the API's Docker URL leads nowhere."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import aiodocker
 import httpx
 import pytest
-from servers import server_process
+from servers import installation_env, proxy_ready, server_process, short_dir
 from support import free_port, remove_containers
 
 from tether.api.store import PortRange, Store
@@ -26,10 +24,8 @@ SECRET = "logs-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 @pytest.fixture
 async def run_dir() -> AsyncIterator[Path]:
-    # A short path: unix socket paths must fit in 107 bytes.
-    directory = Path(tempfile.mkdtemp(prefix="tether-ch-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    async with short_dir() as directory:
+        yield directory
 
 
 @pytest.mark.docker
@@ -41,16 +37,11 @@ async def test_logs_work_through_an_api_without_docker_access(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    installation = f"test-{uuid.uuid4().hex[:8]}"
     api_port, operator_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     channel = str(run_dir / "logs.sock")
     common = {
-        "TETHER_DATABASE_URL": database_url,
-        "TETHER_INSTALLATION_ID": installation,
-        "TETHER_PORT_RANGE": f"{port_range.first}-{port_range.last}",
-        "TETHER_PROXY_DIR": str(run_dir / "proxy"),
-        "TETHER_PROXY_SOCKET": str(run_dir / "proxy" / "admin.sock"),
+        **installation_env(database_url, port_range, run_dir),
         "TETHER_LOGS_SOCKET": channel,
         "TETHER_LOGS_SECRET": SECRET,
         "TETHER_LOG_FORMAT": "json",
@@ -64,9 +55,6 @@ async def test_logs_work_through_an_api_without_docker_access(
     token = await store.create_token("alice")
     user = {"TETHER_URL": api, "TETHER_TOKEN": token, "TETHER_CONFIG": "/nonexistent"}
 
-    async def proxy_ready() -> bool:
-        return (run_dir / "proxy" / "admin.sock").exists()
-
     async def tether(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
         code = await asyncio.to_thread(run, list(argv), user)
@@ -74,7 +62,7 @@ async def test_logs_work_through_an_api_without_docker_access(
         return code, out, err
 
     async with (
-        server_process("proxy", common, tmp_path / "proxy.log", None, ready=proxy_ready),
+        server_process("proxy", common, tmp_path / "proxy.log", None, ready=proxy_ready(common)),
         server_process(
             "operator",
             {**common, "TETHER_OPERATOR_PORT": str(operator_port)},
@@ -137,6 +125,6 @@ async def test_logs_work_through_an_api_without_docker_access(
             assert "TETHER_LOGS_SECRET differs between the API and the operator" in err
         finally:
             async with aiodocker.Docker() as docker:
-                await remove_containers(docker, installation)
+                await remove_containers(docker, common["TETHER_INSTALLATION_ID"])
     for process in (operator, server):
         assert SECRET not in process.output()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from urllib.parse import urlsplit
 import aiodocker
 import httpx
 import pytest
-from servers import server_process
+from servers import installation_env, proxy_ready, server_process, short_dir
 from support import free_port, remove_containers, wait_for
 
 from tether.api.store import PortRange, Store
@@ -30,11 +28,9 @@ QUERY_SECRET = "q-" + uuid.uuid4().hex
 
 
 @pytest.fixture
-async def proxy_dir() -> AsyncIterator[Path]:
-    # A short path: the admin socket's path must fit in 107 bytes.
-    directory = Path(tempfile.mkdtemp(prefix="tether-logs-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+async def run_dir() -> AsyncIterator[Path]:
+    async with short_dir() as directory:
+        yield directory
 
 
 async def cli(env: dict[str, str], *argv: str) -> int:
@@ -58,19 +54,14 @@ async def test_every_server_line_is_json_and_none_shows_a_secret(
     database_url: str,
     store: Store,
     port_range: PortRange,
-    proxy_dir: Path,
+    run_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    installation = f"test-{uuid.uuid4().hex[:8]}"
     api_port, operator_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     env = {
-        "TETHER_DATABASE_URL": database_url,
-        "TETHER_INSTALLATION_ID": installation,
-        "TETHER_PORT_RANGE": f"{port_range.first}-{port_range.last}",
-        "TETHER_PROXY_DIR": str(proxy_dir),
-        "TETHER_PROXY_SOCKET": str(proxy_dir / "admin.sock"),
+        **installation_env(database_url, port_range, run_dir),
         "TETHER_API_PORT": str(api_port),
         "TETHER_OPERATOR_PORT": str(operator_port),
         "TETHER_LOG_LEVEL": "debug",  # every line there is
@@ -79,13 +70,10 @@ async def test_every_server_line_is_json_and_none_shows_a_secret(
     admin = await store.create_token("root", admin=True)
     user = {"TETHER_URL": api, "TETHER_TOKEN": alice.token, "TETHER_CONFIG": "/nonexistent"}
 
-    async def proxy_ready() -> bool:
-        return (proxy_dir / "admin.sock").exists()
-
     json_format = ("--log-format", "json")
     async with (
         server_process(
-            "proxy", env, tmp_path / "proxy.log", None, *json_format, ready=proxy_ready
+            "proxy", env, tmp_path / "proxy.log", None, *json_format, ready=proxy_ready(env)
         ) as proxy,
         server_process(
             "operator",
@@ -134,7 +122,7 @@ async def test_every_server_line_is_json_and_none_shows_a_secret(
             await wait_for(gone, "the project destroyed", within_s=60)
         finally:
             async with aiodocker.Docker() as docker:
-                await remove_containers(docker, installation)
+                await remove_containers(docker, env["TETHER_INSTALLATION_ID"])
     capsys.readouterr()  # the CLI's own output is not the servers'
 
     password = urlsplit(database_url).password
