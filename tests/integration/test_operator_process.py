@@ -275,6 +275,10 @@ class Member:
                     found.append(json.loads(line))
         return found
 
+    def holder(self) -> str:
+        """The lease holder name this operator logged at its start."""
+        return str(next(line["holder"] for line in self.lines() if "holder" in line))
+
     def acquisitions(self) -> list[tuple[int, float]]:
         """(epoch, monotonic time) of each lease acquisition this operator logged."""
         return [
@@ -510,7 +514,7 @@ async def test_ha_a_hung_or_cut_off_active_is_replaced_and_fenced(
     lease = await store.lease()
     assert lease is not None
     assert lease.epoch == new_epoch
-    assert lease.holder == successor.lines()[0]["holder"]
+    assert lease.holder == successor.holder()
     await wait_for(lambda: ready_at(store, 2), "v2 Ready through the new active operator")
 
     if fault == "sigstop":
