@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 
 from tether.api import console, probes
+from tether.api.accesslog import AccessLog
 from tether.api.appstate import Streams, set_state
 from tether.api.archives import VolumeArchives
 from tether.api.auth import principal_of
 from tether.api.bodylimit import BodyLimit
+from tether.api.console.sessions import SESSION_TTL_S
 from tether.api.error_responses import add_error_handlers
 from tether.api.logs import LogSource
 from tether.api.metrics import RequestMetrics
@@ -50,6 +52,7 @@ def create_app(
     keepalive_s: float = 15.0,
     auth_limiter: FailureLimiter | None = None,
     readiness: Sequence[probes.ReadinessCheck] = (),
+    session_ttl_s: float = SESSION_TTL_S,
 ) -> FastAPI:
     """Build the API around a connected store. The caller owns the store's lifetime, and calls
     `app.state.watches.shutdown()` when stopping, which ends the open watch streams.
@@ -59,7 +62,8 @@ def create_app(
     `archive_limit` bytes at most. Streams send a keep-alive comment after `keepalive_s` of silence.
     `auth_limiter` limits failed authentications per client address (the servers always pass
     one; without it, nothing is limited). `/readyz` checks the database and its migrations, and
-    whatever else `readiness` checks (the operator's, when it runs in the same process)."""
+    whatever else `readiness` checks (the operator's, when it runs in the same process). A console
+    session ends `session_ttl_s` after sign-in."""
     app = FastAPI(
         title="tether",
         version="1",
@@ -68,6 +72,7 @@ def create_app(
     # Volume imports stream their (larger) bodies to their route, which limits them itself.
     app.add_middleware(BodyLimit, limit=max_body_bytes, streamed=volumes.ARCHIVE_PATH)
     app.add_middleware(RequestMetrics, routes=lambda: app.router.routes)
+    app.add_middleware(AccessLog, routes=lambda: app.router.routes)
     add_error_handlers(app)
     set_state(
         app,
@@ -84,5 +89,7 @@ def create_app(
     for module in V1_ROUTERS:
         app.include_router(module.router)
     app.include_router(health.router)
-    console.install(app, store, principal_of)  # the web console at `/` (docs/console.md)
+    console.install(
+        app, store, principal_of, session_ttl_s=session_ttl_s
+    )  # the web console at `/` (docs/console.md)
     return app

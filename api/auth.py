@@ -1,5 +1,6 @@
 """Who is calling: the API token in `Authorization: Bearer <token>`, made a `Principal` (the
-`Caller` dependency), with failed authentications limited per client address."""
+`Caller` dependency), with failed authentications limited per client address. A read-only token
+may read and watch; every other method it sends is refused (403) before the route runs."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from tether.api.accesslog import note_token
 from tether.api.appstate import AuthLimiterDep, StoreDep
-from tether.api.errors import RateLimited, Unauthorized
-from tether.api.models import Principal
+from tether.api.errors import RateLimited, ReadOnlyToken, Unauthorized
+from tether.api.models import Principal, TokenRefusal
 from tether.api.ratelimit import FailureLimiter
 
 log = structlog.get_logger("tether.api")
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 BEARER = HTTPBearer(
     auto_error=False,
@@ -68,12 +71,36 @@ async def _principal(
             "create one with `tether token create --owner NAME`",
         )
     found = await store.authenticate(token)
-    if found is None:
+    if isinstance(found, TokenRefusal):
         _count_failure(limiter, address)
-        raise Unauthorized(
-            "the API token is not valid", hint="create a new one with `tether token create`"
-        )
+        raise Unauthorized(found.message, hint=_REFUSAL_HINTS[found.reason])
+    note_token(request.scope, found.token_id)
     return found
+
+
+_REFUSAL_HINTS = {
+    "unknown": "create a new one with `tether token create`",
+    "revoked": "ask an admin for a new token (`tether token create`), then `tether login`",
+    "expired": "ask an admin for a new token (`tether token create --expires-in ...`), then "
+    "`tether login`",
+}
+
+
+async def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    store: StoreDep,
+    limiter: AuthLimiterDep,
+) -> Principal:
+    """The caller of a /v1 route: a read-only token may only read."""
+    principal = await _principal(request, credentials, store, limiter)
+    if principal.read_only and request.method not in READ_METHODS:
+        raise ReadOnlyToken(
+            f"token {principal.token_id} is read-only: it may read and watch, not "
+            f"{request.method} {request.url.path}; nothing was changed",
+            hint="use a token created without --read-only for writes",
+        )
+    return principal
 
 
 async def principal_of(
@@ -86,4 +113,4 @@ async def principal_of(
 
 # Module level on purpose: with postponed annotations FastAPI resolves a route's annotations in
 # its module's globals, so an alias local to a function would silently become a query parameter.
-Caller = Annotated[Principal, Depends(_principal)]
+Caller = Annotated[Principal, Depends(_caller)]

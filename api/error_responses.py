@@ -10,8 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tether.api.errors import RateLimited, TetherError
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 class ErrorBody(BaseModel):
@@ -52,7 +55,24 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
         exc.status_code, code, f"{exc.detail}: {request.method} {request.url.path}"
     )
     response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
     return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path. Starlette's 405 names only the
+    methods of the first route whose path matched, and a path served by several routes (GET and
+    POST /v1/projects) would otherwise be answered with an `Allow` that omits some. Each method
+    is tried against the routes as the router itself would (`matches`)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _validation_message(exc: RequestValidationError) -> str:

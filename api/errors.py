@@ -23,6 +23,13 @@ class Unauthorized(TetherError):
     error = "unauthorized"
 
 
+class ReadOnlyToken(TetherError):
+    """A write sent with a read-only token: nothing was changed."""
+
+    status_code = 403
+    error = "read_only_token"
+
+
 class RateLimited(TetherError):
     """Too many failed authentications from one client address: try again after a while."""
 

@@ -10,7 +10,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # The vocabulary is defined without pydantic, for clients that read the API's JSON directly.
 from tether.api.vocabulary import PROJECT_NAME_PATTERN as PROJECT_NAME_PATTERN
@@ -88,36 +96,63 @@ ImageRef = Annotated[
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
 
-class HealthCheck(BaseModel):
-    """How tether decides Ready: probe the project's endpoint over HTTP or TCP."""
-
+class _Check(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["http", "tcp"]
-    path: str | None = Field(
-        default=None,
-        max_length=1024,
-        description="HTTP only: the path to GET; any 2xx or 3xx answer is healthy.",
-        examples=["/healthz"],
-    )
     interval_s: float = Field(default=2.0, ge=0.1, le=300)
     timeout_s: float = Field(default=2.0, ge=0.1, le=60)
 
-    @model_validator(mode="after")
-    def _path_matches_type(self) -> HealthCheck:
-        if self.type == "http":
-            if self.path is None:
-                self.path = "/"
-            # isprintable() is False for whitespace other than ' ', for control characters (NUL
-            # among them, which Postgres cannot store in jsonb) and for unpaired surrogates.
-            if not self.path.startswith("/") or not self.path.isprintable() or " " in self.path:
-                raise ValueError(
-                    "health.path must start with '/' and contain no whitespace or control "
-                    "characters"
-                )
-        elif self.path is not None:
+
+class HttpCheck(_Check):
+    """Ready when a GET of `path` on the project's endpoint answers 2xx or 3xx."""
+
+    type: Literal["http"]
+    path: str = Field(
+        default="/",
+        min_length=1,
+        max_length=1024,
+        # The schema says what the validator checks: a '/' first, then no whitespace or control
+        # characters (isprintable() is False for those, NUL among them, which jsonb cannot store,
+        # and for unpaired surrogates).
+        pattern=r"^/[^\s\x00-\x1f\x7f]*$",
+        description="The path to GET; any 2xx or 3xx answer is healthy.",
+        examples=["/healthz"],
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _check_path(cls, path: object) -> object:
+        if isinstance(path, str) and (
+            not path.startswith("/") or not path.isprintable() or " " in path
+        ):
+            raise ValueError(
+                "health.path must start with '/' and contain no whitespace or control characters"
+            )
+        return path
+
+
+class TcpCheck(_Check):
+    """Ready when the project's endpoint accepts a TCP connection (no path: nothing is sent)."""
+
+    type: Literal["tcp"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_path(cls, data: object) -> object:
+        if isinstance(data, dict) and "path" in data:
             raise ValueError("health.path is only allowed for an http health check")
-        return self
+        return data
+
+
+HealthCheck = Annotated[
+    HttpCheck | TcpCheck,
+    Discriminator(
+        "type",
+        custom_error_type="health_type",
+        custom_error_message="health.type must be 'http' (with a path) or 'tcp' (without one)",
+    ),
+]
+"""How tether decides Ready: probe the project's endpoint over HTTP (with a path) or TCP."""
 
 
 Strategy = Literal["start-first", "stop-first"]
@@ -465,6 +500,9 @@ class Event(BaseModel):
     message: str
     actor: str
     created_at: datetime
+    token_id: int | None = Field(
+        default=None, description="The API token of a desired change (none: the operator's)."
+    )
 
 
 class ProjectView(BaseModel):
@@ -483,10 +521,14 @@ class WriteResult(BaseModel):
 
 
 class Principal(BaseModel):
-    """Who is asking: a token's owner. An admin sees every owner's projects."""
+    """Who is asking: a token's owner. An admin sees every owner's projects; a read-only token
+    reads and watches, and every write it sends is refused. `token_id` names the token in the
+    events of its writes (None: not a stored token)."""
 
     owner: str
     admin: bool = False
+    read_only: bool = False
+    token_id: int | None = None
 
     @property
     def scope(self) -> str | None:
@@ -534,3 +576,34 @@ class LogLine(BaseModel):
     stream: LogStream
     time: datetime
     text: str
+
+
+TokenRefusalReason = Literal["unknown", "revoked", "expired"]
+
+
+class TokenRefusal(NamedTuple):
+    """Why a token is refused, and the message that says so."""
+
+    reason: TokenRefusalReason
+    message: str
+
+
+class TokenInfo(BaseModel):
+    """A stored token as `tether token list` shows it: never the token, nor its hash."""
+
+    id: int
+    owner: str
+    admin: bool
+    read_only: bool
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="Recorded at most once a minute.")
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewToken(NamedTuple):
+    """A token just created: the secret (shown once), its id and when it expires."""
+
+    token: str
+    id: int
+    expires_at: datetime | None

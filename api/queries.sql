@@ -1,10 +1,41 @@
 -- Every query tether runs, looked up by name from tether.api.store.
 
 -- name: create_token
-INSERT INTO tokens (owner, hash, admin) VALUES ($1, $2, $3) RETURNING id;
+-- $5: seconds until it expires (NULL: never).
+INSERT INTO tokens (owner, hash, admin, read_only, expires_at)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::float8))
+RETURNING id, expires_at;
 
 -- name: token_by_hash
-SELECT owner, admin, hash FROM tokens WHERE hash = $1;
+-- The token of a hash, and whether it is refused (revoked, expired) by the database's clock. A
+-- usable token's last use is recorded in the same round trip, at most once a minute: a write per
+-- minute per token, not per request.
+WITH found AS (
+    SELECT id, owner, admin, read_only, hash, expires_at, revoked_at, last_used_at,
+           expires_at IS NOT NULL AND expires_at <= now() AS expired
+    FROM tokens WHERE hash = $1
+), touched AS (
+    UPDATE tokens t SET last_used_at = now()
+    FROM found f
+    WHERE t.id = f.id AND f.revoked_at IS NULL AND NOT f.expired
+      AND (f.last_used_at IS NULL OR f.last_used_at < now() - interval '1 minute')
+    RETURNING t.id
+)
+SELECT id, owner, admin, read_only, hash, expires_at, revoked_at, expired,
+       extract(epoch FROM expires_at - now())::float8 AS expires_in_s
+FROM found;
+
+-- name: list_tokens
+SELECT id, owner, admin, read_only, created_at, last_used_at, expires_at, revoked_at
+FROM tokens ORDER BY id;
+
+-- name: revoke_token
+-- Revoked once (a second revoke keeps the first time); every API process hears of it at once.
+WITH revoked AS (
+    UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+    RETURNING id, revoked_at
+)
+SELECT id, revoked_at, pg_notify('tether_tokens', id::text) FROM revoked;
 
 -- name: lock_port_allocation
 -- Held until the creating transaction ends, so that concurrent creations never pick the same port.
@@ -50,8 +81,8 @@ RETURNING *;
 -- A start ($3 'running') or stop ($3 'stopped') in one statement (one round trip): the project,
 -- locked, is changed only if $2 may see it ($2 NULL: an admin), it is at generation $4 ($4 NULL:
 -- any), not being destroyed, not desired $3 already, and has a deployment to run; its event ($5
--- reason, $6 message, $7 actor) and the operator's wake-up go with the change. No row: no such
--- project. `after` NULL: nothing changed, and `before` tells why.
+-- reason, $6 message, $7 actor, $8 the acting token's id) and the operator's wake-up go with the
+-- change. No row: no such project. `after` NULL: nothing changed, and `before` tells why.
 WITH before AS (
     SELECT * FROM projects WHERE name = $1 AND ($2::text IS NULL OR owner = $2) FOR UPDATE
 ), after AS (
@@ -65,8 +96,8 @@ WITH before AS (
       AND ($3 = 'stopped' OR b.target_version IS NOT NULL)
     RETURNING p.*
 ), recorded AS (
-    INSERT INTO events (project, generation, kind, reason, message, actor)
-    SELECT name, generation, 'desired', $5, $6, $7 FROM after
+    INSERT INTO events (project, generation, kind, reason, message, actor, token_id)
+    SELECT name, generation, 'desired', $5, $6, $7, $8 FROM after
     RETURNING project
 ), woken AS (
     SELECT pg_notify('tether_desired', project) FROM recorded
@@ -102,8 +133,8 @@ SELECT max(version) FROM deployments WHERE project = $1 AND version < $2;
 -- name: record_desired_change
 -- The event and the operator's wake-up in one round trip.
 WITH event AS (
-    INSERT INTO events (project, generation, kind, reason, message, actor)
-    VALUES ($1, $2, $3, $4, $5, $6)
+    INSERT INTO events (project, generation, kind, reason, message, actor, token_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
     RETURNING id
 )
 SELECT pg_notify('tether_desired', $1) FROM event;

@@ -72,6 +72,10 @@ def _check_socket_path(value: str) -> str:
     return value
 
 
+def _check_optional_socket_path(value: str) -> str:
+    return _check_socket_path(value) if value else value
+
+
 def _check_command(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_./+-]+", value) or ("/" in value and value[0] != "/"):
         raise ValueError("not a command name or absolute path")
@@ -199,6 +203,30 @@ class Settings(BaseSettings):
         expected="a command on PATH or an absolute path, e.g. haproxy or /usr/sbin/haproxy",
         description="The HAProxy executable `tether proxy` and `tether up` run.",
     )
+    docker_timeout_s: float = setting(
+        30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 3600, e.g. 30",
+        description="How long one Docker API call may take before it is retried as a transient "
+        "fault (a stop: this plus the container's grace period).",
+    )
+    logs_socket: Annotated[str, AfterValidator(_check_optional_socket_path)] = setting(
+        "",
+        expected="empty, or an absolute path without spaces, at most 107 bytes, e.g. "
+        "/run/tether/logs/operator.sock",
+        description="Where `tether operator` serves container output to API processes without "
+        "Docker access (a unix socket), and where `tether api` reads it instead of Docker. "
+        "Empty: the operator serves none, and the API reads Docker itself.",
+    )
+    logs_secret: str = setting(
+        "",
+        pattern=r"^(|[!-~]{32,256})$",
+        expected="empty, or 32 to 256 printable ASCII characters without spaces",
+        description="The shared secret API processes show the operator's log channel "
+        "(TETHER_LOGS_SOCKET); required with it.",
+    )
     workers: int = setting(
         8,
         ge=1,
@@ -303,6 +331,58 @@ class Settings(BaseSettings):
         le=256,
         expected="a whole number from 1 to 256",
         description="Webhook attempts in flight at once (one at a time per hook and project).",
+    )
+    api_grace_s: float = setting(
+        10.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        expected="a number of seconds from 0 to 3600, e.g. 10",
+        description="How long a stopping API lets requests in flight finish before it closes "
+        "them (watch and log streams end at once: their clients reconnect).",
+    )
+    stream_keepalive_s: float = setting(
+        15.0,
+        ge=1,
+        le=300,
+        allow_inf_nan=False,
+        expected="a number of seconds from 1 to 300, e.g. 15",
+        description="A watch or log stream silent this long gets a keep-alive comment (keeps "
+        "proxies and load balancers in front of the API from closing it as idle).",
+    )
+    console_session_ttl_s: float = setting(
+        8 * 3600.0,
+        ge=60,
+        le=30 * 86400,
+        allow_inf_nan=False,
+        expected="a number of seconds from 60 to 2592000 (30 days), e.g. 28800",
+        description="A web console session ends this long after sign-in.",
+    )
+    database_pool_size: int = setting(
+        10,
+        ge=1,
+        le=1000,
+        expected="a whole number from 1 to 1000",
+        description="Postgres connections each server process may hold at once (LISTEN and "
+        "lease connections come on top).",
+    )
+    database_timeout_s: float = setting(
+        30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        expected="a number of seconds, more than 0 and at most 3600, e.g. 30",
+        description="How long one Postgres statement may take before it is abandoned as failed.",
+    )
+    token_cache_s: float = setting(
+        5.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        expected="a number of seconds from 0 to 3600, e.g. 5",
+        description="How long an API process trusts a token it looked up without asking Postgres "
+        "again (0: ask every time). A revocation is heard at once by every API process; one that "
+        "missed it (its listener reconnecting) refuses the token at most this long after.",
     )
     log_format: str = setting(
         "auto",

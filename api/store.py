@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -44,11 +44,14 @@ from tether.api.models import (
     Event,
     EventKind,
     NewEvent,
+    NewToken,
     ObservedVolume,
     Principal,
     Project,
     ProjectView,
     Status,
+    TokenInfo,
+    TokenRefusal,
     VolumeView,
     WatchView,
     WriteResult,
@@ -74,9 +77,13 @@ DESIRED_CHANNEL = "tether_desired"
 WEBHOOK_CHANNEL = "tether_webhooks"  # pg_notify'd by the outbox trigger (migrations/0006)
 STATUS_CHANNEL = "tether_status"
 LEASE_CHANNEL = "tether_lease"
+TOKEN_CHANNEL = "tether_tokens"
 TOKEN_PREFIX = "tth_"
-# A token found is trusted this long without asking Postgres again: one query less per request
-# (docs/benchmarks.md, API writes). A token deleted from the table works that long after.
+# A token found is trusted this long (by default: TETHER_TOKEN_CACHE_S) without asking Postgres
+# again: one query less per request (docs/benchmarks.md, API writes). A revoked token is dropped
+# at once by every API process that hears the revocation (`tether.api.revocations`); one that does
+# not hear it (its listener is reconnecting) trusts it at most this long after. A token deleted
+# from the table: the same.
 TOKEN_TRUSTED_S = 5.0
 TOKENS_REMEMBERED = 1024
 
@@ -94,6 +101,10 @@ _UNAVAILABLE = (
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass(frozen=True)
@@ -162,10 +173,18 @@ def _snapshot(row: asyncpg.Record) -> DesiredSnapshot:
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool, dsn: str, ports: PortRange) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        ports: PortRange,
+        *,
+        token_trusted_s: float = TOKEN_TRUSTED_S,
+    ) -> None:
         self._pool = pool
         self._dsn = dsn
         self._ports = ports
+        self._token_trusted_s = token_trusted_s
         self._tokens: dict[str, tuple[Principal, float]] = {}  # hash → principal, trusted until
 
     @classmethod
@@ -176,6 +195,8 @@ class Store:
         max_size: int = 10,
         *,
         on_statement: Callable[[str], None] | None = None,
+        token_trusted_s: float = TOKEN_TRUSTED_S,
+        command_timeout_s: float = 30.0,
     ) -> Store:
         """`on_statement` is told the text of every statement the pool's connections run (how
         tests count the round trips of a write)."""
@@ -193,9 +214,9 @@ class Store:
             init=init,
             reset=_keep_session,
             timeout=5,
-            command_timeout=30,
+            command_timeout=command_timeout_s,
         )
-        return cls(pool, dsn, ports)
+        return cls(pool, dsn, ports, token_trusted_s=token_trusted_s)
 
     @property
     def dsn(self) -> str:
@@ -226,21 +247,70 @@ class Store:
 
     # Tokens
 
-    async def create_token(self, owner: str, *, admin: bool = False) -> str:
+    async def create_token(
+        self,
+        owner: str,
+        *,
+        admin: bool = False,
+        read_only: bool = False,
+        expires_in_s: float | None = None,
+    ) -> str:
         """Create an API token and return it; only its hash is stored."""
+        return (
+            await self.issue_token(
+                owner, admin=admin, read_only=read_only, expires_in_s=expires_in_s
+            )
+        ).token
+
+    async def issue_token(
+        self,
+        owner: str,
+        *,
+        admin: bool = False,
+        read_only: bool = False,
+        expires_in_s: float | None = None,
+    ) -> NewToken:
+        """Create an API token: the token (only its hash is stored), its id and expiry."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self._connection() as conn:
-            await conn.execute(sql("create_token"), owner, hash_token(token), admin)
-        return token
+            row = await conn.fetchrow(
+                sql("create_token"), owner, hash_token(token), admin, read_only, expires_in_s
+            )
+        assert row is not None  # INSERT ... RETURNING
+        return NewToken(token=token, id=row["id"], expires_at=row["expires_at"])
 
-    async def authenticate(self, token: str) -> Principal | None:
-        """The principal of a token, or None. Tokens are stored only as SHA-256 hashes.
+    async def tokens(self) -> list[TokenInfo]:
+        async with self._connection() as conn:
+            return [TokenInfo.model_validate(dict(r)) for r in await conn.fetch(sql("list_tokens"))]
+
+    async def revoke_token(self, token_id: int) -> datetime | None:
+        """Revoke a token (kept, for the events it wrote): when it was revoked, None if there is
+        no such token. Every API process is told at once (`TOKEN_CHANNEL`)."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql("revoke_token"), token_id)
+        self.forget_token(token_id)
+        return row["revoked_at"] if row is not None else None
+
+    def forget_token(self, token_id: int) -> None:
+        """Ask Postgres again next time this token is used (it was revoked)."""
+        self._tokens = {k: v for k, v in self._tokens.items() if v[0].token_id != token_id}
+
+    def forget_tokens(self) -> None:
+        """Ask Postgres again about every token (revocations may have gone unheard)."""
+        self._tokens = {}
+
+    async def authenticate(self, token: str) -> Principal | TokenRefusal:
+        """The principal of a token, or why it is refused. Tokens are stored only as SHA-256
+        hashes.
 
         The lookup is by hash, through the unique index: how long it takes can depend on how
         much of the *hash* matches a stored one, which tells nothing about the token (finding a
         token with a chosen hash prefix means inverting SHA-256). The hash found is compared
         again in constant time, so that no comparison on the way to an answer ever depends on
-        the secret itself."""
+        the secret itself.
+
+        A token found is trusted for `token_trusted_s` (never past its expiry) without asking
+        Postgres again; a revocation drops it at once (`forget_token`)."""
         digest = hash_token(token)
         now = time.monotonic()
         principal, trusted_until = self._tokens.get(digest, (None, 0.0))
@@ -250,13 +320,28 @@ class Store:
             row = await conn.fetchrow(sql("token_by_hash"), digest)
         if row is None or not hmac.compare_digest(row["hash"], digest):
             self._tokens.pop(digest, None)
-            return None
-        principal = Principal(owner=row["owner"], admin=row["admin"])
+            return TokenRefusal("unknown", "the API token is not valid")
+        if row["revoked_at"] is not None:
+            self._tokens.pop(digest, None)
+            return TokenRefusal(
+                "revoked", f"the API token {row['id']} was revoked at {_when(row['revoked_at'])}"
+            )
+        if row["expired"]:
+            self._tokens.pop(digest, None)
+            return TokenRefusal(
+                "expired", f"the API token {row['id']} expired at {_when(row['expires_at'])}"
+            )
+        principal = Principal(
+            owner=row["owner"], admin=row["admin"], read_only=row["read_only"], token_id=row["id"]
+        )
+        trusted_s = self._token_trusted_s
+        if row["expires_in_s"] is not None:
+            trusted_s = min(trusted_s, row["expires_in_s"])
         if len(self._tokens) >= TOKENS_REMEMBERED:
             self._tokens = {k: v for k, v in self._tokens.items() if now < v[1]}
             if len(self._tokens) >= TOKENS_REMEMBERED:
                 self._tokens.clear()
-        self._tokens[digest] = (principal, now + TOKEN_TRUSTED_S)
+        self._tokens[digest] = (principal, now + trusted_s)
         return principal
 
     # Projects
@@ -281,11 +366,7 @@ class Store:
                     )
                 project = _project(row)
                 await self._record(
-                    conn,
-                    project,
-                    "Created",
-                    f"project created by {principal.owner}",
-                    principal.owner,
+                    conn, project, "Created", f"project created by {principal.owner}", principal
                 )
                 return WriteResult(project=project, changed=True, message="project created")
             if principal.scope and existing["owner"] != principal.scope:
@@ -381,6 +462,7 @@ class Store:
                 verb.capitalize(),
                 f"desired {state} (was {was})",
                 principal.owner,
+                principal.token_id,
             )
         if row is None:
             raise _not_found(name)
@@ -563,13 +645,14 @@ class Store:
         )
         assert row is not None  # the row is locked by this transaction
         changed = _project(row)
-        await self._record(conn, changed, reason, message, principal.owner)
+        await self._record(conn, changed, reason, message, principal)
         return changed
 
     async def _record(
-        self, conn: Conn, project: Project, reason: str, message: str, actor: str
+        self, conn: Conn, project: Project, reason: str, message: str, principal: Principal
     ) -> None:
-        """The desired change's event, and the operator's wake-up."""
+        """The desired change's event (naming the owner and the token that asked), and the
+        operator's wake-up."""
         await conn.execute(
             sql("record_desired_change"),
             project.name,
@@ -577,7 +660,8 @@ class Store:
             EventKind.DESIRED,
             reason,
             message,
-            actor,
+            principal.owner,
+            principal.token_id,
         )
 
     # Reads

@@ -34,13 +34,13 @@ from harness import (
     process_cpu_seconds,
     process_rss_bytes,
 )
-from tether.api.models import DeploymentSpec, DesiredState, HealthCheck, Principal
+from tether.api.models import DeploymentSpec, DesiredState, HttpCheck, Principal
 from tether.api.store import PortRange, Store
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 
 OWNER = Principal(owner="bench")
 # What the README's tour deploys: the test workload, its port, an HTTP health check (defaults).
-SPEC = DeploymentSpec(image=IMAGE, port=8080, health=HealthCheck(type="http", path="/healthz"))
+SPEC = DeploymentSpec(image=IMAGE, port=8080, health=HttpCheck(type="http", path="/healthz"))
 
 CONVERGED_AT = """
 SELECT e.project, min(e.created_at) AS at

@@ -51,7 +51,7 @@ def _group(help_text: str) -> typer.Typer:
 ROOT_HELP = "Keep Docker-hosted projects in the state you asked for."
 app = _group(ROOT_HELP)
 projects_app = _group("Create and list projects.")
-token_app = _group("Create API tokens (needs the database).")
+token_app = _group("Create, list and revoke API tokens (needs the database).")
 volume_app = _group("Back up and restore a project's volumes (the project stopped).")
 app.add_typer(projects_app, name="projects")
 app.add_typer(token_app, name="token")
@@ -85,6 +85,8 @@ for name, command in (
 projects_app.command("create")(writes.projects_create)
 projects_app.command("list")(reads.projects_list)
 token_app.command("create")(server_commands.token_create)
+token_app.command("list")(server_commands.token_list)
+token_app.command("revoke")(server_commands.token_revoke)
 volume_app.command("export")(archives.export)
 volume_app.command("import")(archives.import_)
 webhook_app.command("add")(webhooks.add)

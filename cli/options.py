@@ -61,6 +61,29 @@ def check_owner(value: str) -> str:
     return _check_label(value, "an owner name")
 
 
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION_S = 100 * 365 * 86400
+
+
+def duration_s(text: str) -> float | None:
+    """Seconds of a duration written as a number and a unit (s, m, h, d, w: 30s, 1.5h, 30d), or
+    None if `text` is not one."""
+    match = DURATION.fullmatch(text.strip())
+    return float(match[1]) * DURATION_UNITS[match[2]] if match else None
+
+
+def parse_duration(value: str) -> float:
+    """`--expires-in`: a duration above 0, at most 100 years."""
+    seconds = duration_s(value)
+    if seconds is None or not 0 < seconds <= MAX_DURATION_S:
+        raise typer.BadParameter(
+            f"{value!r} is not a duration: use a number above 0 and a unit, s m h d or w "
+            "(e.g. 30d, 12h), at most 100 years"
+        )
+    return seconds
+
+
 def check_wait(wait: bool, timeout: float | None) -> None:
     if timeout is not None and not wait:
         raise typer.BadParameter("--timeout goes with --wait", param_hint="'--timeout'")

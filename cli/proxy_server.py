@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from tether.cli.errors import CliError
-from tether.cli.output import say
 
 if TYPE_CHECKING:
     from tether.api.settings import Settings
@@ -46,7 +45,7 @@ async def running_proxy(settings: Settings) -> AsyncIterator[HAProxyProcess]:
             f"the proxy did not start: {exc} (its files are in {config.directory}; "
             "TETHER_PROXY_DIR, TETHER_PROXY_BINARY and TETHER_PORT_RANGE configure it)"
         ) from exc
-    say(
+    log.info(
         f"proxy: HAProxy on {settings.publish_address}:{settings.port_range}, admin socket "
         f"{config.socket}"
     )
@@ -87,13 +86,13 @@ async def _proxy(settings: Settings) -> None:
         try:
             async with running_proxy(settings) as process:
                 started.append(process)
-                say("tether proxy: Ctrl-C stops it, SIGHUP reloads it")
+                log.info("tether proxy: Ctrl-C stops it, SIGHUP reloads it")
                 await stopper.event.wait()
                 for task in list(reloads):
                     await task
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
-    say("tether proxy stopped")
+    log.info("tether proxy stopped")
 
 
 async def _reload(process: HAProxyProcess) -> None:

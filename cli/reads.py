@@ -7,14 +7,13 @@ printed as the API answered it.
 # No `from __future__ import annotations` in the command modules: typer would eval each
 # annotation string on every run (~25 ms of a command's 150; see cli/options.py).
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tether.cli import paging
-from tether.cli.options import Name, OutputOpt, Timeout, check_name, invocation
+from tether.cli.options import Name, OutputOpt, Timeout, check_name, duration_s, invocation
 from tether.cli.output import Output, print_json
 
 if TYPE_CHECKING:
@@ -188,17 +187,13 @@ def watch(
     watching.run(invocation(ctx).config(), name, output=output, timeout_s=timeout)
 
 
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
     text = value.strip()
-    match = _DURATION.fullmatch(text)
-    if match:
-        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    seconds = duration_s(text)
+    if seconds is not None:
+        return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

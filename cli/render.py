@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from rich.console import Console, Group, RenderableType
     from rich.table import Table
 
+    from tether.api.models import TokenInfo
+
 PIPE_WIDTH = 200
 NONE = "-"
 GAP = "  "  # between two columns: each cell's padding of one space on either side
@@ -423,3 +425,30 @@ def events_table(events: Sequence[Event], project: str) -> None:
         say(f"no events for {project}")
         return
     draw(EVENT_COLUMNS, _event_rows(events))
+
+
+def tokens_table(tokens: Sequence[TokenInfo]) -> None:
+    now = datetime.now(UTC)
+
+    def expires(t: TokenInfo) -> str:
+        if t.revoked_at is not None:
+            return f"revoked {age(t.revoked_at, now)} ago"
+        if t.expires_at is None:
+            return "never"
+        if t.expires_at <= now:
+            return f"expired {age(t.expires_at, now)} ago"
+        return f"in {age(now, t.expires_at)}"
+
+    rows = [
+        [
+            str(t.id),
+            t.owner,
+            "admin" if t.admin else "owner",
+            "read-only" if t.read_only else "read-write",
+            f"{age(t.created_at, now)} ago",
+            f"{age(t.last_used_at, now)} ago" if t.last_used_at else "never",
+            expires(t),
+        ]
+        for t in tokens
+    ]
+    draw(["id", "owner", "sees", "may", "created", "last used", "expires"], rows)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import stat
 from collections.abc import Generator
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -18,8 +20,8 @@ import structlog
 import uvicorn
 import uvloop
 
-from tether.cli.errors import CliError
-from tether.cli.output import say
+from tether.cli import database
+from tether.cli.errors import EXIT_USAGE, CliError
 from tether.cli.problems import database_problem, part_failure, reason
 from tether.cli.readiness import OperatorReadiness
 from tether.cli.settings import client_url, http_url
@@ -29,13 +31,14 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from starlette.types import ASGIApp
 
+    from tether.api.logchannel import RemoteLogs
+    from tether.api.logs import LogSource
     from tether.api.settings import Settings
     from tether.api.store import Store
     from tether.operator.engine.docker.archive import DockerArchives
     from tether.operator.engine.docker.logs import ContainerLogs
 
 log = structlog.get_logger("tether.cli")
-API_GRACE_S = 10
 Parts: TypeAlias = "dict[asyncio.Task[None], str]"
 
 
@@ -74,14 +77,17 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-def _uvicorn(app: ASGIApp, settings: Settings, *, access_log: bool = True) -> _ApiServer:
+def _uvicorn(app: ASGIApp, settings: Settings) -> _ApiServer:
     return _ApiServer(
         uvicorn.Config(
             app,
             lifespan="off",
             log_level=settings.log_level,
-            access_log=access_log,
-            timeout_graceful_shutdown=API_GRACE_S,
+            # uvicorn's lines go through the root logger, which `tether.api.logconfig` renders
+            # as every other line; its access lines are replaced by `tether.api.accesslog`'s.
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=round(settings.api_grace_s),
         )
     )
 
@@ -97,14 +103,46 @@ def _run_server(
     parts[asyncio.create_task(server.serve(sockets=[listening]))] = name
 
 
-def _log_source(settings: Settings) -> ContainerLogs:
-    """The API reads container output (`tether logs`) through a Docker driver of its own."""
+def bind_unix(path: str, variable: str) -> socket.socket:
+    """Listen on a unix socket at `path` (a stale one left by a killed process is replaced)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        # Reachable by whoever mounts its directory (compose: the API's unprivileged user); the
+        # log channel's secret, not the mode, decides who is served.
+        os.chmod(path, 0o666)
+        sock.listen(128)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {path} ({reason(exc)}); check {variable}") from exc
+    return sock
+
+
+def _log_source(settings: Settings, *, with_operator: bool) -> ContainerLogs | RemoteLogs:
+    """Where the API reads container output (`tether logs`) from: the operator's log channel
+    when one is configured (an API without Docker access: compose's), else Docker, through a
+    driver of its own (also under `tether up`, where the operator is in the same process)."""
+    if settings.logs_socket and not with_operator:
+        from tether.api.logchannel import RemoteLogs
+
+        return RemoteLogs(settings.logs_socket, settings.logs_secret)
+    return _docker_logs(settings)
+
+
+def _docker_logs(settings: Settings) -> ContainerLogs:
     from tether.operator.engine.docker.driver import DockerDriver
     from tether.operator.engine.docker.logs import ContainerLogs
 
     return ContainerLogs(
         DockerDriver(
-            settings.docker_url, settings.installation_id, concurrency=settings.docker_concurrency
+            settings.docker_url,
+            settings.installation_id,
+            concurrency=settings.docker_concurrency,
+            call_timeout_s=settings.docker_timeout_s,
         )
     )
 
@@ -134,9 +172,16 @@ async def serve(
     checks, and its `/metrics` the operator's metrics (one registry per process)."""
     from tether.api.probes import create_probe_app
 
+    if settings.logs_socket and not settings.logs_secret:
+        raise CliError(
+            "TETHER_LOGS_SOCKET is set without TETHER_LOGS_SECRET: set both, the same in the API "
+            "and the operator (e.g. a secret from `openssl rand -hex 32`)",
+            exit_code=EXIT_USAGE,
+        )
     parts: Parts = {}
     operator_checks = OperatorReadiness("operator." if sock is not None else "")
-    log_source = _log_source(settings) if sock is not None else None
+    log_source = _log_source(settings, with_operator=with_operator) if sock is not None else None
+    channel = _serve_log_channel(settings, parts, stopper) if with_operator else None
     archives = _archives(settings) if sock is not None else None
     try:
         if sock is not None and log_source is not None and archives is not None:
@@ -145,8 +190,11 @@ async def serve(
             # Open watch streams end at a stop: their clients reconnect.
             stopper.on_stop(lambda _first: app.state.watches.shutdown())
             _run_server(parts, stopper, _uvicorn(app, settings), sock, "API")
+            parts[asyncio.create_task(_follow_revocations(store, stopper))] = (
+                "token revocation listener"
+            )
         if operator_sock is not None:
-            probes = _uvicorn(create_probe_app([operator_checks]), settings, access_log=False)
+            probes = _uvicorn(create_probe_app([operator_checks]), settings)
             _run_server(parts, stopper, probes, operator_sock, "operator's endpoint")
         if with_operator:
             from tether.operator.serve import serve_operator
@@ -157,19 +205,39 @@ async def serve(
             parts[asyncio.create_task(operating)] = "operator"
         signalled, ended = await _supervise(parts, stopper)
     finally:
-        if log_source is not None:
-            await log_source.close()
-        if archives is not None:
-            await archives.close()
+        for source in (log_source, channel, archives):
+            if source is not None:
+                await source.close()
     _raise_failure(parts, settings.database_url)
     if not signalled:
         raise CliError(f"the {ended[0]} stopped on its own; see the log above")
 
 
+def _serve_log_channel(settings: Settings, parts: Parts, stopper: Stopper) -> ContainerLogs | None:
+    """The operator serves container output to API processes without Docker access on
+    TETHER_LOGS_SOCKET (`tether.api.logchannel`): the source it reads, to close at the end."""
+    if not settings.logs_socket:
+        return None
+    from tether.api.logchannel import create_channel_app
+
+    sock = bind_unix(settings.logs_socket, "TETHER_LOGS_SOCKET")
+    source = _docker_logs(settings)
+    app = create_channel_app(source, settings.logs_secret)
+    _run_server(parts, stopper, _uvicorn(app, settings), sock, "log channel")
+    log.info("serving container output to the API", socket=settings.logs_socket)
+    return source
+
+
+async def _follow_revocations(store: Store, stopper: Stopper) -> None:
+    from tether.api.revocations import RevocationListener
+
+    await RevocationListener(store).run(stopper.event)
+
+
 def _api_app(
     settings: Settings,
     store: Store,
-    log_source: ContainerLogs,
+    log_source: LogSource,
     archives: DockerArchives,
     readiness: list[OperatorReadiness],
 ) -> FastAPI:
@@ -182,6 +250,8 @@ def _api_app(
         log_source=log_source,
         archives=archives,
         archive_limit=settings.volume_archive_max_bytes,
+        keepalive_s=settings.stream_keepalive_s,
+        session_ttl_s=settings.console_session_ttl_s,
         auth_limiter=FailureLimiter(settings.auth_failures, settings.auth_failure_window_s),
         readiness=list(readiness),
     )
@@ -225,7 +295,6 @@ def api(settings: Settings) -> None:
 
 async def _api(settings: Settings, sock: socket.socket) -> None:
     from tether.api.migrator import pending
-    from tether.api.store import Store
 
     dsn = settings.database_url
     try:
@@ -242,9 +311,9 @@ async def _api(settings: Settings, sock: socket.socket) -> None:
             log.warning("migrations pending: run `tether migrate`", pending=len(missing))
     stopper = Stopper()
     with stopper.installed():
-        store = await Store.connect(dsn, settings.ports)
+        store = await database.connect(settings)
         try:
-            say(f"tether API on {client_url(settings)} (Ctrl-C stops it)")
+            log.info(f"tether API on {client_url(settings)} (Ctrl-C stops it)")
             await serve(settings, store, stopper, sock=sock, with_operator=False)
         finally:
             await store.close()
@@ -262,14 +331,12 @@ def operator(settings: Settings) -> None:
 
 
 async def _operator(settings: Settings, sock: socket.socket) -> None:
-    from tether.api.store import Store
-
     stopper = Stopper()
     with stopper.installed():
-        store = await Store.connect(settings.database_url, settings.ports)
+        store = await database.connect(settings)
         try:
             host, port = sock.getsockname()[:2]
-            say(f"tether operator: health and metrics on {http_url(host, port)}")
+            log.info(f"tether operator: health and metrics on {http_url(host, port)}")
             await serve(settings, store, stopper, sock=None, with_operator=True, operator_sock=sock)
         finally:
             await store.close()

@@ -1,4 +1,4 @@
-"""The server-side commands: `migrate`, `api`, `operator`, `up` and `token create`.
+"""The server-side commands: `migrate`, `api`, `operator`, `up` and `token create|list|revoke`.
 
 They read `TETHER_*` settings, not the CLI's config file, and import the server side (uvicorn, the
 store, the operator) only when run, which keeps the client commands quick.
@@ -17,9 +17,12 @@ from tether.cli.options import (
     LogFormatOpt,
     LogLevel,
     LogLevelOpt,
+    OutputOpt,
     check_owner,
     invocation,
+    parse_duration,
 )
+from tether.cli.output import Output, print_json, say
 
 if TYPE_CHECKING:
     from tether.api.settings import Settings
@@ -84,16 +87,71 @@ Owner = Annotated[
     str, typer.Option("--owner", help="Whose projects the token acts on.", callback=check_owner)
 ]
 Admin = Annotated[bool, typer.Option("--admin", help="See and change every owner's projects.")]
+ReadOnly = Annotated[
+    bool, typer.Option("--read-only", help="Only read and watch: every write is refused (403).")
+]
+ExpiresIn = Annotated[
+    float | None,
+    typer.Option(
+        "--expires-in",
+        metavar="DURATION",
+        parser=parse_duration,
+        help="Refused after this long: a whole number and a unit, s m h d or w, e.g. 30d "
+        "(default: never).",
+    ),
+]
 
 
-def token_create(ctx: typer.Context, owner: Owner, admin: Admin = False) -> None:
+def token_create(
+    ctx: typer.Context,
+    owner: Owner,
+    admin: Admin = False,
+    read_only: ReadOnly = False,
+    expires_in: ExpiresIn = None,
+) -> None:
     """Create an API token and print it (only once: it is stored hashed)."""
     from tether.cli import database
     from tether.cli.settings import load_settings
 
-    token = database.create_token(load_settings(invocation(ctx).env), owner, admin=admin)
-    sys.stdout.write(token + "\n")
+    new = database.create_token(
+        load_settings(invocation(ctx).env),
+        owner,
+        admin=admin,
+        read_only=read_only,
+        expires_in_s=expires_in,
+    )
+    sys.stdout.write(new.token + "\n")
+    kind = " ".join(k for k, on in (("read-only", read_only), ("admin", admin)) if on)
+    expiry = f", expiring {new.expires_at:%Y-%m-%d %H:%M:%S} UTC" if new.expires_at else ""
     sys.stderr.write(
-        f"created a{'n admin' if admin else ''} token for {owner}; it is shown only once. "
-        "Use it with `tether login --token TOKEN` or TETHER_TOKEN\n"
+        f"created {kind + ' ' if kind else ''}token {new.id} for {owner}{expiry}; it is shown "
+        "only once. Use it with `tether login --token TOKEN` or TETHER_TOKEN\n"
+    )
+
+
+def token_list(ctx: typer.Context, output: OutputOpt = Output.TABLE) -> None:
+    """List the API tokens: id, owner, kind, created, last used, expires (never the tokens)."""
+    from tether.cli import database
+    from tether.cli.settings import load_settings
+
+    tokens = database.list_tokens(load_settings(invocation(ctx).env))
+    if output is Output.JSON:
+        print_json([t.model_dump(mode="json") for t in tokens])
+        return
+    from tether.cli import render
+
+    render.tokens_table(tokens)
+
+
+TokenId = Annotated[int, typer.Argument(help="The token's id (see `tether token list`).", min=1)]
+
+
+def token_revoke(ctx: typer.Context, token_id: TokenId) -> None:
+    """Revoke an API token: every API server refuses it from now on (within 5 s at worst)."""
+    from tether.cli import database
+    from tether.cli.settings import load_settings
+
+    revoked_at = database.revoke_token(load_settings(invocation(ctx).env), token_id)
+    say(
+        f"token {token_id} revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC: it is refused from now on"
     )

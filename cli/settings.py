@@ -102,7 +102,11 @@ def _settings_problem(exc: ValidationError, values: Mapping[str, str]) -> str:
         if field not in values:  # cannot happen with defaults for all: say what pydantic says
             problems.append(f"{variable(field)} is invalid: {error['msg']}")
             continue
-        value = redact(values[field]) if field == "database_url" else values[field]
+        value = values[field]
+        if field == "database_url":
+            value = redact(value)
+        elif field == "logs_secret":
+            value = "*" * min(len(value), 8)  # never shown back, even when refused
         what = "is empty" if not value.strip() else "is invalid"
         problems.append(f"{variable(field)}={value!r} {what}; expected {expected_form(field)}")
     return "; ".join(problems)

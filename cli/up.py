@@ -13,8 +13,10 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import structlog
+
 from tether.cli import config, postgres
-from tether.cli.database import apply_migrations, report_migrations
+from tether.cli.database import apply_migrations, connect, report_migrations
 from tether.cli.errors import CliError
 from tether.cli.output import say
 from tether.cli.problems import redact
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from tether.operator.engine.docker.postgres import PostgresServer
 
 ADMIN_OWNER = "admin"
+log = structlog.get_logger("tether.cli")
 
 
 def up(settings: Settings, env: Mapping[str, str]) -> None:
@@ -60,11 +63,11 @@ async def _up(settings: Settings, env: Mapping[str, str], sock: socket.socket) -
                     managed = False  # it did not start: nothing to stop on the way out
                     raise
             else:
-                say(f"using the Postgres at {redact(dsn)} (TETHER_DATABASE_URL)")
+                log.info(f"using the Postgres at {redact(dsn)} (TETHER_DATABASE_URL)")
             async with running_proxy(settings):  # the project endpoints' proxy (HAProxy)
                 await _run_up(settings, env, sock, stopper, server if managed else None)
         except Interrupted:
-            say("interrupted while starting")
+            log.info("interrupted while starting")
         except BaseException:
             if managed:  # best effort: the failure in flight is what gets reported
                 problem = await postgres.stop(settings.docker_url, server)
@@ -75,11 +78,11 @@ async def _up(settings: Settings, env: Mapping[str, str], sock: socket.socket) -
             problem = await postgres.stop(settings.docker_url, server)
             if problem:
                 raise CliError(problem)
-    say("tether stopped")
+    log.info("tether stopped")
 
 
 async def _start_postgres(settings: Settings, server: PostgresServer, stopper: Stopper) -> None:
-    say(
+    log.info(
         f"starting Postgres: container {server.name} ({server.image}), data in "
         f"volume {server.volume}, on 127.0.0.1:{server.host_port}"
     )
@@ -94,10 +97,9 @@ async def _run_up(
     server: PostgresServer | None,
 ) -> None:
     from tether.api.migrator import available
-    from tether.api.store import Store
 
     dsn = settings.database_url
-    store = await Store.connect(dsn, settings.ports)
+    store = await connect(settings, dsn)
     try:
         await stopper.unless_stopped(
             postgres.wait_until_up(store, dsn, postgres.DEADLINE_S, server)
@@ -106,7 +108,7 @@ async def _run_up(
         report_migrations(applied, len(available()), dsn)
         fresh = any(m.version == 1 for m in applied)
         await stopper.unless_stopped(_log_in(store, settings, env, fresh=fresh))
-        say(f"tether is up: API on {client_url(settings)}; Ctrl-C stops it and keeps the data")
+        log.info(f"tether is up: API on {client_url(settings)}; Ctrl-C stops it and keeps the data")
         await serve(settings, store, stopper, sock=sock, with_operator=True)
     finally:
         await store.close()
@@ -114,6 +116,8 @@ async def _run_up(
 
 async def _log_in(store: Store, settings: Settings, env: Mapping[str, str], *, fresh: bool) -> None:
     """On a fresh database, create an admin token and log this machine's CLI in with it."""
+    from tether.api.models import Principal
+
     url = client_url(settings)
     path = config.config_path(env)
     try:
@@ -121,17 +125,19 @@ async def _log_in(store: Store, settings: Settings, env: Mapping[str, str], *, f
     except CliError:
         saved = {}
     token = env.get("TETHER_TOKEN") or saved.get("token")
-    if token and await store.authenticate(token) is not None:
-        say(f"the CLI is logged in (config {path})")
+    if token and isinstance(await store.authenticate(token), Principal):
+        log.info(f"the CLI is logged in (config {path})")
         return
     if not fresh:
-        say(
+        log.info(
             f"log in with `tether login --url {url} --token TOKEN`; an admin creates tokens with "
             "`tether token create --owner NAME`"
         )
         return
     token = await store.create_token(ADMIN_OWNER, admin=True)
     config.save(path, url=url, token=token)
+    # The one time a server prints a token: on standard output, for the person who ran `up` (the
+    # log lines, on standard error, never show it).
     say(f"created an admin token and logged the CLI in (saved to {path}); it is shown only once:")
     say(f"  {token}")
     say(f"elsewhere, log in with `tether login --url {url} --token TOKEN`")

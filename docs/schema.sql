@@ -6,7 +6,11 @@ CREATE TABLE tokens (
     owner       text NOT NULL CHECK (owner ~ '^[a-z][a-z0-9-]{0,62}$'),
     hash        text NOT NULL UNIQUE CHECK (hash ~ '^[0-9a-f]{64}$'),
     admin       boolean NOT NULL DEFAULT false,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    read_only    boolean NOT NULL DEFAULT false,
+    expires_at   timestamptz,
+    revoked_at   timestamptz,
+    last_used_at timestamptz  -- recorded at most once a minute per token
 );
 
 CREATE TABLE projects (
@@ -115,7 +119,8 @@ CREATE TABLE events (
     message     text NOT NULL,
     actor       text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    epoch       bigint  -- the operator lease epoch that wrote it; NULL for desired changes
+    epoch       bigint,  -- the operator lease epoch that wrote it; NULL for desired changes
+    token_id    bigint   -- the token of a desired change; NULL for the operator's events
 );
 CREATE INDEX events_project ON events (project, id);
 

@@ -58,6 +58,7 @@ def engine_runtime(
             settings.installation_id,
             concurrency=settings.docker_concurrency,
             guard=guard,
+            call_timeout_s=settings.docker_timeout_s,
         )
     elif guard is not None:
         driver.guard = guard

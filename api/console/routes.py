@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tether.api.console.sessions import (
+    SESSION_TTL_S,
     SessionAuth,
     Sessions,
     cookie_header,
@@ -55,10 +56,12 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
-def install(app: FastAPI, store: Store, principal_of: PrincipalOf) -> Sessions:
+def install(
+    app: FastAPI, store: Store, principal_of: PrincipalOf, *, session_ttl_s: float = SESSION_TTL_S
+) -> Sessions:
     """Add the console to `app`: its routes, and the middleware that reads its session cookie.
     `principal_of` is the API's own authentication (rate-limited, as for every route)."""
-    sessions = Sessions()
+    sessions = Sessions(ttl_s=session_ttl_s)
     app.state.console_sessions = sessions
     app.add_middleware(SessionAuth, sessions=sessions)
     router = APIRouter(include_in_schema=False)

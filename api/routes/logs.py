@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 
 from tether.api import logs as project_logs
 from tether.api import sse
@@ -18,6 +20,21 @@ from tether.api.routes.params import NamePath
 from tether.api.routes.responses import STREAM_RESPONSES, events_stream
 
 router = APIRouter(prefix=V1)
+# A date and time as the schema's `format: date-time` says (RFC 3339), and nothing else: pydantic
+# would also take a number of seconds since 1970 ("0.5"), which the schema does not allow.
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not RFC3339.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an RFC 3339 date and time with a time zone, e.g. "
+            "2026-12-01T12:00:00Z"
+        )
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
 @router.get(
@@ -37,7 +54,10 @@ async def logs(
     tail: Annotated[
         int | None, Query(ge=0, description="At most this many lines from the end.")
     ] = None,
-    since: Annotated[datetime | None, Query(description="Only lines from then on.")] = None,
+    since: Annotated[
+        Rfc3339 | None,
+        Query(description="Only lines from then on: an RFC 3339 time, e.g. 2026-12-01T12:00:00Z."),
+    ] = None,
 ) -> StreamingResponse:
     """`container` when a container's output starts (each new one when following), `log`
     per line (`stream` is stdout or stderr), `error` when Docker fails."""

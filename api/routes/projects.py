@@ -22,7 +22,7 @@ router = APIRouter(prefix=V1)
     status_code=201,
     responses={
         200: {"model": WriteResult, "description": "It existed already: nothing changed."},
-        **errors(400, 409),
+        **errors(400, 403, 409),
     },
 )
 async def create_project(

@@ -12,7 +12,8 @@ from tether.api.error_responses import ErrorBody
 
 ERROR_MEANINGS = {
     400: "The request cannot be carried out as it is (see `error`).",
-    401: "No valid token in the Authorization header.",
+    401: "No valid token in the Authorization header (none, unknown, revoked or expired).",
+    403: "The token is read-only: nothing was changed.",
     404: "No such project, deployment or webhook (or one the token may not see).",
     409: "The project name belongs to another owner.",
     412: "If-Match names another generation: nothing was changed.",
@@ -33,7 +34,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, object]]:
     }
 
 
-WRITE_ERRORS = errors(400, 404, 412)
+WRITE_ERRORS = errors(400, 403, 404, 412)
 READ_ERRORS = errors(404)
 
 

@@ -26,7 +26,7 @@ from docker_floor import container_config, probe, start_with_retry, times, wait_
 from harness import OPERATOR_ROLE, Run, pid_of, process_cpu_seconds
 from measures import summary
 from profiling import record, summarize
-from tether.api.models import HealthCheck
+from tether.api.models import HttpCheck
 from tether.operator.health import Prober
 from tether_side import OperatorProcess, Tether, docker_calls, passes
 
@@ -115,7 +115,7 @@ async def _profile(run: Run, operator: OperatorProcess, seconds: float) -> dict[
 
 async def _probe_cost(ports: list[int]) -> dict[str, Any]:
     """CPU time per endpoint probe: tether's Prober vs the floor's bare asyncio GET."""
-    check = HealthCheck(type="http", path="/healthz")
+    check = HttpCheck(type="http", path="/healthz")
     prober = Prober("127.0.0.1")
     slots = asyncio.Semaphore(PROBE_CONCURRENCY)
 

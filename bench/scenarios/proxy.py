@@ -37,7 +37,7 @@ import aiodocker
 from docker_floor import container_config, wait_ready
 from harness import IMAGE, OPERATOR_ROLE, REPO, Run, load_average
 from measures import ms, summary
-from tether.api.models import DeploymentSpec, HealthCheck, Strategy
+from tether.api.models import DeploymentSpec, HttpCheck, Strategy
 from tether.operator.haproxy.admin import HAProxy
 from tether.operator.haproxy.config import ProxyConfig
 from tether.operator.haproxy.process import HAProxyProcess
@@ -64,7 +64,7 @@ def spec(release: int, strategy: Strategy) -> DeploymentSpec:
         image=IMAGE,
         port=8080,
         env={"RELEASE": str(release)},
-        health=HealthCheck(type="http", path="/healthz", interval_s=0.1, timeout_s=1),
+        health=HttpCheck(type="http", path="/healthz", interval_s=0.1, timeout_s=1),
         stop_grace_s=2,
         drain_timeout_s=5,
         strategy=strategy,

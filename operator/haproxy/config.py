@@ -82,6 +82,10 @@ def render_config(config: ProxyConfig) -> str:
 # Written by tether (tether.operator.haproxy.config) at each start of the proxy: edits are lost.
 global
     master-worker
+    # A second proxy on the same port range must fail to bind, not silently share the ports
+    # (SO_REUSEPORT would let both bind and split the connections between them). Reloads do
+    # not need it: the new worker takes the listeners from the old one (`expose-fd listeners`).
+    noreuseport
     stats socket {config.socket} mode 600 level admin expose-fd listeners
     # After a reload, the old worker finishes its requests and connections for up to this long.
     hard-stop-after {HARD_STOP_AFTER_S}s

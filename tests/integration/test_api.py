@@ -306,12 +306,8 @@ async def test_deployment_spec_accepted(
     }
     health = body.get("health")
     if health is not None:  # defaults filled in
-        health = {
-            "path": "/" if health["type"] == "http" else None,
-            "interval_s": 2.0,
-            "timeout_s": 2.0,
-            **health,
-        }
+        path = {"path": "/"} if health["type"] == "http" else {}  # a tcp check has none
+        health = {**path, "interval_s": 2.0, "timeout_s": 2.0, **health}
     assert {k: stored[k] for k in ["image", *defaults]} == {**defaults, **body, "health": health}
 
 
@@ -381,7 +377,7 @@ BAD_SPECS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     ),
     "health path too long": (
         {"health": {"type": "http", "path": "/" + "a" * 1024}},
-        ("health.path", "at most 1024 characters"),
+        ("health.http.path", "at most 1024 characters"),
     ),
     "health path on tcp": (
         {"health": {"type": "tcp", "path": "/"}},
@@ -391,27 +387,30 @@ BAD_SPECS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {"port": None, "health": {"type": "tcp"}},
         ("health check", "set port"),
     ),
-    "health unknown type": ({"health": {"type": "udp"}}, ("health.type", "'http' or 'tcp'")),
-    "health type missing": ({"health": {}}, ("health.type", "required")),
+    "health unknown type": (
+        {"health": {"type": "udp"}},
+        ("health", "does not match any of the expected tags: 'http', 'tcp'"),
+    ),
+    "health type missing": ({"health": {}}, ("health", "discriminator 'type'")),
     "health interval too small": (
         {"health": {"type": "tcp", "interval_s": 0.05}},
-        ("health.interval_s", "greater than or equal to 0.1"),
+        ("health.tcp.interval_s", "greater than or equal to 0.1"),
     ),
     "health interval too large": (
         {"health": {"type": "tcp", "interval_s": 301}},
-        ("health.interval_s", "less than or equal to 300"),
+        ("health.tcp.interval_s", "less than or equal to 300"),
     ),
     "health timeout too small": (
         {"health": {"type": "tcp", "timeout_s": 0}},
-        ("health.timeout_s", "greater than or equal to 0.1"),
+        ("health.tcp.timeout_s", "greater than or equal to 0.1"),
     ),
     "health timeout too large": (
         {"health": {"type": "tcp", "timeout_s": 61}},
-        ("health.timeout_s", "less than or equal to 60"),
+        ("health.tcp.timeout_s", "less than or equal to 60"),
     ),
     "health unknown field": (
         {"health": {"type": "tcp", "retries": 3}},
-        ("health.retries", "Extra inputs are not permitted"),
+        ("health.tcp.retries", "Extra inputs are not permitted"),
     ),
     # command
     "command empty": ({"command": []}, ("command", "non-empty list")),

@@ -86,7 +86,7 @@ def test_an_unknown_command_is_still_told_the_nearest_names(
         (views.ProjectView, models.ProjectView),
         (views.WatchView, models.WatchView),
         (views.Deployment, models.Deployment),
-        (views.HealthCheck, models.HealthCheck),
+        (views.HealthCheck, models.HttpCheck),
         (views.LogAttach, models.LogAttach),
         (views.LogLine, models.LogLine),
     ],
@@ -115,3 +115,28 @@ def test_views_read_what_the_api_models_write() -> None:
     assert ready is not None
     assert (ready.status, ready.observed_generation) == ("True", 2)
     assert read.phase == status.phase
+
+
+@pytest.mark.parametrize(
+    "check",
+    [models.HttpCheck(type="http", path="/healthz"), models.TcpCheck(type="tcp")],
+    ids=["http", "tcp"],
+)
+def test_the_health_check_view_reads_either_kind_of_check(
+    check: models.HttpCheck | models.TcpCheck,
+) -> None:
+    """The API's check is a union (`http` with a path, `tcp` without): the view's fields are the
+    union's, and it reads each kind."""
+    fields = {f.name for f in dataclasses.fields(views.HealthCheck)}
+    assert fields <= set(models.HttpCheck.model_fields) | set(models.TcpCheck.model_fields)
+    deployment = models.Deployment(
+        project="shop",
+        version=1,
+        image="nginx:1.25",
+        port=80,
+        health=check,
+        created_by="alice",
+        created_at="2026-01-01T00:00:00Z",
+    )
+    read = views.Deployment.of(json.loads(deployment.model_dump_json()))
+    assert read.health == views.HealthCheck(check.type, getattr(check, "path", None))

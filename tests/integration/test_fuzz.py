@@ -3,8 +3,11 @@ real Postgres, with a valid token: no answer is a server error (5xx), and every 
 the schema it serves at /openapi.json (status code declared, content type, body, headers).
 
 Each operation gets a bounded number of valid requests (positive) and of requests that break the
-schema (negative: they must be refused with a 4xx). The streams (`watch`, `logs`) are left out:
-they answer for as long as the client listens; their refusals are tested in test_watch.py.
+schema (negative: each must be refused with a 4xx, schemathesis' `negative_data_rejection`). The
+streams are left out of the positive cases (they answer for as long as the client listens); the
+logs stream's negative ones are in (refused before any stream starts: `since=0.5` is among them).
+Every method a path does not declare is answered 405 with an `Allow` that lists exactly the
+methods it does (schemathesis' `allow_header_conformance` for OPTIONS).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -48,6 +54,9 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
+# Negative requests are refused: with the statuses a refusal may have here (schemathesis' default
+# list, and 400 of a header's own check, If-Match).
+NEGATIVE_CHECKS = [*CHECKS, negative_data_rejection]
 STREAMS = ("/watch", "/logs")
 SPEC = create_app(None).openapi()  # type: ignore[arg-type]  # the schema needs no store
 OPERATIONS = [
@@ -56,6 +65,8 @@ OPERATIONS = [
     for method in methods
     if not path.endswith(STREAMS)
 ]
+# Refused before the stream starts: a negative request never opens one.
+NEGATIVE_ONLY = ["GET /v1/projects/{name}/logs"]
 # Negative requests need something to break: a parameter or a body.
 WITH_INPUT = {
     f"{method.upper()} {path}"
@@ -68,7 +79,11 @@ CASES = [
     for label in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     if mode is GenerationMode.POSITIVE or label in WITH_INPUT
+] + [
+    pytest.param(label, GenerationMode.NEGATIVE, id=f"{label} negative") for label in NEGATIVE_ONLY
 ]
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+PATH_VALUES = {"name": "shop", "version": 1}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +179,58 @@ def test_the_api_keeps_to_its_schema(
         suppress_health_check=list(HealthCheck),
     )
     def fuzz(case: Any) -> None:
-        case.call_and_validate(base_url=api_process, headers=auth, checks=CHECKS)
+        if mode is GenerationMode.POSITIVE:
+            case.call_and_validate(base_url=api_process, headers=auth, checks=CHECKS)
+            return
+        # A case whose headers break the schema may have had its token left out or mangled:
+        # sent as generated (else the valid token would make it a valid request), it must be
+        # refused as any other (401 among the refusals).
+        header = case.meta.components.get(ParameterLocation.HEADER)
+        negated = header is not None and header.mode.is_negative
+        case.call_and_validate(
+            base_url=api_process, headers=None if negated else auth, checks=NEGATIVE_CHECKS
+        )
 
     fuzz()
+
+
+@pytest.mark.parametrize("path", list(SPEC["paths"]))
+def test_a_method_a_path_does_not_declare_is_answered_405_with_the_methods_it_does(
+    served_schema: Any, api_process: str, fuzz_database: tuple[str, str], path: str
+) -> None:
+    declared = {method.upper() for method in SPEC["paths"][path]}
+    auth = {"Authorization": f"Bearer {fuzz_database[1]}"}
+    url = api_process + path.format(**PATH_VALUES)
+    for method in sorted(set(METHODS) - declared):
+        answer = httpx.request(method, url, headers=auth, timeout=10)
+        assert answer.status_code == 405, (method, path, answer.text)
+        allowed = {m.strip() for m in answer.headers["allow"].split(",")}
+        assert allowed == declared, (method, path)
+        if method != "HEAD":
+            assert answer.json()["error"] == "method_not_allowed"
+    # The same through schemathesis' own check of an OPTIONS answer, for each operation.
+    for declared_method in declared:
+        operation = served_schema.find_operation_by_label(f"{declared_method} {path}")
+        case = operation.Case(
+            method="OPTIONS",
+            path_parameters={k: v for k, v in PATH_VALUES.items() if "{" + k + "}" in path},
+        )
+        case.call_and_validate(
+            base_url=api_process, headers=auth, checks=[allow_header_conformance]
+        )
+
+
+def test_logs_since_takes_an_rfc3339_time_only(
+    api_process: str, fuzz_database: tuple[str, str]
+) -> None:
+    """The schema says `format: date-time`; a number of seconds (which pydantic would read as a
+    time since 1970) is refused, naming the form."""
+    auth = {"Authorization": f"Bearer {fuzz_database[1]}"}
+    url = f"{api_process}/v1/projects/shop/logs"
+    for since in ("0.5", "1700000000", "yesterday", "2026-12-01T12:00:00"):
+        answer = httpx.get(url, params={"since": since}, headers=auth, timeout=10)
+        assert answer.status_code == 422, (since, answer.text)
+        assert "RFC 3339" in answer.json()["message"]
+    for since in ("2026-12-01T12:00:00Z", "2026-12-01T12:00:00.5+01:00"):
+        answer = httpx.get(url, params={"since": since}, headers=auth, timeout=10)
+        assert answer.status_code == 404, (since, answer.text)  # valid: no such project

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from support import free_port
 
-from tether.api.models import HealthCheck
+from tether.api.models import HealthCheck, HttpCheck, TcpCheck
 from tether.operator.health import Prober
 
-HTTP = HealthCheck(type="http", path="/healthz", timeout_s=0.5)
-TCP = HealthCheck(type="tcp", timeout_s=0.5)
+HTTP = HttpCheck(type="http", path="/healthz", timeout_s=0.5)
+TCP = TcpCheck(type="tcp", timeout_s=0.5)
 
 
 class Canned:
@@ -72,7 +72,7 @@ async def test_an_http_check_wants_a_2xx_or_3xx_answer(
 
 async def test_an_http_check_gets_its_path_percent_encoded_where_needed(canned: Canned) -> None:
     port = await canned.serve(b"HTTP/1.1 200 OK\r\n\r\n")
-    check = HealthCheck(type="http", path="/health/é?full=1&x=%20")
+    check = HttpCheck(type="http", path="/health/é?full=1&x=%20")
     assert await Prober("127.0.0.1").healthy(check, 8080, port)
     assert canned.requests == [b"GET /health/%C3%A9?full=1&x=%20 HTTP/1.1\r\n"]
 

@@ -22,7 +22,7 @@ from cliuser import Cli
 from support import Operators, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
-from tether.api.models import DeploymentSpec, HealthCheck, Principal
+from tether.api.models import DeploymentSpec, HttpCheck, Principal
 from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.operator.engine.docker.driver import DockerDriver
@@ -373,7 +373,7 @@ async def test_the_log_doc_names_exactly_the_fields_a_pass_logs(
     operator.lease.assume_held()  # passes run by hand: no lease task in this test
     alice = Principal(owner="alice")
     healthy = DeploymentSpec(
-        image=WORKLOAD, port=8080, health=HealthCheck(type="http", path="/healthz"), stop_grace_s=1
+        image=WORKLOAD, port=8080, health=HttpCheck(type="http", path="/healthz"), stop_grace_s=1
     )
     for name, spec in (("shop", healthy), ("nope", DeploymentSpec(image="tether-test/no:1"))):
         await store.create_project(name, alice)

@@ -10,6 +10,8 @@ from pathlib import Path
 import asyncpg
 
 from tether.api.migrator import available, migrate
+from tether.api.models import Principal, TcpCheck
+from tether.api.store import Store
 
 NewDatabase = Callable[[], Awaitable[str]]
 SCHEMA = Path(__file__).parents[2] / "docs" / "schema.sql"
@@ -73,3 +75,31 @@ async def test_concurrent_migrations_apply_each_file_once(new_database: NewDatab
     finally:
         await conn.close()
     assert recorded == len(available())
+
+
+async def test_0007_drops_the_null_path_of_stored_tcp_checks(new_database: NewDatabase) -> None:
+    """Deployments stored before the health check became a union (`tcp` has no path) read back
+    as the API's models after 0007."""
+    dsn = await new_database()
+    conn = await asyncpg.connect(dsn)
+    try:
+        for migration in available():
+            if migration.version < 7:
+                await conn.execute(migration.sql)
+        await conn.execute(
+            "INSERT INTO projects (name, owner, host_port) VALUES ('shop', 'alice', 20000)"
+        )
+        await conn.execute(
+            "INSERT INTO deployments (project, version, image, port, health, created_by) "
+            "VALUES ('shop', 1, 'nginx:1', 80, $1::jsonb, 'alice')",
+            '{"type": "tcp", "path": null, "interval_s": 2.0, "timeout_s": 2.0}',
+        )
+        await conn.execute(next(m for m in available() if m.version == 7).sql)
+    finally:
+        await conn.close()
+    store = await Store.connect(dsn)
+    try:
+        (deployment,) = await store.deployments("shop", Principal(owner="alice"))
+    finally:
+        await store.close()
+    assert deployment.health == TcpCheck(type="tcp")

@@ -28,7 +28,7 @@ from tether.api.models import (
     DeploymentSpec,
     DesiredSnapshot,
     DesiredState,
-    HealthCheck,
+    HttpCheck,
     Principal,
 )
 from tether.api.settings import Settings
@@ -48,7 +48,7 @@ ALICE = Principal(owner="alice")
 HEALTHY = DeploymentSpec(
     image=WORKLOAD,
     port=8080,
-    health=HealthCheck(type="http", path="/healthz"),
+    health=HttpCheck(type="http", path="/healthz"),
     ready_deadline_s=30,
     stop_grace_s=2,
 )

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -31,6 +31,7 @@ from tether.cli.proxy_server import running_proxy
 from tether.operator.haproxy import proxy_config
 from tether.operator.haproxy.admin import HAProxy
 from tether.operator.haproxy.config import ProxyConfig
+from tether.operator.haproxy.process import HAProxyProcess, ProxyNotStarted
 from tether.operator.routing import HELD, ProxyFault, Route
 
 CLIENTS = 16
@@ -423,6 +424,25 @@ def proxy_settings(port_range: PortRange, directory: Path) -> Settings:
         proxy_socket=str(directory / "admin.sock"),
         proxy_hold_s=1,
     )
+
+
+async def test_a_second_proxy_on_the_same_ports_fails_to_start_and_the_first_serves_on(
+    proxy_process: RunningProxy, port_range: PortRange, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    a, _ = upstreams
+    await proxy_process.client.set_route(port_range.first, http(a))
+    directory = Path(tempfile.mkdtemp(prefix="tether-haproxy-twin-", dir="/tmp"))
+    twin = HAProxyProcess(
+        replace(proxy_process.process.config, directory=directory, socket=directory / "admin.sock")
+    )
+    try:
+        with pytest.raises(ProxyNotStarted):
+            await twin.start(ready_within_s=5.0)
+    finally:
+        await twin.stop(grace_s=1.0)
+        shutil.rmtree(directory, ignore_errors=True)
+    for _ in range(20):  # new connections, each: none may land on a second proxy
+        assert (await get(port_range.first)).text == "a"
 
 
 async def test_the_proxy_of_tether_up_serves_until_its_block_ends(

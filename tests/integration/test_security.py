@@ -27,8 +27,9 @@ from tether.api.models import (
     SECRET_MASK,
     ConditionType,
     DeploymentSpec,
-    HealthCheck,
+    HttpCheck,
     Principal,
+    TokenRefusal,
 )
 from tether.api.ratelimit import FailureLimiter
 from tether.api.settings import Settings
@@ -94,16 +95,18 @@ async def test_tokens_are_stored_only_as_their_sha256(store: Store, database_url
     assert [r["hash"] for r in rows] == [hashlib.sha256(token.encode()).hexdigest()]
     assert token not in json.dumps(rows, default=str)
     assert token[4:] not in json.dumps(rows, default=str)
-    assert await store.authenticate(token) == ALICE
-    assert await store.authenticate(token + "x") is None
-    assert await store.authenticate(hashlib.sha256(token.encode()).hexdigest()) is None
+    assert await store.authenticate(token) == ALICE.model_copy(update={"token_id": 1})
+    assert isinstance(await store.authenticate(token + "x"), TokenRefusal)
+    assert isinstance(
+        await store.authenticate(hashlib.sha256(token.encode()).hexdigest()), TokenRefusal
+    )
 
 
 async def test_a_deleted_token_stops_working_within_the_trust_period(
     store: Store, database_url: str
 ) -> None:
     token = await store.create_token("alice")
-    assert await store.authenticate(token) == ALICE
+    assert isinstance(await store.authenticate(token), Principal)
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("DELETE FROM tokens")
@@ -111,7 +114,7 @@ async def test_a_deleted_token_stops_working_within_the_trust_period(
         await conn.close()
 
     async def refused() -> bool:
-        return await store.authenticate(token) is None
+        return isinstance(await store.authenticate(token), TokenRefusal)
 
     await wait_for(refused, "the deleted token refused", within_s=TOKEN_TRUSTED_S + 2)
 
@@ -553,7 +556,7 @@ async def test_two_installations_on_one_engine_ignore_each_other(
     spec = DeploymentSpec(
         image=WORKLOAD,
         port=8080,
-        health=HealthCheck(type="http", path="/healthz"),
+        health=HttpCheck(type="http", path="/healthz"),
         stop_grace_s=1,
     )
     operators = []

@@ -42,7 +42,7 @@ from tether.api.models import (
     DeploymentSpec,
     DesiredSnapshot,
     DesiredState,
-    HealthCheck,
+    HttpCheck,
     Principal,
     VolumeMount,
 )
@@ -59,7 +59,7 @@ ALICE = Principal(owner="alice")
 HEALTHY = DeploymentSpec(
     image="tether-test/workload:latest",
     port=8080,
-    health=HealthCheck(type="http", path="/healthz"),
+    health=HttpCheck(type="http", path="/healthz"),
     ready_deadline_s=30,
     stop_grace_s=2,
 )

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.api.models import Deployment, EventKind, HealthCheck, Strategy, VolumeMount
+from tether.api.models import Deployment, EventKind, HttpCheck, Strategy, VolumeMount
 from tether.operator.desired import Desired, Memory, Volume, Want, effective_want, volume_name
 from tether.operator.engine.planner import (
     CRASH_DELAY_CAP_S,
@@ -70,7 +70,7 @@ def deployment(
         version=version,
         image=f"shop:{version}",
         port=8080,
-        health=HealthCheck(type="http", path="/healthz", interval_s=interval) if health else None,
+        health=HttpCheck(type="http", path="/healthz", interval_s=interval) if health else None,
         ready_deadline_s=deadline,
         stop_grace_s=grace,
         drain_timeout_s=drain,

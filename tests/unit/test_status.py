@@ -9,7 +9,7 @@ from tether.api.models import (
     ConditionType,
     Deployment,
     DesiredSnapshot,
-    HealthCheck,
+    HttpCheck,
     Phase,
     Project,
     Status,
@@ -29,7 +29,7 @@ def snapshot(status: Status | None = None) -> DesiredSnapshot:
         version=1,
         image="workload",
         port=8080,
-        health=HealthCheck(type="http", path="/healthz"),
+        health=HttpCheck(type="http", path="/healthz"),
         created_by="alice",
         created_at=NOW - timedelta(hours=1),
     )

@@ -14,7 +14,7 @@ import hypothesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.api.models import Deployment, HealthCheck
+from tether.api.models import Deployment, HttpCheck
 from tether.operator.desired import Desired, Memory, Want, effective_want
 from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, FailRollout, Finalize
@@ -55,7 +55,7 @@ def want(version: int, *, token: int | None = TOKEN, deadline: int = 60) -> Want
         version=version,
         image=f"shop:{version}",
         port=8080,
-        health=HealthCheck(type="http", path="/healthz", interval_s=2.0),
+        health=HttpCheck(type="http", path="/healthz", interval_s=2.0),
         ready_deadline_s=deadline,
         created_by="t",
         created_at=T0 - timedelta(days=1),

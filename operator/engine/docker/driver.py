@@ -56,8 +56,12 @@ class DockerDriver:
         *,
         concurrency: int = 16,
         guard: Callable[[], None] | None = None,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self.client = aiodocker.Docker(url=url)
+        # How long one Docker API call may take before it counts as a transient fault
+        # (TETHER_DOCKER_TIMEOUT_S); a stop adds the container's grace period.
+        self.call_timeout_s = call_timeout_s
         self.url = url
         self.installation = installation
         # Called before every request (each retry too): the operator's lease check, which raises
@@ -80,16 +84,17 @@ class DockerDriver:
         operation: str,
         call: Callable[[], Awaitable[T]],
         *,
-        deadline_s: float = CALL_TIMEOUT_S,
+        deadline_s: float | None = None,
     ) -> T:
-        """One Docker API call under the global cap, retried on transient faults."""
+        """One Docker API call under the global cap, retried on transient faults; each attempt
+        may take `deadline_s` (default: `call_timeout_s`)."""
         return await docker_call(
             operation,
             call,
             slots=self._calls,
             guard=self.guard,
             unavailable=DockerUnavailable,
-            deadline_s=deadline_s,
+            deadline_s=self.call_timeout_s if deadline_s is None else deadline_s,
         )
 
     async def ping(self) -> None:
@@ -274,7 +279,7 @@ class DockerDriver:
         method: str,
         path: str,
         params: dict[str, Any] | None = None,
-        deadline_s: float = CALL_TIMEOUT_S,
+        deadline_s: float | None = None,
     ) -> None:
         async def call() -> int:
             # aiodocker's container methods drop the status, and 304 means Docker did nothing.
@@ -304,7 +309,7 @@ class DockerDriver:
             "POST",
             "/stop",
             params={"t": grace_s},
-            deadline_s=CALL_TIMEOUT_S + grace_s,
+            deadline_s=self.call_timeout_s + grace_s,
         )
 
     async def unpause(self, container_id: str) -> None:

@@ -18,7 +18,6 @@ import aiohttp
 
 from tether.api.errors import LogsUnavailable
 from tether.api.models import LogAttach, LogLine, LogStream
-from tether.operator.dockerapi import CALL_TIMEOUT_S
 from tether.operator.engine.docker.decode import parse_time
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.docker.faults import DockerFault, DockerUnavailable
@@ -163,7 +162,9 @@ class ContainerLogs:
         # aiodocker's `container.log()` drops which stream a line came from, and leaves the
         # connection open when a follow is abandoned: the request is made here, its frames read
         # here, and its connection closed here whatever happens.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CALL_TIMEOUT_S, sock_read=None)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._driver.call_timeout_s, sock_read=None
+        )
         try:
             async with self._driver.client._query(
                 f"containers/{container_id}/logs", params=params, timeout=timeout
