@@ -42,10 +42,6 @@ class PrivateDocker:
         self._bridge_made = True
         _ip("addr", "add", f"{gateway}/20", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
-        self._launch()
-        self._copy_images(images)
-
-    def _launch(self) -> None:
         with open(self._log, "ab") as log:
             self._child = subprocess.Popen(
                 [
@@ -68,15 +64,7 @@ class PrivateDocker:
             if self._child.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the private dockerd did not start; see {self._log}")
             time.sleep(0.5)
-
-    def restart(self) -> None:
-        """Stop the engine as a host's shutdown does (SIGTERM: its containers are stopped, their
-        restart policy `no` keeps them stopped) and start it again on the same data."""
-        child = self._child
-        assert child is not None, "not started"
-        child.terminate()
-        child.wait(timeout=60)
-        self._launch()
+        self._copy_images(images)
 
     def _answers(self) -> bool:
         probe = subprocess.run(

@@ -15,10 +15,11 @@ import contextlib
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
-import uuid
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from faultproxy import (
     Respond,
     server_error,
 )
+from scenarios.harness import PrivateEngine
 from support import Operators, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
@@ -653,24 +655,23 @@ async def test_volumes_are_listed_with_their_size_measured_once_a_resync_period(
         await operators.stop()
 
 
-# bench/private_docker.py: a Docker engine of the test's own, so that restarting it disturbs no
-# one else's containers (the machine's engine is shared by other suites and is never restarted).
-sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-from private_docker import PrivateDocker  # noqa: E402
-
-
 @pytest.fixture
-async def private_engine(tmp_path: Path) -> AsyncIterator[PrivateDocker]:
-    engine = PrivateDocker(uuid.uuid4().hex[:10], tmp_path / "dockerd.log")
+async def private_engine() -> AsyncIterator[PrivateEngine]:
+    """A Docker engine of the test's own, so that restarting it disturbs no one else's
+    containers (the machine's engine is shared by the rest of the suite, never restarted)."""
+    # A short path: containerd's sockets live under it, and unix socket paths are short.
+    directory = Path(tempfile.mkdtemp(prefix="tdk-", dir="/tmp"))
+    engine = PrivateEngine(directory)
     try:
-        await asyncio.to_thread(engine.start, [HEALTHY.image])
+        await engine.setup()
         yield engine
     finally:
-        await asyncio.to_thread(engine.stop)
+        await engine.teardown()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def test_data_survives_a_docker_engine_restart(
-    private_engine: PrivateDocker, settings: Settings, store: Store
+    private_engine: PrivateEngine, settings: Settings, store: Store
 ) -> None:
     on_private = settings.model_copy(update={"docker_url": private_engine.url})
     operators = Operators()
@@ -682,7 +683,8 @@ async def test_data_survives_a_docker_engine_restart(
         try:
             container = docker.containers.container(first.status.container_id)
             before = (await container.show())["State"]["StartedAt"]
-            await asyncio.to_thread(private_engine.restart)  # the container stops with it
+            await private_engine.stop()  # the container stops with it
+            await private_engine.start()
 
             async def started_again() -> bool:
                 state = (await container.show())["State"]

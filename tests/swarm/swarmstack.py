@@ -17,7 +17,8 @@ import aiodocker
 import httpx
 import pytest
 import structlog
-from scenarios.harness import Cli, condition, endpoint_answers, proxied, spec
+from cliuser import Cli
+from scenarios.harness import condition, endpoint_answers, proxied, spec
 from support import serving, wait_for
 from swarmcluster import SwarmCluster, SwarmNode
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from scenarios.load import Load
+from httpload import Load
 from support import wait_for
 from swarm import swarmstack
 from swarm.swarmstack import SwarmStack

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from httpload import Load
 from scenarios.harness import HEALTHY_ARGS, condition, endpoint_answers
-from scenarios.load import Load
 from support import wait_for
 from swarm import swarmstack
 from swarm.swarmstack import SwarmStack
