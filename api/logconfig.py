@@ -48,3 +48,6 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(threshold)
+    # httpx logs each request's full URL at INFO: a webhook's URL may carry a secret in its query.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))

@@ -57,7 +57,7 @@ async def docker_call(
                         result = await call()
                 except TimeoutError as exc:
                     DOCKER_CALLS.labels(operation, "timeout").inc()
-                    raise unavailable(operation, f"no answer in {deadline_s:.0f} s", None) from exc
+                    raise unavailable(operation, f"no answer in {deadline_s:g} s", None) from exc
                 except aiohttp.ClientError as exc:
                     DOCKER_CALLS.labels(operation, "connection").inc()
                     raise unavailable(operation, str(exc) or type(exc).__name__, None) from exc

@@ -83,7 +83,7 @@ CASES = [
     pytest.param(label, GenerationMode.NEGATIVE, id=f"{label} negative") for label in NEGATIVE_ONLY
 ]
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-PATH_VALUES = {"name": "shop", "version": 1}
+PATH_VALUES = {"name": "shop", "version": 1, "volume": "data", "hook": 1}
 
 
 @pytest.fixture(scope="module")
