@@ -50,13 +50,13 @@ async def times(docker: aiodocker.Docker, container_id: str) -> tuple[float | No
     return docker_time(data["State"]["StartedAt"]), docker_time(data["State"]["FinishedAt"])
 
 
-async def probe(port: int, timeout_s: float = 1.0) -> bool:
-    """GET /healthz on 127.0.0.1:port answers 2xx."""
+async def probe(port: int, timeout_s: float = 1.0, host: str = "127.0.0.1") -> bool:
+    """GET /healthz on host:port answers 2xx."""
     writer = None
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET {HEALTH_PATH} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET {HEALTH_PATH} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
             await writer.drain()
             line = await reader.readline()
     except (OSError, TimeoutError):

@@ -13,6 +13,7 @@ from typing import Any
 import phases
 from harness import BENCH
 from measures import ratio, summary
+from scenarios.swarm import section as swarm_section
 
 MET, MISSED = "**met**", "**missed**"
 COMMAND = "make bench"
@@ -69,6 +70,7 @@ def write(results: dict[str, Any], out: Path, doc: str) -> None:
         ("cli", cli_section),
         ("ha", _ha),
         ("proxy", proxy_section),
+        ("swarm", swarm_section),
     ]
     body = Doc()
     for key, render in sections:
@@ -1210,7 +1212,7 @@ def splice(doc: Path, results: dict[str, Any]) -> None:
     """Replace the sections (and Targets rows) of the items in `results` in an existing report,
     keeping the other items' figures: what a run of a few items (`--only ... --splice`,
     bench/cli_timing.py) writes."""
-    renders = {"cli": cli_section, "proxy": proxy_section}
+    renders = {"cli": cli_section, "proxy": proxy_section, "swarm": swarm_section}
     lines = doc.read_text().splitlines()
     for key, render in renders.items():
         if key not in results or "error" in results[key]:

@@ -46,12 +46,12 @@ import aiodocker
 import report
 from harness import BENCH, BENCH_LABEL, REPO, Run, load_average, machine, remove_run_containers
 from private_docker import PrivateDocker, default_images
-from scenarios import api, bulk, cli, growth, ha, idle, proxy, single
+from scenarios import api, bulk, cli, growth, ha, idle, proxy, single, swarm
 from tether.operator.labels import LABEL_INSTALLATION
 
 # Bulk last: Docker Engine 20.10 can deadlock when many containers exit at once
 # (moby/moby#46661); if it does, every other item has been measured already.
-SCENARIOS = ("single", "idle", "growth", "api", "cli", "ha", "proxy", "bulk")
+SCENARIOS = ("single", "idle", "growth", "api", "cli", "ha", "proxy", "swarm", "bulk")
 
 
 def say(message: str) -> None:
@@ -104,6 +104,14 @@ async def measure_all(
             window_s=3 if quick else 5,
             windows=2 if quick else 3,
             switches=2 if quick else 5,
+        ),
+        "swarm": lambda: swarm.measure(
+            run,
+            iterations=4 if quick else 20,
+            bulk_size=20 if quick else 50,
+            bulk_repeats=1 if quick else 3,
+            survey_sizes=(100, 1000),
+            survey_repeats=3,
         ),
     }
     try:

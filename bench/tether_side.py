@@ -241,8 +241,9 @@ class OperatorProcess:
             TETHER_OPERATOR_HOST="127.0.0.1",
             TETHER_OPERATOR_PORT=str(free_port()),
             BENCH_METRICS_PORT=str(self.metrics_port),
-            **{f"TETHER_{k.upper()}": v for k, v in settings.items()},
         )
+        # After the defaults: a setting may replace one of them (docker_url: a Swarm manager's).
+        env.update({f"TETHER_{k.upper()}": v for k, v in settings.items()})
         if trace is not None:
             env["BENCH_TRACE"] = str(trace)
         # The projects' endpoints belong to a proxy of the installation's own (`tether proxy`).
