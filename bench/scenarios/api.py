@@ -311,6 +311,7 @@ async def replay(dsn: str, token_hash: str, duration_s: float) -> dict[str, Any]
                 "Start" if running else "Stop",
                 f"desired {state} (was {was})",
                 principal["owner"],
+                principal["id"],
             )
             latencies.append((time.perf_counter() - began) * 1000)
             k += 1
