@@ -5,6 +5,11 @@ project's one service's task on a node, replaces it start-first on an update (ro
 itself when the new task fails), and moves it off a node that is down or drained. tether
 converges the service's spec to the desired state (one service per project, replicas 1 or 0),
 routes the stable endpoint to the task that answers, and holds new connections while none does.
+
+A project with volumes runs where they are: Swarm places its first task (and creates the volumes
+on that node); tether then pins the service to that node (a placement constraint, and the node in
+a label) and never unpins it. While that node is down, drained or gone the project is Stalled:
+Swarm cannot move it, and tether does not either, since elsewhere its volumes would start empty.
 """
 
 from __future__ import annotations
@@ -60,10 +65,13 @@ class UpdateService:
     service: Service
     want: Want
     replicas: int
+    node: str = ""  # the node that holds the project's volumes: the one the service is pinned to
     kind = EventKind.ACTION
 
     @property
     def label(self) -> str:
+        if self.node != self.service.volume_node:
+            return f"pin v{self.want.version} to its volumes' node"
         if self.want.matches(self.service) and not self.service.edited:
             return f"scale v{self.want.version} to {self.replicas}"
         return f"update service to v{self.want.version}"
@@ -71,7 +79,7 @@ class UpdateService:
     @property
     def key(self) -> Hashable:
         s = self.service
-        return (UpdateService, s.id, s.index, self.want, self.replicas)
+        return (UpdateService, s.id, s.index, self.want, self.replicas, self.node)
 
 
 @dataclass(frozen=True)
@@ -183,7 +191,7 @@ def _plan_stopped(
             )
     if keep is not None and want is not None and keep.replicas != 0:
         return Decision(
-            UpdateService(keep, want, 0),
+            UpdateService(keep, want, 0, keep.volume_node),
             Phase.STOPPING,
             False,
             "Stopping",
@@ -248,7 +256,45 @@ def _plan_running(
         )
     if not want.matches(keep) or keep.edited or keep.replicas != 1:
         return _update(desired, want, keep, observed, memory)
+    if (holder := _volumes_placed(desired, want, keep, observed)) is not None:
+        return Decision(
+            UpdateService(keep, _with_token(want, keep, observed), 1, holder.id),
+            Phase.STARTING,
+            False,
+            "PinVolumes",
+            f"pinning {keep.name} to {holder.hostname}, where its task created its volumes",
+            memory,
+        )
     return _plan_tasks(desired, want, keep, observed, memory)
+
+
+def _volumes_placed(desired: Desired, want: Want, keep: Service, observed: Observed) -> Node | None:
+    """The node the first task that mounts the project's volumes was placed on, while the service
+    is not pinned yet: Swarm creates them there, so there they stay."""
+    if keep.volume_node or not desired.volumes_of(want):
+        return None
+    placed = [
+        t
+        for t in observed.tasks
+        if t.service_id == keep.id and want.matches(t) and t.node_id and alive(t, observed.nodes)
+    ]
+    first = min(placed, key=lambda t: (t.created_at or t.since, t.id), default=None)
+    return observed.nodes.get(first.node_id) if first is not None else None
+
+
+def _volume_node_lost(keep: Service, observed: Observed) -> str | None:
+    """Why the node that holds the project's volumes cannot run it (None: it can, or there is
+    no such node)."""
+    if not keep.volume_node:
+        return None
+    node = observed.nodes.get(keep.volume_node)
+    if node is None:
+        return f"node {keep.volume_node}, which is no longer in the swarm"
+    if not node.up:
+        return f"{node.hostname}, which is {node.state}"
+    if node.availability != "active":
+        return f"{node.hostname}, which is {node.availability}ed"
+    return None
 
 
 def _update(
@@ -275,7 +321,7 @@ def _update(
         phase = Phase.ROLLING_BACK if want is not desired.target else Phase.REPLACING
         message = f"updating {keep.name} from v{keep.version} to v{want.version} (start-first)"
     return Decision(
-        UpdateService(keep, _with_token(want, keep, observed), 1),
+        UpdateService(keep, _with_token(want, keep, observed), 1, keep.volume_node),
         phase,
         False,
         reason,
@@ -321,6 +367,20 @@ def _plan_tasks(
     if ready is not None:
         return _plan_ready(desired, want, keep, ready, observed, memory)
     newest = _newest([t for t in mine if t.desired_state == "running"])
+    if (lost := _volume_node_lost(keep, observed)) is not None:
+        return Decision(
+            None,
+            Phase.STALLED,
+            False,
+            "VolumeNodeLost",
+            f"the project's volumes ({', '.join(v.name for v in desired.volumes) or 'none now'}) "
+            f"and their data are on {lost}: it runs again once that node is back, and nowhere else "
+            "(elsewhere its volumes would start empty)",
+            memory,
+            requeue_after=PENDING_RECHECK_S,
+            stalled=True,
+            workload=newest,
+        )
     since = max(desired.changed_at, keep.updated_at or desired.changed_at)
     waited = (observed.now - since).total_seconds()
     deadline = want.deployment.ready_deadline_s
@@ -507,6 +567,7 @@ def at_rest(
     service = only.service
     if (
         not want.matches(service)
+        or (desired.volumes_of(want) and not service.volume_node)
         or service.edited
         or service.replicas != 1
         or service.update_state in UPDATING | PAUSED

@@ -17,7 +17,7 @@ import aiodocker
 import aiohttp
 import structlog
 
-from tether.operator.desired import Want
+from tether.operator.desired import Volume, Want
 from tether.operator.dockerapi import OUT_OF_SEQUENCE, docker_call
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.swarm.docker.decode import node_from, service_from, task_from
@@ -28,7 +28,7 @@ from tether.operator.swarm.docker.faults import (
     SwarmRefused,
     SwarmUnavailable,
 )
-from tether.operator.swarm.docker.spec import project_of, service_spec
+from tether.operator.swarm.docker.spec import Placement, project_of, service_spec
 from tether.operator.swarm.state import Node, Service, Task
 
 log = structlog.get_logger("tether.swarm")
@@ -112,8 +112,13 @@ class SwarmDriver:
     def project_of(self, service: Service) -> str | None:
         return project_of(service.name, self.installation)
 
-    async def create(self, project: str, want: Want, replicas: int) -> None:
-        spec = service_spec(self.installation, project, want, replicas)
+    def placement(
+        self, project: str, owner: str, volumes: tuple[Volume, ...], node: str
+    ) -> Placement:
+        return Placement(self.installation, project, owner, volumes, node)
+
+    async def create(self, project: str, want: Want, replicas: int, placement: Placement) -> None:
+        spec = service_spec(self.installation, project, want, replicas, placement)
         try:
             await self.call(
                 "service-create",
@@ -139,9 +144,11 @@ class SwarmDriver:
                 exc.status,
             ) from exc
 
-    async def update(self, project: str, service: Service, want: Want, replicas: int) -> None:
+    async def update(
+        self, project: str, service: Service, want: Want, replicas: int, placement: Placement
+    ) -> None:
         """Write `want`'s spec over `service` as it was at its observed version."""
-        spec = service_spec(self.installation, project, want, replicas)
+        spec = service_spec(self.installation, project, want, replicas, placement)
         spec["Name"] = service.name  # a service cannot be renamed
         try:
             await self.call(
