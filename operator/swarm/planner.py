@@ -123,7 +123,7 @@ def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
         return Decision(Finalize(), Phase.DELETING, False, "Deleted", "service removed", memory)
     keep = _keep(want, observed)
     if not desired.running or want is None:
-        return _plan_stopped(want, keep, observed, memory)
+        return _plan_stopped(desired, want, keep, observed, memory)
     return _route_only_to_ready(desired, want, observed, memory) or _plan_running(
         desired, want, keep, observed, memory
     )
@@ -177,7 +177,11 @@ def _route_only_to_ready(
 
 
 def _plan_stopped(
-    want: Want | None, keep: Service | None, observed: Observed, memory: Memory
+    desired: Desired,
+    want: Want | None,
+    keep: Service | None,
+    observed: Observed,
+    memory: Memory,
 ) -> Decision:
     for service in observed.services:
         if service != keep or want is None:
@@ -191,7 +195,7 @@ def _plan_stopped(
             )
     if keep is not None and want is not None and keep.replicas != 0:
         return Decision(
-            UpdateService(keep, want, 0, keep.volume_node),
+            UpdateService(keep, want, 0, _pin(desired, keep, observed)),
             Phase.STOPPING,
             False,
             "Stopping",
@@ -256,7 +260,7 @@ def _plan_running(
         )
     if not want.matches(keep) or keep.edited or keep.replicas != 1:
         return _update(desired, want, keep, observed, memory)
-    if (holder := _volumes_placed(desired, want, keep, observed)) is not None:
+    if not keep.volume_node and (holder := _volumes_placed(desired, keep, observed)) is not None:
         return Decision(
             UpdateService(keep, _with_token(want, keep, observed), 1, holder.id),
             Phase.STARTING,
@@ -268,18 +272,31 @@ def _plan_running(
     return _plan_tasks(desired, want, keep, observed, memory)
 
 
-def _volumes_placed(desired: Desired, want: Want, keep: Service, observed: Observed) -> Node | None:
-    """The node the first task that mounts the project's volumes was placed on, while the service
-    is not pinned yet: Swarm creates them there, so there they stay."""
-    if keep.volume_node or not desired.volumes_of(want):
-        return None
+def _volumes_placed(desired: Desired, keep: Service, observed: Observed) -> Node | None:
+    """The node the first task that mounted the project's volumes was placed on (whatever became
+    of it: Swarm created them there the moment it was), so there they stay."""
+    mounting = [
+        w for w in (desired.target, desired.fallback) if w is not None and desired.volumes_of(w)
+    ]
     placed = [
         t
         for t in observed.tasks
-        if t.service_id == keep.id and want.matches(t) and t.node_id and alive(t, observed.nodes)
+        if t.service_id == keep.id
+        and t.node_id
+        # Of any restart token: a restart changes no mount.
+        and any((t.version, t.spec_hash) == (w.version, w.spec_hash) for w in mounting)
     ]
     first = min(placed, key=lambda t: (t.created_at or t.since, t.id), default=None)
     return observed.nodes.get(first.node_id) if first is not None else None
+
+
+def _pin(desired: Desired, keep: Service, observed: Observed) -> str:
+    """The node a spec written over `keep` pins the service to: the one it is pinned to, else
+    the one its volumes were created on, if they were."""
+    if keep.volume_node:
+        return keep.volume_node
+    holder = _volumes_placed(desired, keep, observed)
+    return holder.id if holder is not None else ""
 
 
 def _volume_node_lost(keep: Service, observed: Observed) -> str | None:
@@ -321,7 +338,7 @@ def _update(
         phase = Phase.ROLLING_BACK if want is not desired.target else Phase.REPLACING
         message = f"updating {keep.name} from v{keep.version} to v{want.version} (start-first)"
     return Decision(
-        UpdateService(keep, _with_token(want, keep, observed), 1, keep.volume_node),
+        UpdateService(keep, _with_token(want, keep, observed), 1, _pin(desired, keep, observed)),
         phase,
         False,
         reason,
