@@ -299,11 +299,12 @@ class SwarmModel:
     down_since: dict[str, datetime] = field(default_factory=dict)
     serial: int = 0
     most_services: int = 0
-    # The project's tasks mount a volume (but OLDER's): Swarm creates it on the node of the first
-    # task placed, and a task placed anywhere else would start on an empty one. (Scenarios with a
-    # volume draw one service at most: a second one, unpinned, places its task anywhere until
-    # tether removes it.)
-    mounts: bool = False
+    # The versions whose tasks mount a volume: Swarm creates it on the node of the first such task
+    # placed, and one placed anywhere else would start on an empty one; every spec tether writes
+    # once it is there must pin the service to that node. (Until tether's first write, Swarm may
+    # place a replacement anywhere: the window the docs name. Scenarios with a volume draw one
+    # service at most: a second one, unpinned, places its task anywhere until tether removes it.)
+    mounts: frozenset[int] = frozenset()
     volume_at: str | None = None
     empty_elsewhere: list[str] = field(default_factory=list)
 
@@ -356,13 +357,8 @@ class SwarmModel:
         self.serial += 1
         tid = f"t{self.serial}"
         node = self._place(svc)
-        if node is not None and self.mounts and svc.version != OLDER:
-            if self.volume_at is None:
-                self.volume_at = node.id
-            elif node.id != self.volume_at:
-                self.empty_elsewhere.append(
-                    f"{tid} on {node.id}, the volume is on {self.volume_at}"
-                )
+        if node is not None and svc.version in self.mounts and self.volume_at is None:
+            self.volume_at = node.id
         self.tasks[tid] = Task(
             tid,
             svc.id,
@@ -386,7 +382,11 @@ class SwarmModel:
         for t in list(self.tasks.values()):
             node = self.nodes.get(t.node_id)
             gone = node is None or not node.up
-            if t.desired_state == "running" and node is not None and node.availability == "drain":
+            svc = self.services.get(t.service_id)
+            pinned = svc.volume_node if svc is not None else ""
+            if t.desired_state == "running" and pinned and t.node_id and t.node_id != pinned:
+                self._end(t, "shutdown")  # its node no longer meets the service's constraint
+            elif t.desired_state == "running" and node is not None and node.availability == "drain":
                 self._end(t, "shutdown")
             elif t.desired_state == "running" and gone and t.node_id:
                 since = self.down_since.get(t.node_id, self.now)
@@ -502,6 +502,8 @@ class SwarmModel:
             assert action.node == current.volume_node or not current.volume_node, (
                 f"{action} moves the pin off {current.volume_node}: the volume stays there"
             )
+            if self.volume_at is not None and action.node != self.volume_at:
+                self.empty_elsewhere.append(f"{action.label}: not pinned to {self.volume_at}")
             w = action.want
             written = replace(
                 current,
@@ -662,8 +664,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         started,
         {nid: T0 - s(60) for nid, n in nodes.items() if not n.up},
         most_services=len(services),
-        mounts=volumes,
-        volume_at=next((x.volume_node for x in services.values() if x.volume_node), None),
+        mounts=frozenset(w.version for w in (target, fallback) if w is not None and volumes),
+        volume_at=next((x.volume_node for x in services.values() if x.volume_node), None)
+        or first_mounted(tasks, volumes, target, fallback),
     )
     memory = Memory(
         failed_version=draw(st.sampled_from([None, TARGET])),
@@ -671,6 +674,15 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
     trouble = draw(st.sampled_from([None, None, "down", "drain"]))
     return Scenario(d, memory, model, trouble, draw(st.integers(0, 6)), len(services))
+
+
+def first_mounted(tasks: dict[str, Task], volumes: bool, *wants: Want | None) -> str | None:
+    """Where the volume is in an unpinned scenario: on the node of the first task placed that
+    mounted it, whatever became of that task."""
+    mounting = {w.version for w in wants if w is not None and volumes}
+    placed = [t for t in tasks.values() if t.node_id and t.version in mounting]
+    first = min(placed, key=lambda t: (t.created_at or t.since, t.id), default=None)
+    return first.node_id if first is not None else None
 
 
 def event(value: str, payload: str | int | float = "") -> None:
@@ -717,8 +729,8 @@ def check_step(d: Desired, memory: Memory, model: SwarmModel, action: Action) ->
 
 
 def check_pin(model: SwarmModel) -> None:
-    """Once pinned, the project runs on its volume's node or nowhere; no task ever started on an
-    empty copy of it elsewhere."""
+    """Once pinned, the project runs on its volume's node or nowhere; tether never wrote a spec
+    that lets it run elsewhere once the volume was somewhere."""
     assert not model.empty_elsewhere, model.empty_elsewhere
     for svc in model.services.values():
         if not svc.volume_node:
@@ -727,7 +739,10 @@ def check_pin(model: SwarmModel) -> None:
         away = [
             t
             for t in model.tasks.values()
-            if t.service_id == svc.id and t.state == "running" and t.node_id != svc.volume_node
+            if t.service_id == svc.id
+            and t.version in model.mounts
+            and t.state == "running"
+            and t.node_id != svc.volume_node
         ]
         assert not away, f"running off the volume's node {svc.volume_node}: {away}"
 
