@@ -925,3 +925,29 @@ def test_the_resync_rests_only_where_the_planner_would(scenario: Scenario) -> No
     decision = plan(d, observed, memory)
     assert decision.action is None, (decision, scenario)
     assert not decision.stalled
+
+
+def test_a_task_placed_with_volumes_pins_the_service_to_its_node() -> None:
+    v3 = want(TARGET, volumes=True)
+    t = task("t1", TARGET, "starting", node="n2")
+    decision = plan(desired(v3), look(service(TARGET), tasks=(t,)), Memory())
+    assert decision.action == UpdateService(service(TARGET), v3, 1, "n2")
+    assert (decision.reason, decision.action.label) == ("PinVolumes", "pin v3 to its volumes' node")
+
+
+def test_the_lost_node_of_the_volumes_stalls_the_project_and_keeps_the_pin() -> None:
+    v3 = want(TARGET, volumes=True)
+    pinned = service(TARGET, volume_node="n2")
+    lost = replace(task("t1", TARGET, node="n2"), desired_state="shutdown")
+    pending = task("t2", TARGET, "pending", node="", error="no suitable node")
+    down = {**NODES, "n2": replace(NODES["n2"], state="down")}
+    observed = look(pinned, tasks=(lost, pending), nodes=down)
+    decision = plan(desired(v3), observed, Memory())
+    assert (decision.action, decision.reason, decision.stalled) == (None, "VolumeNodeLost", True)
+    assert "node-2, which is down" in decision.message
+    assert "data" in decision.message
+    # A deploy meanwhile is written with the pin: Swarm still cannot move the project.
+    v4 = want(TARGET + 1, volumes=True)
+    update = plan(desired(v4, v3), observed, Memory()).action
+    assert isinstance(update, UpdateService)
+    assert update.node == "n2"
