@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from tether.api.models import EventKind, Phase
 from tether.operator.desired import Desired, Memory, Want, effective_want
@@ -370,8 +371,12 @@ def _fail_rollout(desired: Desired, want: Want, memory: Memory, why: str) -> Dec
     )
 
 
+def _created(task: Task) -> datetime:
+    return task.created_at or task.since
+
+
 def _newest(tasks: list[Task]) -> Task | None:
-    return max(tasks, key=lambda t: (t.created_at or t.since, t.id), default=None)
+    return max(tasks, key=lambda t: (_created(t), t.id), default=None)
 
 
 def _plan_tasks(
@@ -480,13 +485,19 @@ def _plan_tasks(
             requeue_after=interval,
             workload=newest,
         )
-    # A task Swarm started afresh because the one that was Ready moved (its node was lost or
-    # drained, not a crash) has its own chance to answer; a crash loop's new tasks do not.
-    moved = any(
-        t.id == memory.ready_container and t.state not in FAILED and _node_gone(t, observed)
+    # The task Swarm started afresh because the one that was Ready moved (its node was lost or
+    # drained, not a crash) has its own chance to answer, counted from when it was created; the
+    # tasks a crash loop starts after it do not, else each crash would start the deadline over.
+    began = since
+    moved = [
+        t
         for t in mine
-    )
-    began = max(since, newest.created_at or newest.since) if moved else since
+        if t.id == memory.ready_container and t.state not in FAILED and _node_gone(t, observed)
+    ]
+    if moved:
+        after = [t for t in mine if t.id != moved[0].id and _created(t) >= _created(moved[0])]
+        if after:
+            began = max(since, min(_created(t) for t in after))
     task_s = (observed.now - began).total_seconds()
     if task_s <= deadline:
         running_s = (observed.now - newest.since).total_seconds()

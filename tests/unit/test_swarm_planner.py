@@ -394,7 +394,11 @@ class SwarmModel:
                     self.tasks[t.id] = replace(t, desired_state="shutdown")  # still "running"
             elif t.state == "pending" and self._place(self.services.get(t.service_id)) is not None:
                 del self.tasks[t.id]  # replaced by a placed one below
-            elif t.state == "starting" and (self.now - t.since).total_seconds() >= START_S:
+            elif (  # a node that is down runs nothing, and reports nothing
+                t.state == "starting"
+                and not gone
+                and (self.now - t.since).total_seconds() >= START_S
+            ):
                 self.tasks[t.id] = replace(t, state="running", since=self.now)
                 self.started[t.id] = self.now
             elif t.state == "running" and t.desired_state == "shutdown" and not gone:
