@@ -252,6 +252,29 @@ def test_a_second_service_is_removed_once_the_kept_one_serves() -> None:
     assert decision.action == RemoveService(extra)
 
 
+def test_a_crash_loop_after_a_move_does_not_start_the_ready_deadline_over() -> None:
+    """The task Swarm started when the Ready one's node went down has the deadline from its
+    creation; the ones a crash loop started after it do not get it again."""
+    lost = task("t0", TARGET, node="n1", desired_state="shutdown")
+    moved = task(
+        "t1",
+        TARGET,
+        "failed",
+        node="n2",
+        created_at=T0 - s(100),
+        error="exit (1)",
+        desired_state="shutdown",
+    )
+    newest = task("t2", TARGET, node="n3", since=T0 - s(2), created_at=T0 - s(4))
+    down = {**NODES, "n1": replace(NODES["n1"], state="down")}
+    decision = plan(
+        desired(want(TARGET, deadline=20)),
+        look(service(TARGET), tasks=(lost, moved, newest), nodes=down),
+        Memory(ready_container="t0"),
+    )
+    assert (decision.reason, decision.stalled) == ("Unhealthy", True), decision
+
+
 # --- property: a model of Swarm -------------------------------------------------------------------
 #
 # The model holds the project's services (with the labels of the spec tether wrote, replicas, an
