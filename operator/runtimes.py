@@ -35,6 +35,7 @@ def swarm_runtime(
         settings.installation_id,
         concurrency=settings.docker_concurrency,
         guard=guard,
+        call_timeout_s=settings.docker_timeout_s,
     )
     if proxy is None:
         proxy = HAProxy(proxy_config(settings))

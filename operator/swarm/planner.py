@@ -5,12 +5,18 @@ project's one service's task on a node, replaces it start-first on an update (ro
 itself when the new task fails), and moves it off a node that is down or drained. tether
 converges the service's spec to the desired state (one service per project, replicas 1 or 0),
 routes the stable endpoint to the task that answers, and holds new connections while none does.
+
+A project with volumes runs where they are: Swarm places its first task (and creates the volumes
+on that node); tether then pins the service to that node (a placement constraint, and the node in
+a label) and never unpins it. While that node is down, drained or gone the project is Stalled:
+Swarm cannot move it, and tether does not either, since elsewhere its volumes would start empty.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from tether.api.models import EventKind, Phase
 from tether.operator.desired import Desired, Memory, Want, effective_want
@@ -60,10 +66,13 @@ class UpdateService:
     service: Service
     want: Want
     replicas: int
+    node: str = ""  # the node that holds the project's volumes: the one the service is pinned to
     kind = EventKind.ACTION
 
     @property
     def label(self) -> str:
+        if self.node != self.service.volume_node:
+            return f"pin v{self.want.version} to its volumes' node"
         if self.want.matches(self.service) and not self.service.edited:
             return f"scale v{self.want.version} to {self.replicas}"
         return f"update service to v{self.want.version}"
@@ -71,7 +80,7 @@ class UpdateService:
     @property
     def key(self) -> Hashable:
         s = self.service
-        return (UpdateService, s.id, s.index, self.want, self.replicas)
+        return (UpdateService, s.id, s.index, self.want, self.replicas, self.node)
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
         return Decision(Finalize(), Phase.DELETING, False, "Deleted", "service removed", memory)
     keep = _keep(want, observed)
     if not desired.running or want is None:
-        return _plan_stopped(want, keep, observed, memory)
+        return _plan_stopped(desired, want, keep, observed, memory)
     return _route_only_to_ready(desired, want, observed, memory) or _plan_running(
         desired, want, keep, observed, memory
     )
@@ -169,7 +178,11 @@ def _route_only_to_ready(
 
 
 def _plan_stopped(
-    want: Want | None, keep: Service | None, observed: Observed, memory: Memory
+    desired: Desired,
+    want: Want | None,
+    keep: Service | None,
+    observed: Observed,
+    memory: Memory,
 ) -> Decision:
     for service in observed.services:
         if service != keep or want is None:
@@ -183,7 +196,7 @@ def _plan_stopped(
             )
     if keep is not None and want is not None and keep.replicas != 0:
         return Decision(
-            UpdateService(keep, want, 0),
+            UpdateService(keep, want, 0, _pin(desired, keep, observed)),
             Phase.STOPPING,
             False,
             "Stopping",
@@ -248,7 +261,58 @@ def _plan_running(
         )
     if not want.matches(keep) or keep.edited or keep.replicas != 1:
         return _update(desired, want, keep, observed, memory)
+    if not keep.volume_node and (holder := _volumes_placed(desired, keep, observed)) is not None:
+        return Decision(
+            UpdateService(keep, _with_token(want, keep, observed), 1, holder.id),
+            Phase.STARTING,
+            False,
+            "PinVolumes",
+            f"pinning {keep.name} to {holder.hostname}, where its task created its volumes",
+            memory,
+        )
     return _plan_tasks(desired, want, keep, observed, memory)
+
+
+def _volumes_placed(desired: Desired, keep: Service, observed: Observed) -> Node | None:
+    """The node the first task that mounted the project's volumes was placed on (whatever became
+    of it: Swarm created them there the moment it was), so there they stay."""
+    mounting = [
+        w for w in (desired.target, desired.fallback) if w is not None and desired.volumes_of(w)
+    ]
+    placed = [
+        t
+        for t in observed.tasks
+        if t.service_id == keep.id
+        and t.node_id
+        # Of any restart token: a restart changes no mount.
+        and any((t.version, t.spec_hash) == (w.version, w.spec_hash) for w in mounting)
+    ]
+    first = min(placed, key=lambda t: (t.created_at or t.since, t.id), default=None)
+    return observed.nodes.get(first.node_id) if first is not None else None
+
+
+def _pin(desired: Desired, keep: Service, observed: Observed) -> str:
+    """The node a spec written over `keep` pins the service to: the one it is pinned to, else
+    the one its volumes were created on, if they were."""
+    if keep.volume_node:
+        return keep.volume_node
+    holder = _volumes_placed(desired, keep, observed)
+    return holder.id if holder is not None else ""
+
+
+def _volume_node_lost(keep: Service, observed: Observed) -> str | None:
+    """Why the node that holds the project's volumes cannot run it (None: it can, or there is
+    no such node)."""
+    if not keep.volume_node:
+        return None
+    node = observed.nodes.get(keep.volume_node)
+    if node is None:
+        return f"node {keep.volume_node}, which is no longer in the swarm"
+    if not node.up:
+        return f"{node.hostname}, which is {node.state}"
+    if node.availability != "active":
+        return f"{node.hostname}, which is {node.availability}ed"
+    return None
 
 
 def _update(
@@ -275,7 +339,7 @@ def _update(
         phase = Phase.ROLLING_BACK if want is not desired.target else Phase.REPLACING
         message = f"updating {keep.name} from v{keep.version} to v{want.version} (start-first)"
     return Decision(
-        UpdateService(keep, _with_token(want, keep, observed), 1),
+        UpdateService(keep, _with_token(want, keep, observed), 1, _pin(desired, keep, observed)),
         phase,
         False,
         reason,
@@ -307,8 +371,12 @@ def _fail_rollout(desired: Desired, want: Want, memory: Memory, why: str) -> Dec
     )
 
 
+def _created(task: Task) -> datetime:
+    return task.created_at or task.since
+
+
 def _newest(tasks: list[Task]) -> Task | None:
-    return max(tasks, key=lambda t: (t.created_at or t.since, t.id), default=None)
+    return max(tasks, key=lambda t: (_created(t), t.id), default=None)
 
 
 def _plan_tasks(
@@ -321,6 +389,20 @@ def _plan_tasks(
     if ready is not None:
         return _plan_ready(desired, want, keep, ready, observed, memory)
     newest = _newest([t for t in mine if t.desired_state == "running"])
+    if (lost := _volume_node_lost(keep, observed)) is not None:
+        return Decision(
+            None,
+            Phase.STALLED,
+            False,
+            "VolumeNodeLost",
+            f"the project's volumes ({', '.join(v.name for v in desired.volumes) or 'none now'}) "
+            f"and their data are on {lost}: it runs again once that node is back, and nowhere else "
+            "(elsewhere its volumes would start empty)",
+            memory,
+            requeue_after=PENDING_RECHECK_S,
+            stalled=True,
+            workload=newest,
+        )
     since = max(desired.changed_at, keep.updated_at or desired.changed_at)
     waited = (observed.now - since).total_seconds()
     deadline = want.deployment.ready_deadline_s
@@ -403,13 +485,19 @@ def _plan_tasks(
             requeue_after=interval,
             workload=newest,
         )
-    # A task Swarm started afresh because the one that was Ready moved (its node was lost or
-    # drained, not a crash) has its own chance to answer; a crash loop's new tasks do not.
-    moved = any(
-        t.id == memory.ready_container and t.state not in FAILED and _node_gone(t, observed)
+    # The task Swarm started afresh because the one that was Ready moved (its node was lost or
+    # drained, not a crash) has its own chance to answer, counted from when it was created; the
+    # tasks a crash loop starts after it do not, else each crash would start the deadline over.
+    began = since
+    moved = [
+        t
         for t in mine
-    )
-    began = max(since, newest.created_at or newest.since) if moved else since
+        if t.id == memory.ready_container and t.state not in FAILED and _node_gone(t, observed)
+    ]
+    if moved:
+        after = [t for t in mine if t.id != moved[0].id and _created(t) >= _created(moved[0])]
+        if after:
+            began = max(since, min(_created(t) for t in after))
     task_s = (observed.now - began).total_seconds()
     if task_s <= deadline:
         running_s = (observed.now - newest.since).total_seconds()
@@ -507,6 +595,7 @@ def at_rest(
     service = only.service
     if (
         not want.matches(service)
+        or (desired.volumes_of(want) and not service.volume_node)
         or service.edited
         or service.replicas != 1
         or service.update_state in UPDATING | PAUSED

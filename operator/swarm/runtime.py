@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.api.models import ClusterNode, Deployment, DesiredSnapshot
+from tether.api.models import ClusterNode, Deployment, DesiredSnapshot, ObservedVolume
 from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
 from tether.operator.health import Prober
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
@@ -28,6 +28,9 @@ class SwarmRuntime:
         self.proxy = proxy
         self._ports = ports
         self._prober = prober
+        # The hostname of the node each project's volumes are on, as last observed: what
+        # `delete_volumes` names once the service (and its pin) is gone.
+        self._volume_nodes: dict[str, str] = {}
 
     async def observe(
         self, desired: Desired, memory: Memory, previous: Observed | None = None
@@ -39,6 +42,9 @@ class SwarmRuntime:
             services, tasks, nodes = await self.driver.observe(desired.name)
             route = await self.proxy.route(desired.host_port)
             seen = Observed(tuple(services), tuple(tasks), nodes, datetime.now(UTC), {}, route)
+            for service in services:
+                if (node := nodes.get(service.volume_node)) is not None:
+                    self._volume_nodes[desired.name] = node.hostname
         else:
             seen = replace(previous, now=datetime.now(UTC))
         return replace(seen, healthy=await self._probe(desired, memory, seen))
@@ -71,6 +77,7 @@ class SwarmRuntime:
             route=shown,
             serving=observed.routed(),
             node=node.hostname if node is not None else None,
+            volumes=_volumes_seen(desired, observed),
         )
 
     def describe(self, observed: Observed) -> str:
@@ -87,9 +94,15 @@ class SwarmRuntime:
                 await self.proxy.remove_route(port)
                 return replace(observed, route=None)
             case CreateService(want=want, replicas=replicas):
-                await self.driver.create(desired.name, want, replicas)
-            case UpdateService(service=service, want=want, replicas=replicas):
-                await self.driver.update(desired.name, service, want, replicas)
+                placement = self.driver.placement(
+                    desired.name, desired.owner, desired.volumes_of(want), ""
+                )
+                await self.driver.create(desired.name, want, replicas, placement)
+            case UpdateService(service=service, want=want, replicas=replicas, node=node):
+                placement = self.driver.placement(
+                    desired.name, desired.owner, desired.volumes_of(want), node
+                )
+                await self.driver.update(desired.name, service, want, replicas, placement)
             case RemoveService(service=service):
                 await self.driver.remove(service)
             case _:
@@ -97,11 +110,19 @@ class SwarmRuntime:
         return None  # Swarm acts on a write in its own time: look afresh
 
     async def delete_volumes(self, desired: Desired) -> list[str]:
-        # Placeholder from the merge of the volumes branch: the swarm runtime does not place
-        # volumes yet (the work that follows this merge).
-        return []
+        """The manager's API removes volumes on the manager alone, and a project's are on the
+        worker it ran on: nothing is removed; what to run, and where, is said instead."""
+        node = self._volume_nodes.pop(desired.name, None)
+        where = node or "the node the project ran on (its status and events name it)"
+        return [
+            f"kept volume {v.docker_name} on {where}: the Swarm manager cannot remove a volume "
+            f"on another node; run `docker volume rm {v.docker_name}` there"
+            for v in desired.volumes
+        ]
 
     async def volume_sizes(self) -> dict[str, int]:
+        # Only each node's own engine measures its volumes (`GET /system/df`); the operator talks
+        # to the manager alone, which holds none of them.
         return {}
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
@@ -188,3 +209,19 @@ def _deployment_of(task: Task, desired: Desired) -> Deployment | None:
         if want is not None and want.version == task.version:
             return want.deployment
     return None
+
+
+def _volumes_seen(desired: Desired, observed: Observed) -> tuple[ObservedVolume, ...]:
+    """The project's volumes, mounted by the tasks that run (Swarm does not show a worker's
+    volumes to the manager: neither their creation time nor whether they exist yet)."""
+    mounts = [
+        (t.id, {v.name for v in spec.volumes})
+        for t in observed.tasks
+        if t.state == "running" and (spec := _deployment_of(t, desired)) is not None
+    ]
+    return tuple(
+        ObservedVolume(
+            v.name, v.docker_name, tuple(t for t, names in mounts if v.name in names), None
+        )
+        for v in desired.volumes
+    )

@@ -68,6 +68,9 @@ class Service:
     update_message: str = ""
     previous: Labels | None = None  # the spec before the last update (what a rollback restores)
     updated_at: datetime | None = None
+    # The node that holds the project's volumes, as tether pinned the service to it ("" while
+    # unpinned): written with the placement constraint, read back every pass.
+    volume_node: str = ""
 
 
 @dataclass(frozen=True)

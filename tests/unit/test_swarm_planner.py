@@ -1,6 +1,6 @@
 """The swarm planner on its own: a few table cases, and a property test that drives it against a
 small model of Swarm (services, tasks, update states, nodes that go down or are drained) from
-random observed states.
+random observed states, with and without a volume (which pins the project to one node).
 
 Pure: no Docker, no Postgres, no event loop. Times are fixed, never read from the clock.
 """
@@ -14,8 +14,8 @@ import hypothesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.api.models import Deployment, HttpCheck
-from tether.operator.desired import Desired, Memory, Want, effective_want
+from tether.api.models import Deployment, HttpCheck, VolumeMount
+from tether.operator.desired import Desired, Memory, Volume, Want, effective_want
 from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, FailRollout, Finalize
 from tether.operator.swarm.planner import (
@@ -49,8 +49,14 @@ def s(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def want(version: int, *, token: int | None = TOKEN, deadline: int = 60) -> Want:
+DATA = Volume("data", f"tether.test.{PROJECT}.data")
+
+
+def want(
+    version: int, *, token: int | None = TOKEN, deadline: int = 60, volumes: bool = False
+) -> Want:
     spec = Deployment(
+        volumes=[VolumeMount(name="data", path="/data")] if volumes else [],
         project=PROJECT,
         version=version,
         image=f"shop:{version}",
@@ -71,7 +77,18 @@ def desired(
     deleting: bool = False,
     changed_at: datetime = T0 - timedelta(hours=1),
 ) -> Desired:
-    return Desired(PROJECT, 7, running, deleting, 20000, target, fallback, changed_at)
+    mounts = any(w is not None and w.deployment.volumes for w in (target, fallback))
+    return Desired(
+        PROJECT,
+        7,
+        running,
+        deleting,
+        20000,
+        target,
+        fallback,
+        changed_at,
+        volumes=(DATA,) if mounts else (),
+    )
 
 
 NODES = {
@@ -235,6 +252,29 @@ def test_a_second_service_is_removed_once_the_kept_one_serves() -> None:
     assert decision.action == RemoveService(extra)
 
 
+def test_a_crash_loop_after_a_move_does_not_start_the_ready_deadline_over() -> None:
+    """The task Swarm started when the Ready one's node went down has the deadline from its
+    creation; the ones a crash loop started after it do not get it again."""
+    lost = task("t0", TARGET, node="n1", desired_state="shutdown")
+    moved = task(
+        "t1",
+        TARGET,
+        "failed",
+        node="n2",
+        created_at=T0 - s(100),
+        error="exit (1)",
+        desired_state="shutdown",
+    )
+    newest = task("t2", TARGET, node="n3", since=T0 - s(2), created_at=T0 - s(4))
+    down = {**NODES, "n1": replace(NODES["n1"], state="down")}
+    decision = plan(
+        desired(want(TARGET, deadline=20)),
+        look(service(TARGET), tasks=(lost, moved, newest), nodes=down),
+        Memory(ready_container="t0"),
+    )
+    assert (decision.reason, decision.stalled) == ("Unhealthy", True), decision
+
+
 # --- property: a model of Swarm -------------------------------------------------------------------
 #
 # The model holds the project's services (with the labels of the spec tether wrote, replicas, an
@@ -282,6 +322,14 @@ class SwarmModel:
     down_since: dict[str, datetime] = field(default_factory=dict)
     serial: int = 0
     most_services: int = 0
+    # The versions whose tasks mount a volume: Swarm creates it on the node of the first such task
+    # placed, and one placed anywhere else would start on an empty one; every spec tether writes
+    # once it is there must pin the service to that node. (Until tether's first write, Swarm may
+    # place a replacement anywhere: the window the docs name. Scenarios with a volume draw one
+    # service at most: a second one, unpinned, places its task anywhere until tether removes it.)
+    mounts: frozenset[int] = frozenset()
+    volume_at: str | None = None
+    empty_elsewhere: list[str] = field(default_factory=list)
 
     def answers(self, t: Task) -> bool:
         delay = self.healthy_after.get(t.version)
@@ -318,14 +366,22 @@ class SwarmModel:
 
     # Swarm's side
 
-    def _place(self) -> Node | None:
-        usable = [n for n in self.nodes.values() if n.up and n.availability == "active"]
+    def _place(self, svc: Service | None) -> Node | None:
+        usable = [
+            n
+            for n in self.nodes.values()
+            if n.up
+            and n.availability == "active"
+            and (svc is None or not svc.volume_node or n.id == svc.volume_node)
+        ]
         return usable[self.serial % len(usable)] if usable else None
 
     def _new_task(self, svc: Service) -> None:
         self.serial += 1
         tid = f"t{self.serial}"
-        node = self._place()
+        node = self._place(svc)
+        if node is not None and svc.version in self.mounts and self.volume_at is None:
+            self.volume_at = node.id
         self.tasks[tid] = Task(
             tid,
             svc.id,
@@ -349,15 +405,23 @@ class SwarmModel:
         for t in list(self.tasks.values()):
             node = self.nodes.get(t.node_id)
             gone = node is None or not node.up
-            if t.desired_state == "running" and node is not None and node.availability == "drain":
+            svc = self.services.get(t.service_id)
+            pinned = svc.volume_node if svc is not None else ""
+            if t.desired_state == "running" and pinned and t.node_id and t.node_id != pinned:
+                self._end(t, "shutdown")  # its node no longer meets the service's constraint
+            elif t.desired_state == "running" and node is not None and node.availability == "drain":
                 self._end(t, "shutdown")
             elif t.desired_state == "running" and gone and t.node_id:
                 since = self.down_since.get(t.node_id, self.now)
                 if (self.now - since).total_seconds() >= RESCHEDULE_S:
                     self.tasks[t.id] = replace(t, desired_state="shutdown")  # still "running"
-            elif t.state == "pending" and self._place() is not None:
+            elif t.state == "pending" and self._place(self.services.get(t.service_id)) is not None:
                 del self.tasks[t.id]  # replaced by a placed one below
-            elif t.state == "starting" and (self.now - t.since).total_seconds() >= START_S:
+            elif (  # a node that is down runs nothing, and reports nothing
+                t.state == "starting"
+                and not gone
+                and (self.now - t.since).total_seconds() >= START_S
+            ):
                 self.tasks[t.id] = replace(t, state="running", since=self.now)
                 self.started[t.id] = self.now
             elif t.state == "running" and t.desired_state == "shutdown" and not gone:
@@ -462,9 +526,15 @@ class SwarmModel:
             current = self.services.get(action.service.id)
             if current is None or current.index != action.service.index:
                 raise Refused(f"update out of sequence: {action.service} is now {current}")
+            assert action.node == current.volume_node or not current.volume_node, (
+                f"{action} moves the pin off {current.volume_node}: the volume stays there"
+            )
+            if self.volume_at is not None and action.node != self.volume_at:
+                self.empty_elsewhere.append(f"{action.label}: not pinned to {self.volume_at}")
             w = action.want
             written = replace(
                 current,
+                volume_node=action.node,
                 version=w.version,
                 spec_hash=w.spec_hash,
                 restart_token=w.restart_token or 0,
@@ -526,8 +596,13 @@ def labels_of(version: int, token: int) -> tuple[int, str, int]:
 def scenarios(draw: st.DrawFn) -> Scenario:
     deadline = draw(st.sampled_from([10, 20, 40]))
     mode = draw(st.sampled_from(["running", "running", "running", "stopped", "deleting"]))
-    target = want(TARGET, deadline=deadline) if draw(st.integers(0, 5)) else None
-    fallback = want(FALLBACK, token=None, deadline=deadline) if draw(st.booleans()) else None
+    volumes = draw(st.booleans())
+    target = want(TARGET, deadline=deadline, volumes=volumes) if draw(st.integers(0, 5)) else None
+    fallback = (
+        want(FALLBACK, token=None, deadline=deadline, volumes=volumes)
+        if draw(st.booleans())
+        else None
+    )
     d = desired(
         target,
         fallback,
@@ -547,7 +622,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     tasks: dict[str, Task] = {}
     templates: dict[str, Template] = {}
     started: dict[str, datetime] = {}
-    for i in range(draw(st.integers(0, 2))):
+    for i in range(draw(st.integers(0, 1 if volumes else 2))):  # see `mounts`
         version = draw(st.sampled_from([TARGET, FALLBACK, OLDER]))
         token = draw(st.sampled_from([TOKEN, TOKEN - 1]))
         v, h, tok = labels_of(version, token)
@@ -566,12 +641,13 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             update_state=draw(st.sampled_from(UPDATE_STATES)),
             previous=previous,
             updated_at=T0 - s(draw(st.integers(0, 600))),
+            volume_node=draw(st.sampled_from(["", *nodes])) if volumes else "",
         )
         services[svc.id] = svc
         for j in range(draw(st.integers(0, 3))):
             tid = f"old{i}{j}"
             state = draw(st.sampled_from(TASK_STATES))
-            node = draw(st.sampled_from(list(nodes)))
+            node = svc.volume_node or draw(st.sampled_from(list(nodes)))
             tv = draw(st.sampled_from([v, FALLBACK, OLDER]))
             placed = state != "pending"
             tasks[tid] = Task(
@@ -615,6 +691,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         started,
         {nid: T0 - s(60) for nid, n in nodes.items() if not n.up},
         most_services=len(services),
+        mounts=frozenset(w.version for w in (target, fallback) if w is not None and volumes),
+        volume_at=next((x.volume_node for x in services.values() if x.volume_node), None)
+        or first_mounted(tasks, volumes, target, fallback),
     )
     memory = Memory(
         failed_version=draw(st.sampled_from([None, TARGET])),
@@ -622,6 +701,15 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
     trouble = draw(st.sampled_from([None, None, "down", "drain"]))
     return Scenario(d, memory, model, trouble, draw(st.integers(0, 6)), len(services))
+
+
+def first_mounted(tasks: dict[str, Task], volumes: bool, *wants: Want | None) -> str | None:
+    """Where the volume is in an unpinned scenario: on the node of the first task placed that
+    mounted it, whatever became of that task."""
+    mounting = {w.version for w in wants if w is not None and volumes}
+    placed = [t for t in tasks.values() if t.node_id and t.version in mounting]
+    first = min(placed, key=lambda t: (t.created_at or t.since, t.id), default=None)
+    return first.node_id if first is not None else None
 
 
 def event(value: str, payload: str | int | float = "") -> None:
@@ -667,6 +755,25 @@ def check_step(d: Desired, memory: Memory, model: SwarmModel, action: Action) ->
         assert action.version == d.target.version != memory.failed_version
 
 
+def check_pin(model: SwarmModel) -> None:
+    """Once pinned, the project runs on its volume's node or nowhere; tether never wrote a spec
+    that lets it run elsewhere once the volume was somewhere."""
+    assert not model.empty_elsewhere, model.empty_elsewhere
+    for svc in model.services.values():
+        if not svc.volume_node:
+            continue
+        assert model.volume_at in (None, svc.volume_node), (svc, model.volume_at)
+        away = [
+            t
+            for t in model.tasks.values()
+            if t.service_id == svc.id
+            and t.version in model.mounts
+            and t.state == "running"
+            and t.node_id != svc.volume_node
+        ]
+        assert not away, f"running off the volume's node {svc.volume_node}: {away}"
+
+
 def run(scenario: Scenario) -> tuple[Decision, SwarmModel, Memory, list[Action]]:
     d, memory, model = scenario.desired, scenario.memory, scenario.model
     actions: list[Action] = []
@@ -676,6 +783,7 @@ def run(scenario: Scenario) -> tuple[Decision, SwarmModel, Memory, list[Action]]
             assert scenario.trouble is not None
             make_trouble(model, scenario.trouble)
             troubled = True
+        check_pin(model)
         decision = plan(d, model.observe(d, d.running and not d.deleting), memory)
         memory = decision.memory
         action = decision.action
@@ -751,12 +859,17 @@ def test_plans_converge_against_a_model_of_swarm(scenario: Scenario) -> None:
         assert model.answers(routed)
         assert want.matches(routed)
         assert decision.ready_version == want.version
+        if d.volumes_of(want):
+            assert svc.volume_node == routed.node_id == model.volume_at
         return
     # Not Ready at rest: only where nothing could be.
     never = model.healthy_after.get(want.version) is None
     assert decision.stalled or decision.reason == "Unhealthy", decision
     if decision.reason == "Unschedulable":
         assert not usable_nodes(model)
+    elif decision.reason == "VolumeNodeLost":
+        node = model.nodes.get(svc.volume_node)
+        assert node is None or not node.up or node.availability != "active", decision
     else:
         assert decision.reason in ("Unhealthy", "RolledBack", "UpdatePaused"), decision
         if decision.reason == "Unhealthy":
@@ -839,3 +952,29 @@ def test_the_resync_rests_only_where_the_planner_would(scenario: Scenario) -> No
     decision = plan(d, observed, memory)
     assert decision.action is None, (decision, scenario)
     assert not decision.stalled
+
+
+def test_a_task_placed_with_volumes_pins_the_service_to_its_node() -> None:
+    v3 = want(TARGET, volumes=True)
+    t = task("t1", TARGET, "starting", node="n2")
+    decision = plan(desired(v3), look(service(TARGET), tasks=(t,)), Memory())
+    assert decision.action == UpdateService(service(TARGET), v3, 1, "n2")
+    assert (decision.reason, decision.action.label) == ("PinVolumes", "pin v3 to its volumes' node")
+
+
+def test_the_lost_node_of_the_volumes_stalls_the_project_and_keeps_the_pin() -> None:
+    v3 = want(TARGET, volumes=True)
+    pinned = service(TARGET, volume_node="n2")
+    lost = replace(task("t1", TARGET, node="n2"), desired_state="shutdown")
+    pending = task("t2", TARGET, "pending", node="", error="no suitable node")
+    down = {**NODES, "n2": replace(NODES["n2"], state="down")}
+    observed = look(pinned, tasks=(lost, pending), nodes=down)
+    decision = plan(desired(v3), observed, Memory())
+    assert (decision.action, decision.reason, decision.stalled) == (None, "VolumeNodeLost", True)
+    assert "node-2, which is down" in decision.message
+    assert "data" in decision.message
+    # A deploy meanwhile is written with the pin: Swarm still cannot move the project.
+    v4 = want(TARGET + 1, volumes=True)
+    update = plan(desired(v4, v3), observed, Memory()).action
+    assert isinstance(update, UpdateService)
+    assert update.node == "n2"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from tether.operator.labels import LABEL_RESTART, LABEL_SPEC_HASH, LABEL_VERSION
-from tether.operator.swarm.docker.spec import LABEL_TEMPLATE, fingerprint
+from tether.operator.swarm.docker.spec import LABEL_TEMPLATE, LABEL_VOLUME_NODE, fingerprint
 from tether.operator.swarm.state import Labels, Node, Service, Task, UpdateState
 
 _UPDATE_STATES = {
@@ -71,6 +71,7 @@ def service_from(raw: Mapping[str, Any]) -> Service:
         update_message=str(update.get("Message", "")),
         previous=_labels(previous.get("Labels") or {}) if previous else None,
         updated_at=parse_time(raw.get("UpdatedAt")),
+        volume_node=str((spec.get("Labels") or {}).get(LABEL_VOLUME_NODE, "")),
     )
 
 

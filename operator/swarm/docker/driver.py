@@ -17,8 +17,8 @@ import aiodocker
 import aiohttp
 import structlog
 
-from tether.operator.desired import Want
-from tether.operator.dockerapi import OUT_OF_SEQUENCE, docker_call
+from tether.operator.desired import Volume, Want
+from tether.operator.dockerapi import CALL_TIMEOUT_S, OUT_OF_SEQUENCE, docker_call
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.swarm.docker.decode import node_from, service_from, task_from
 from tether.operator.swarm.docker.faults import (
@@ -28,7 +28,7 @@ from tether.operator.swarm.docker.faults import (
     SwarmRefused,
     SwarmUnavailable,
 )
-from tether.operator.swarm.docker.spec import project_of, service_spec
+from tether.operator.swarm.docker.spec import Placement, project_of, service_spec
 from tether.operator.swarm.state import Node, Service, Task
 
 log = structlog.get_logger("tether.swarm")
@@ -43,8 +43,12 @@ class SwarmDriver:
         *,
         concurrency: int = 16,
         guard: Callable[[], None] | None = None,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self.client = aiodocker.Docker(url=url)
+        self.call_timeout_s = (
+            call_timeout_s  # each attempt of a Docker call (TETHER_DOCKER_TIMEOUT_S)
+        )
         self.url = url
         self.installation = installation
         self.guard = guard or (lambda: None)  # the operator's lease check, before every call
@@ -55,7 +59,12 @@ class SwarmDriver:
 
     async def call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         return await docker_call(
-            operation, call, slots=self._slots, guard=self.guard, unavailable=SwarmUnavailable
+            operation,
+            call,
+            slots=self._slots,
+            guard=self.guard,
+            unavailable=SwarmUnavailable,
+            deadline_s=self.call_timeout_s,
         )
 
     def _labels(self, project: str | None = None) -> dict[str, list[str]]:
@@ -112,8 +121,13 @@ class SwarmDriver:
     def project_of(self, service: Service) -> str | None:
         return project_of(service.name, self.installation)
 
-    async def create(self, project: str, want: Want, replicas: int) -> None:
-        spec = service_spec(self.installation, project, want, replicas)
+    def placement(
+        self, project: str, owner: str, volumes: tuple[Volume, ...], node: str
+    ) -> Placement:
+        return Placement(self.installation, project, owner, volumes, node)
+
+    async def create(self, project: str, want: Want, replicas: int, placement: Placement) -> None:
+        spec = service_spec(self.installation, project, want, replicas, placement)
         try:
             await self.call(
                 "service-create",
@@ -139,9 +153,11 @@ class SwarmDriver:
                 exc.status,
             ) from exc
 
-    async def update(self, project: str, service: Service, want: Want, replicas: int) -> None:
+    async def update(
+        self, project: str, service: Service, want: Want, replicas: int, placement: Placement
+    ) -> None:
         """Write `want`'s spec over `service` as it was at its observed version."""
-        spec = service_spec(self.installation, project, want, replicas)
+        spec = service_spec(self.installation, project, want, replicas, placement)
         spec["Name"] = service.name  # a service cannot be renamed
         try:
             await self.call(

@@ -9,19 +9,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from tether.api.models import Deployment, HealthCheck
-from tether.operator.desired import Want
+from tether.operator.desired import Volume, Want
 from tether.operator.labels import (
     LABEL_INSTALLATION,
+    LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_RESTART,
     LABEL_SPEC_HASH,
     LABEL_VERSION,
+    LABEL_VOLUME,
 )
 
 LABEL_TEMPLATE = "dev.tether.template"  # the fingerprint of the task template tether wrote
+# On a service: the id of the node that holds the project's volumes, the node its placement
+# constraint names. Kept in the spec, so that every pass reads it back and no restart loses it.
+LABEL_VOLUME_NODE = "dev.tether.volume-node"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a service's task mounts the project's volumes, and the node it is pinned to."""
+
+    installation: str
+    project: str
+    owner: str
+    volumes: tuple[Volume, ...]  # the project's volumes the deployment mounts
+    node: str = ""  # the node that holds them ("" while no task has mounted them yet)
+
+
 NS = 1_000_000_000
 # How long Swarm watches a new task after it starts before its update goes on; a task that
 # fails meanwhile rolls the update back.
@@ -60,7 +79,31 @@ def _healthcheck(check: HealthCheck, port: int, deadline_s: int) -> dict[str, An
     }
 
 
-def task_template(want: Want, labels: dict[str, str]) -> dict[str, Any]:
+def _mounts(want: Want, placement: Placement) -> list[dict[str, Any]]:
+    """Named volumes, which Swarm creates on the node the task runs on (labelled as the engine
+    runtime labels its own) the first time a task there mounts them."""
+    paths = {v.name: v for v in want.deployment.volumes}
+    return [
+        {
+            "Type": "volume",
+            "Source": volume.docker_name,
+            "Target": paths[volume.name].path,
+            "ReadOnly": paths[volume.name].read_only,
+            "VolumeOptions": {
+                "Labels": {
+                    LABEL_INSTALLATION: placement.installation,
+                    LABEL_PROJECT: placement.project,
+                    LABEL_VOLUME: volume.name,
+                    LABEL_OWNER: placement.owner,
+                }
+            },
+        }
+        for volume in placement.volumes
+        if volume.name in paths
+    ]
+
+
+def task_template(want: Want, labels: dict[str, str], placement: Placement) -> dict[str, Any]:
     spec: Deployment = want.deployment
     container: dict[str, Any] = {
         "Image": spec.image,
@@ -68,6 +111,8 @@ def task_template(want: Want, labels: dict[str, str]) -> dict[str, Any]:
         "Labels": labels,
         "StopGracePeriod": spec.stop_grace_s * NS,
     }
+    if mounts := _mounts(want, placement):
+        container["Mounts"] = mounts
     if spec.command is not None:
         container["Args"] = spec.command  # as `docker run IMAGE CMD...`: the entrypoint stays
     if spec.health is not None and spec.port is not None:
@@ -77,7 +122,7 @@ def task_template(want: Want, labels: dict[str, str]) -> dict[str, Any]:
         limits["MemoryBytes"] = spec.memory_mb * 1024 * 1024
     if spec.cpus is not None:
         limits["NanoCPUs"] = int(spec.cpus * 1e9)
-    return {
+    template: dict[str, Any] = {
         "ContainerSpec": container,
         "Resources": {"Limits": limits},
         # Swarm restarts a task that exits; tether watches and reports.
@@ -85,10 +130,16 @@ def task_template(want: Want, labels: dict[str, str]) -> dict[str, Any]:
         # A restart is a new restart token: a changed template, so Swarm replaces the task.
         "ForceUpdate": want.restart_token or 0,
     }
+    if placement.node:
+        # The volumes live on this node alone: a task anywhere else would start on empty ones.
+        template["Placement"] = {"Constraints": [f"node.id=={placement.node}"]}
+    return template
 
 
-def service_spec(installation: str, project: str, want: Want, replicas: int) -> dict[str, Any]:
-    """The whole service spec for `want` at `replicas`."""
+def service_spec(
+    installation: str, project: str, want: Want, replicas: int, placement: Placement
+) -> dict[str, Any]:
+    """The whole service spec for `want` at `replicas`, mounting and pinned as `placement` says."""
     spec = want.deployment
     labels = {
         LABEL_INSTALLATION: installation,
@@ -97,7 +148,7 @@ def service_spec(installation: str, project: str, want: Want, replicas: int) -> 
         LABEL_SPEC_HASH: want.spec_hash,
         LABEL_RESTART: str(want.restart_token or 0),
     }
-    template = task_template(want, labels)
+    template = task_template(want, labels, placement)
     order = "stop-first" if spec.strategy == "stop-first" else "start-first"
     update = {
         "Parallelism": 1,
@@ -111,9 +162,10 @@ def service_spec(installation: str, project: str, want: Want, replicas: int) -> 
         # Host mode (the routing mesh needs IPVS, which these machines lack), on a port Docker
         # chooses: a start-first update on one node cannot start on a fixed port (moby#36934).
         ports = [{"Protocol": "tcp", "TargetPort": spec.port, "PublishMode": "host"}]
+    pinned = {LABEL_VOLUME_NODE: placement.node} if placement.node else {}
     return {
         "Name": service_name(installation, project),
-        "Labels": {**labels, LABEL_TEMPLATE: fingerprint(template, ports)},
+        "Labels": {**labels, **pinned, LABEL_TEMPLATE: fingerprint(template, ports)},
         "TaskTemplate": template,
         "Mode": {"Replicated": {"Replicas": replicas}},
         "UpdateConfig": update,
@@ -144,4 +196,13 @@ def fingerprint(template: dict[str, Any], ports: list[dict[str, Any]]) -> str:
             for p in ports
         ),
     }
+    # Only when set: a service written before volumes existed keeps its fingerprint.
+    mounts = sorted(
+        (m.get("Type"), m.get("Source"), m.get("Target"), bool(m.get("ReadOnly")))
+        for m in container.get("Mounts") or []
+    )
+    if mounts:
+        shown["mounts"] = mounts
+    if constraints := sorted((template.get("Placement") or {}).get("Constraints") or []):
+        shown["constraints"] = constraints
     return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()[:16]
