@@ -228,18 +228,27 @@ class Settings(BaseSettings):
         "(TETHER_LOGS_SOCKET); required with it.",
     )
     workers: int = setting(
-        8,
+        32,
         ge=1,
         le=256,
         expected="a whole number from 1 to 256",
-        description="Projects reconciled at once.",
+        description="Projects reconciled at once (each pass mostly waits: for Docker, a probe, "
+        "Postgres).",
     )
     docker_concurrency: int = setting(
         16,
         ge=1,
         le=512,
         expected="a whole number from 1 to 512",
-        description="Docker API calls in flight at once.",
+        description="Docker API calls in flight at once, container changes aside.",
+    )
+    docker_changes: int = setting(
+        8,
+        ge=1,
+        le=256,
+        expected="a whole number from 1 to 256",
+        description="Container changes (create, start, stop, unpause, remove; under Swarm: "
+        "service create, update, remove) in flight at once: what Docker can take.",
     )
     resync_interval_s: float = setting(
         30.0,

@@ -18,7 +18,7 @@ from scenarios.swarm import section as swarm_section
 MET, MISSED = "**met**", "**missed**"
 COMMAND = "make bench"
 # bulk's what-if installation (`--what-if`): tether as shipped, one setting changed.
-WHAT_IF = {"tether_16_workers": "TETHER_WORKERS=16 (default 8)"}
+WHAT_IF = {"tether_16_changes": "TETHER_DOCKER_CHANGES=16 (default 8)"}
 # tether / floor, by (N, direction), from issue 15; any other size: 1.10.
 BULK_TARGETS = {(50, "start"): 1.05, (200, "start"): 1.03, (50, "stop"): 1.03}
 
@@ -109,7 +109,8 @@ def _head(d: Doc, results: dict[str, Any], out: Path) -> None:
         "",
         f"This report: run `{results['run']}` of {time.strftime('%Y-%m-%d')}"
         + (
-            " with `--what-if` (bulk also measures a what-if installation, TETHER_WORKERS=16; "
+            " with `--what-if` (bulk also measures a what-if installation, "
+            "TETHER_DOCKER_CHANGES=16; "
             f"plain `{COMMAND}` leaves it out and takes a few minutes less)"
             if _has_what_if(results)
             else ""

@@ -166,7 +166,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--what-if",
         action="store_true",
-        help="bulk also measures a what-if installation with TETHER_WORKERS=16 (default 8)",
+        help="bulk also measures a what-if installation with TETHER_DOCKER_CHANGES=16 (default 8)",
     )
     parser.add_argument(
         "--bulk-sizes", type=_numbers, default=(), help="bulk's N, comma-separated (50,200)"

@@ -34,6 +34,7 @@ def swarm_runtime(
         settings.docker_url,
         settings.installation_id,
         concurrency=settings.docker_concurrency,
+        changes=settings.docker_changes,
         guard=guard,
         call_timeout_s=settings.docker_timeout_s,
     )
@@ -58,6 +59,7 @@ def engine_runtime(
             settings.docker_url,
             settings.installation_id,
             concurrency=settings.docker_concurrency,
+            changes=settings.docker_changes,
             guard=guard,
             call_timeout_s=settings.docker_timeout_s,
         )

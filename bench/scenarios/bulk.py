@@ -5,15 +5,16 @@ cycled once beforehand (untimed), then measured in turn (the order rotates every
 that only one system's containers are ever running:
 
 - tether: N desired-state writes (8 at a time), until the operator has recorded every project
-  `Ready` (resp. `Stopped`); the operator runs with its defaults (8 workers, 16 Docker calls).
-- floor: direct aiodocker start (resp. stop) with 8 at a time, like tether's 8 workers; each
+  `Ready` (resp. `Stopped`); the operator runs with its defaults (32 workers; 8 container
+  changes and 16 other Docker calls in flight at once).
+- floor: direct aiodocker start (resp. stop) with 8 at a time, like tether's 8 changes; each
   endpoint is polled from the moment its start returned.
 - docker-compose: `up -d` (resp. `stop`) of the same N services; endpoints polled once it returns.
 
 "running" is the last container's StartedAt (resp. FinishedAt) from `docker inspect`.
 
 With `what_if`, at the largest N only, one more tether installation: tether as shipped with
-TETHER_WORKERS=16 (a setting; the default is 8).
+TETHER_DOCKER_CHANGES=16 (a setting; the default is 8).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tether_side import (
     passes,
 )
 
-CONCURRENCY = 8  # tether's default TETHER_WORKERS
+CONCURRENCY = 8  # tether's default TETHER_DOCKER_CHANGES
 PAUSE_S = 1.0
 
 
@@ -95,7 +96,7 @@ async def measure(
     most = max(sizes)
     main = Installation(run, scenario, most)
     what_ifs = (
-        {"tether_16_workers": Installation(run, "bulkworkers", most, workers="16")}
+        {"tether_16_changes": Installation(run, "bulkchanges", most, docker_changes="16")}
         if what_if
         else {}
     )

@@ -52,7 +52,7 @@ from tether_side import OWNER, SPEC, OperatorProcess, Tether
 
 SCENARIO = "swarm"
 NODES = 3
-CONCURRENCY = 8  # tether's default TETHER_WORKERS
+CONCURRENCY = 8  # tether's default TETHER_DOCKER_CHANGES
 POLL_S = 0.02  # how often the floor lists a service's tasks
 ROUND = "BENCH_ROUND"  # the env variable a new deployment changes
 READY_WITHIN_S = 300.0

@@ -73,6 +73,7 @@ INVALID = [
     ("TETHER_PROXY_BINARY", "ha proxy", "a command on PATH or an absolute path"),
     ("TETHER_WORKERS", "0", "a whole number from 1 to 256"),
     ("TETHER_WORKERS", "2.5", "a whole number from 1 to 256"),
+    ("TETHER_DOCKER_CHANGES", "0", "a whole number from 1 to 256"),
     ("TETHER_DOCKER_CONCURRENCY", "many", "a whole number from 1 to 512"),
     ("TETHER_RESYNC_INTERVAL_S", "inf", "more than 0 and at most 86400"),
     ("TETHER_RESYNC_INTERVAL_S", "0", "more than 0"),

@@ -55,6 +55,7 @@ class DockerDriver:
         installation: str,
         *,
         concurrency: int = 16,
+        changes: int = 8,
         guard: Callable[[], None] | None = None,
         call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
@@ -68,6 +69,10 @@ class DockerDriver:
         # (LostLease) once this operator may no longer act.
         self.guard = guard or (lambda: None)
         self._calls = asyncio.Semaphore(concurrency)
+        # Container changes (create, start, stop, unpause, remove) are what costs the engine; they
+        # have a cap of their own, so that the workers' looks and records around them (under
+        # `_calls`) never keep a change slot idle (docs/benchmarks.md, item 2).
+        self._changes = asyncio.Semaphore(changes)
         self._echoes = Echoes()
 
     async def close(self) -> None:
@@ -85,13 +90,15 @@ class DockerDriver:
         call: Callable[[], Awaitable[T]],
         *,
         deadline_s: float | None = None,
+        change: bool = False,
     ) -> T:
-        """One Docker API call under the global cap, retried on transient faults; each attempt
-        may take `deadline_s` (default: `call_timeout_s`)."""
+        """One Docker API call under the cap of its kind (`change`: of a container's state),
+        retried on transient faults; each attempt may take `deadline_s` (default:
+        `call_timeout_s`)."""
         return await docker_call(
             operation,
             call,
-            slots=self._calls,
+            slots=self._changes if change else self._calls,
             guard=self.guard,
             unavailable=DockerUnavailable,
             deadline_s=self.call_timeout_s if deadline_s is None else deadline_s,
@@ -245,7 +252,11 @@ class DockerDriver:
         name = want.name
         try:
             with self._echoes.expecting(name, "create"):
-                await self.call("create", lambda: self.client.containers.create(config, name=name))
+                await self.call(
+                    "create",
+                    lambda: self.client.containers.create(config, name=name),
+                    change=True,
+                )
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 raise ImageNotFound(
@@ -290,7 +301,7 @@ class DockerDriver:
 
         with self._echoes.expecting(container_id, operation) as withdraw_echoes:
             try:
-                status = await self.call(operation, call, deadline_s=deadline_s)
+                status = await self.call(operation, call, deadline_s=deadline_s, change=True)
             except aiodocker.DockerError as exc:
                 if exc.status in (404, 409):
                     withdraw_echoes()

@@ -42,6 +42,7 @@ class SwarmDriver:
         installation: str,
         *,
         concurrency: int = 16,
+        changes: int = 8,
         guard: Callable[[], None] | None = None,
         call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
@@ -53,15 +54,20 @@ class SwarmDriver:
         self.installation = installation
         self.guard = guard or (lambda: None)  # the operator's lease check, before every call
         self._slots = asyncio.Semaphore(concurrency)
+        # Service writes (create, update, remove) have a cap of their own, as the engine's
+        # container changes do: the looks around them never take a write's slot.
+        self._changes = asyncio.Semaphore(changes)
 
     async def close(self) -> None:
         await self.client.close()
 
-    async def call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def call(
+        self, operation: str, call: Callable[[], Awaitable[T]], *, change: bool = False
+    ) -> T:
         return await docker_call(
             operation,
             call,
-            slots=self._slots,
+            slots=self._changes if change else self._slots,
             guard=self.guard,
             unavailable=SwarmUnavailable,
             deadline_s=self.call_timeout_s,
@@ -132,6 +138,7 @@ class SwarmDriver:
             await self.call(
                 "service-create",
                 lambda: self.client._query_json("services/create", method="POST", data=spec),
+                change=True,
             )
         except aiodocker.DockerError as exc:
             if exc.status == 409:
@@ -168,6 +175,7 @@ class SwarmDriver:
                     params={"version": service.index},
                     data=spec,
                 ),
+                change=True,
             )
         except aiodocker.DockerError as exc:
             if exc.status == 404 or OUT_OF_SEQUENCE in str(exc.message):
@@ -176,7 +184,9 @@ class SwarmDriver:
 
     async def remove(self, service: Service) -> None:
         try:
-            await self.call("service-remove", lambda: self.client.services.delete(service.id))
+            await self.call(
+                "service-remove", lambda: self.client.services.delete(service.id), change=True
+            )
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 raise SwarmRefused("service-remove", exc.message, exc.status) from exc
