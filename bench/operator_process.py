@@ -3,13 +3,15 @@
 call through the Docker driver's single entry point, `DockerDriver.call`, and
 `bench_docker_call_seconds`, their wall time), and, with $BENCH_TRACE set, a trace of each
 project's passes: one JSON line per moment (Unix time `t`, `project`, `what`) appended to that
-file, read by bench/phases.py.
+file, read by bench/phases.py (a container change's moments: issued, its slot taken, done).
 
 Run as `python bench/operator_process.py` with the TETHER_* variables of `tether operator`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import os
 import sys
@@ -23,6 +25,7 @@ from tether.api.models import ConditionType, NewEvent, Status
 from tether.api.store import Store
 from tether.cli.main import run
 from tether.operator.desired import Desired, Memory
+from tether.operator.engine.docker import driver as engine_driver
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.runtime import EngineRuntime
 from tether.operator.engine.state import Observed
@@ -56,6 +59,26 @@ def count_docker_calls() -> None:
     DockerDriver.call = counted  # type: ignore[method-assign]
 
 
+# The project whose container change the current task carries out, for the slot's mark.
+CHANGING: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "changing", default=None
+)
+
+
+class MarkedSlots:
+    """The driver's change slots, marking the moment one is taken for the current change."""
+
+    def __init__(self, slots: asyncio.Semaphore, taken: Callable[[], None]) -> None:
+        self._slots, self._taken = slots, taken
+
+    async def __aenter__(self) -> None:
+        await self._slots.acquire()
+        self._taken()
+
+    async def __aexit__(self, *_: object) -> None:
+        self._slots.release()
+
+
 class Trace:
     """Each moment of a pass that bench/phases.py breaks the bulk time down by, taken at tether's
     own seams (the NOTIFY callback, the pass, the runtime's act and probe, the status write)."""
@@ -74,6 +97,7 @@ class Trace:
         carry_out = EngineRuntime._carry_out
         probe = EngineRuntime._probe
         write_status = Store.write_status
+        docker_call = engine_driver.docker_call
 
         def desired_changed(self: Operator, name: str) -> None:
             mark(name, "notified")
@@ -88,8 +112,23 @@ class Trace:
         async def traced_carry_out(self: EngineRuntime, desired: Desired, step: Step) -> None:
             action = step.label.split()[0]
             mark(desired.name, f"{action}_call")
-            await carry_out(self, desired, step)
+            changing = CHANGING.set((desired.name, action))
+            try:
+                await carry_out(self, desired, step)
+            finally:
+                CHANGING.reset(changing)
             mark(desired.name, f"{action}_done")
+
+        async def traced_docker_call(
+            operation: str, call: Callable[[], Awaitable[Any]], **kwargs: Any
+        ) -> Any:
+            changing = CHANGING.get()
+            if changing is not None and changing[1] == operation:
+                project, action = changing
+                kwargs["slots"] = MarkedSlots(
+                    kwargs["slots"], lambda: mark(project, f"{action}_slot")
+                )
+            return await docker_call(operation, call, **kwargs)
 
         async def traced_probe(
             self: EngineRuntime, desired: Desired, memory: Memory, seen: Observed
@@ -118,6 +157,7 @@ class Trace:
         EngineRuntime._carry_out = traced_carry_out  # type: ignore[method-assign]
         EngineRuntime._probe = traced_probe  # type: ignore[method-assign]
         Store.write_status = traced_write_status  # type: ignore[method-assign]
+        engine_driver.docker_call = traced_docker_call  # type: ignore[assignment]
 
 
 def main() -> None:

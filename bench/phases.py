@@ -2,9 +2,9 @@
 (bench/operator_process.py, $BENCH_TRACE) and the benchmark's own write times.
 
 For a start, each project's timeline is: write sent → NOTIFY received → pass began → Docker
-start issued → start returned → first probe → endpoint answered → Ready recorded; for a stop:
-write → NOTIFY → pass → stop issued → stop returned → Stopped recorded. A phase missing from a
-project's timeline (no probe for a stop) is left out of its sums.
+start issued → change slot taken → start returned → first probe → endpoint answered → Ready
+recorded; for a stop: write → NOTIFY → pass → stop issued → slot taken → stop returned → Stopped
+recorded. A phase missing from a project's timeline (no probe for a stop) is left out of its sums.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ START_PHASES = (
     ("notify", "NOTIFY received by the operator"),
     ("queued", "a worker takes it (queue wait)"),
     ("to_call", "pass: desired read, observe, plan, until the Docker call"),
+    ("slot", "waiting for a change slot (TETHER_DOCKER_CHANGES)"),
     ("docker", "Docker's start (resp. stop) call"),
     ("to_probe", "inspect again, first endpoint probe"),
     ("to_answer", "probes until the endpoint answered"),
@@ -64,7 +65,8 @@ def timeline(write: Written, marks: list[dict[str, Any]], action: str) -> dict[s
     notified = _first(marks, write.began, what="notified")
     began = _first(marks, notified, what="pass")
     call = _first(marks, began, what=f"{action}_call")
-    done = _first(marks, call, what=f"{action}_done")
+    slot = _first(marks, call, what=f"{action}_slot") or call  # traces before the slots had none
+    done = _first(marks, slot, what=f"{action}_done")
     if action == "start":
         probed = _first(marks, done, what="probe")
         answered = _first(marks, done, what="probe", answered=True)
@@ -78,7 +80,8 @@ def timeline(write: Written, marks: list[dict[str, Any]], action: str) -> dict[s
         "notify": (write.began, notified),
         "queued": (notified, began),
         "to_call": (began, call),
-        "docker": (call, done),
+        "slot": (call, slot),
+        "docker": (slot, done),
         "to_probe": (done, probed),
         "to_answer": (probed, answered),
         "to_record": (answered, recorded),

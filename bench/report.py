@@ -18,7 +18,6 @@ from scenarios.swarm import section as swarm_section
 MET, MISSED = "**met**", "**missed**"
 COMMAND = "make bench"
 # bulk's what-if installation (`--what-if`): tether as shipped, one setting changed.
-WHAT_IF = {"tether_16_changes": "TETHER_DOCKER_CHANGES=16 (default 8)"}
 # tether / floor, by (N, direction), from issue 15; any other size: 1.10.
 BULK_TARGETS = {(50, "start"): 1.05, (200, "start"): 1.03, (50, "stop"): 1.03}
 
@@ -109,10 +108,10 @@ def _head(d: Doc, results: dict[str, Any], out: Path) -> None:
         "",
         f"This report: run `{results['run']}` of {time.strftime('%Y-%m-%d')}"
         + (
-            " with `--what-if` (bulk also measures a what-if installation, "
-            "TETHER_DOCKER_CHANGES=16; "
-            f"plain `{COMMAND}` leaves it out and takes a few minutes less)"
-            if _has_what_if(results)
+            " with `--what-if` (bulk also measures what-if installations: "
+            + ", ".join(_what_ifs(results).values())
+            + f"; plain `{COMMAND}` leaves them out and takes a few minutes less)"
+            if _what_ifs(results)
             else ""
         )
         + (
@@ -162,9 +161,9 @@ def _head(d: Doc, results: dict[str, Any], out: Path) -> None:
     )
 
 
-def _has_what_if(results: dict[str, Any]) -> bool:
-    bulk = results.get("bulk") or {}
-    return any(key in WHAT_IF for n in bulk.get("sizes", []) for key in bulk.get(str(n), {}))
+def _what_ifs(results: dict[str, Any]) -> dict[str, str]:
+    """The bulk item's what-if installations: system name → the setting it changed."""
+    return dict((results.get("bulk") or {}).get("what_if") or {})
 
 
 def _summary(d: Doc, targets: list[tuple[str, str, str, str, bool]]) -> None:
@@ -416,7 +415,7 @@ def _bulk(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         runs = data.get(str(n), {})
         if not (runs.get("floor") and runs.get("tether")):
             continue
-        for key, label in WHAT_IF.items():
+        for key, label in (data.get("what_if") or {}).items():
             if not runs.get(key):
                 continue
             for direction, measure in (("start", "ready_s"), ("stop", "converged_s")):
@@ -438,7 +437,7 @@ def _bulk(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
     if rows:
         d(
             "What-if installation (`--what-if`): tether as shipped with one setting changed, "
-            "measured in the same rotation at the largest size:",
+            "measured in the same rotation:",
             "",
         )
         d.table(

@@ -47,6 +47,7 @@ import report
 from harness import BENCH, BENCH_LABEL, REPO, Run, load_average, machine, remove_run_containers
 from private_docker import PrivateDocker, default_images
 from scenarios import api, bulk, cli, growth, ha, idle, proxy, single, swarm
+from tether.api.settings import Settings
 from tether.operator.labels import LABEL_INSTALLATION
 
 # Bulk last: Docker Engine 20.10 can deadlock when many containers exit at once
@@ -59,7 +60,7 @@ def say(message: str) -> None:
 
 
 async def measure_all(
-    run: Run, only: list[str], what_if: bool, plan: argparse.Namespace
+    run: Run, only: list[str], what_if: dict[str, str], plan: argparse.Namespace
 ) -> dict[str, Any]:
     quick = run.quick
     docker = aiodocker.Docker()
@@ -149,6 +150,17 @@ def _numbers(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part)
 
 
+def _setting(text: str) -> tuple[str, str]:
+    """`workers=8`: one of tether's settings (the TETHER_* variable's name, lower case)."""
+    name, _, value = text.partition("=")
+    if name not in Settings.model_fields or not value:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected SETTING=VALUE with SETTING one of tether's settings "
+            "(TETHER_WORKERS is workers), e.g. workers=8"
+        )
+    return name, value
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
@@ -165,8 +177,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--what-if",
-        action="store_true",
-        help="bulk also measures a what-if installation with TETHER_DOCKER_CHANGES=16 (default 8)",
+        action="append",
+        type=_setting,
+        default=[],
+        metavar="SETTING=VALUE",
+        help="bulk also measures tether with this one setting changed, e.g. workers=8 "
+        "(TETHER_WORKERS); repeatable",
     )
     parser.add_argument(
         "--bulk-sizes", type=_numbers, default=(), help="bulk's N, comma-separated (50,200)"
@@ -217,7 +233,7 @@ def main(argv: list[str]) -> int:
         run.start_postgres()
         if len(args.bulk_sizes) != len(args.bulk_repeats):
             parser.error("--bulk-sizes and --bulk-repeats need one number each per size")
-        results = asyncio.run(measure_all(run, only, args.what_if, args))
+        results = asyncio.run(measure_all(run, only, dict(args.what_if), args))
         results["elapsed_s"] = round(time.monotonic() - began, 1)
         run.write_json("results.json", results)
         if args.splice:

@@ -13,8 +13,8 @@ that only one system's containers are ever running:
 
 "running" is the last container's StartedAt (resp. FinishedAt) from `docker inspect`.
 
-With `what_if`, at the largest N only, one more tether installation: tether as shipped with
-TETHER_DOCKER_CHANGES=16 (a setting; the default is 8).
+With `what_if` (setting → value, e.g. {"workers": "8"}), one more tether installation per
+setting, in the same rotation at every N: tether as shipped with that one setting changed.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ from tether_side import (
 
 CONCURRENCY = 8  # tether's default TETHER_DOCKER_CHANGES
 PAUSE_S = 1.0
+
+
+def what_if_key(setting: str, value: str) -> str:
+    """The system name of a what-if installation in the results."""
+    return f"tether_{setting}_{value}"
 
 
 class Installation:
@@ -88,18 +93,19 @@ async def measure(
     docker: aiodocker.Docker,
     sizes: tuple[int, ...],
     repeats: tuple[int, ...],
-    what_if: bool,
+    what_if: dict[str, str],
     systems: tuple[str, ...] = ("tether", "floor", "compose"),
 ) -> dict[str, Any]:
     """`systems`: which of tether, floor and compose take part (each round rotates them)."""
     scenario = "bulk"
     most = max(sizes)
     main = Installation(run, scenario, most)
-    what_ifs = (
-        {"tether_16_changes": Installation(run, "bulkchanges", most, docker_changes="16")}
-        if what_if
-        else {}
-    )
+    what_ifs = {
+        what_if_key(setting, value): Installation(
+            run, f"bulk{setting.replace('_', '')}", most, **{setting: value}
+        )
+        for setting, value in what_if.items()
+    }
     floor_ports, compose_ports = run.ports(most), run.ports(most)
     labels = run.labels(scenario)
     compose = Compose(run, scenario, compose_ports.first, most, labels)
@@ -108,6 +114,7 @@ async def measure(
         "sizes": list(sizes),
         "repeats": list(repeats),
         "concurrency": CONCURRENCY,
+        "what_if": {what_if_key(s, v): f"TETHER_{s.upper()}={v}" for s, v in what_if.items()},
     }
     try:
         await main.open(docker)
@@ -244,12 +251,7 @@ async def measure(
         for name, installation in what_ifs.items():
             cycles[name] = lambda n, installation=installation: tether_cycle(n, installation)
         for index, n in enumerate(sizes):
-            # The what-if installation takes part at the largest size only.
-            order = [
-                s
-                for s in cycles
-                if (s in systems or s in what_ifs) and (s not in what_ifs or n == most)
-            ]
+            order = [s for s in cycles if s in systems or s in what_ifs]
             per_system: dict[str, list[dict[str, Any]]] = {system: [] for system in order}
             results[str(n)] = per_system  # filled as it goes: a failure keeps what was measured
             for rep in range(repeats[index]):
