@@ -228,12 +228,12 @@ class Settings(BaseSettings):
         "(TETHER_LOGS_SOCKET); required with it.",
     )
     workers: int = setting(
-        32,
+        12,
         ge=1,
         le=256,
         expected="a whole number from 1 to 256",
-        description="Projects reconciled at once (each pass mostly waits: for Docker, a probe, "
-        "Postgres).",
+        description="Projects reconciled at once: a few more than TETHER_DOCKER_CHANGES, so "
+        "that the looks and records around changes overlap other passes' changes.",
     )
     docker_concurrency: int = setting(
         16,

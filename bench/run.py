@@ -60,7 +60,7 @@ def say(message: str) -> None:
 
 
 async def measure_all(
-    run: Run, only: list[str], what_if: dict[str, str], plan: argparse.Namespace
+    run: Run, only: list[str], what_if: list[tuple[str, str]], plan: argparse.Namespace
 ) -> dict[str, Any]:
     quick = run.quick
     docker = aiodocker.Docker()
@@ -233,7 +233,7 @@ def main(argv: list[str]) -> int:
         run.start_postgres()
         if len(args.bulk_sizes) != len(args.bulk_repeats):
             parser.error("--bulk-sizes and --bulk-repeats need one number each per size")
-        results = asyncio.run(measure_all(run, only, dict(args.what_if), args))
+        results = asyncio.run(measure_all(run, only, args.what_if, args))
         results["elapsed_s"] = round(time.monotonic() - began, 1)
         run.write_json("results.json", results)
         if args.splice:

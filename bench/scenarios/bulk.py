@@ -5,7 +5,7 @@ cycled once beforehand (untimed), then measured in turn (the order rotates every
 that only one system's containers are ever running:
 
 - tether: N desired-state writes (8 at a time), until the operator has recorded every project
-  `Ready` (resp. `Stopped`); the operator runs with its defaults (32 workers; 8 container
+  `Ready` (resp. `Stopped`); the operator runs with its defaults (12 workers; 8 container
   changes and 16 other Docker calls in flight at once).
 - floor: direct aiodocker start (resp. stop) with 8 at a time, like tether's 8 changes; each
   endpoint is polled from the moment its start returned.
@@ -13,8 +13,8 @@ that only one system's containers are ever running:
 
 "running" is the last container's StartedAt (resp. FinishedAt) from `docker inspect`.
 
-With `what_if` (setting → value, e.g. {"workers": "8"}), one more tether installation per
-setting, in the same rotation at every N: tether as shipped with that one setting changed.
+With `what_if` ((setting, value) pairs, e.g. [("workers", "8")]), one more tether installation
+per pair, in the same rotation at every N: tether as shipped with that one setting changed.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ async def measure(
     docker: aiodocker.Docker,
     sizes: tuple[int, ...],
     repeats: tuple[int, ...],
-    what_if: dict[str, str],
+    what_if: list[tuple[str, str]],
     systems: tuple[str, ...] = ("tether", "floor", "compose"),
 ) -> dict[str, Any]:
     """`systems`: which of tether, floor and compose take part (each round rotates them)."""
@@ -102,9 +102,9 @@ async def measure(
     main = Installation(run, scenario, most)
     what_ifs = {
         what_if_key(setting, value): Installation(
-            run, f"bulk{setting.replace('_', '')}", most, **{setting: value}
+            run, f"bulk{setting.replace('_', '')}{value}", most, **{setting: value}
         )
-        for setting, value in what_if.items()
+        for setting, value in what_if
     }
     floor_ports, compose_ports = run.ports(most), run.ports(most)
     labels = run.labels(scenario)
@@ -114,7 +114,7 @@ async def measure(
         "sizes": list(sizes),
         "repeats": list(repeats),
         "concurrency": CONCURRENCY,
-        "what_if": {what_if_key(s, v): f"TETHER_{s.upper()}={v}" for s, v in what_if.items()},
+        "what_if": {what_if_key(s, v): f"TETHER_{s.upper()}={v}" for s, v in what_if},
     }
     try:
         await main.open(docker)
