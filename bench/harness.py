@@ -333,6 +333,61 @@ def pid_of(executable: str) -> int | None:
     return None
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the machine's cores spent on anything but idling, since boot (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def engine_pids(docker_url: str) -> list[int]:
+    """The dockerd serving `docker_url` and its containerd: the processes that answer the Engine
+    API (the shims and runc, one per container, are not counted)."""
+    socket = docker_url.removeprefix("unix://")
+    dockerds = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() == "dockerd":
+                dockerds.append((int(entry.name), (entry / "cmdline").read_bytes()))
+    # The run's own engine names its socket; the machine's listens on the default one.
+    named = [pid for pid, cmdline in dockerds if socket.encode() in cmdline]
+    plain = [pid for pid, cmdline in dockerds if b"--host" not in cmdline and b"-H" not in cmdline]
+    found = named or plain
+    if not found:
+        return []
+    dockerd = found[0]
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            parent = (entry / "stat").read_text().rpartition(")")[2].split()[1]
+            if parent == str(dockerd) and (entry / "comm").read_text().strip() == "containerd":
+                children.append(int(entry.name))
+    return [dockerd, *children]
+
+
+class CpuMeter:
+    """CPU seconds over a window: the whole machine's busy time and the Docker engine's (dockerd
+    and containerd), so that a cycle's wall time can be set against the work it cost."""
+
+    def __init__(self, docker_url: str) -> None:
+        self._engine = engine_pids(docker_url)
+
+    def read(self) -> dict[str, float]:
+        engine = 0.0
+        for pid in self._engine:
+            with contextlib.suppress(OSError):
+                engine += process_cpu_seconds(pid)
+        return {"machine_s": machine_busy_seconds(), "engine_s": engine}
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {key: after[key] - before[key] for key in before}
+
+
 def load_average() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 

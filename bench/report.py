@@ -472,17 +472,35 @@ def _bulk_breakdown(d: Doc, data: dict[str, Any]) -> None:
                     spent,
                     _f(1000 * sum(seconds.values()) / n, 0),
                     f"{100 * last['operator_cpu_s'] / wall:.0f} %",
+                    _cpu_per_project(data, n, direction, "engine_s"),
+                    _cpu_per_project(data, n, direction, "machine_s"),
                 ]
             )
     if rows:
         d(
             "Where tether's time goes (last repetition): Docker calls per project × their mean "
             "wall time (as the operator saw it, waiting for a slot included), Docker time per "
-            "project, and the operator's CPU over the wall time:",
+            "project, and the operator's CPU over the wall time. Then the CPU each system's "
+            "cycle cost per project (median over the repetitions, tether / floor): the Docker "
+            "engine's (dockerd and containerd, which answer every API call), and the whole "
+            "machine's (everything: Docker, containers, tether, Postgres, the benchmark). On 2 "
+            "cores a bulk start keeps them busy, so CPU spent beside Docker's own lengthens the "
+            "wall time:",
             "",
         )
         d.table(["N, direction", "calls per project × mean time", "Docker ms per project",
-                 "operator CPU"], rows)  # fmt: skip
+                 "operator CPU", "engine CPU ms per project (t / f)",
+                 "machine CPU ms per project (t / f)"], rows)  # fmt: skip
+
+
+def _cpu_per_project(data: dict[str, Any], n: int, direction: str, key: str) -> str:
+    """tether's and the floor's CPU of `key` per project, medians over the repetitions."""
+    runs = data.get(str(n), {})
+    shown = []
+    for system in ("tether", "floor"):
+        spent = [r[direction]["cpu"][key] for r in runs.get(system, []) if "cpu" in r[direction]]
+        shown.append(_f(1000 * _median(spent) / n, 0) if spent else "–")
+    return " / ".join(shown)
 
 
 def _bulk_phases(d: Doc, data: dict[str, Any]) -> None:

@@ -31,13 +31,14 @@ import aiodocker
 
 import phases
 from docker_floor import STOP_GRACE_S, bounded, container_config, times, wait_ready
-from harness import IMAGE, Run, command, load_average
+from harness import IMAGE, CpuMeter, Run, command, load_average
 from tether_side import (
     NotConverged,
     OperatorProcess,
     Tether,
     docker_calls,
     docker_seconds,
+    docker_url,
     passes,
 )
 
@@ -131,6 +132,7 @@ async def measure(
             return str(container.id)
 
         floor_ids = await bounded(CONCURRENCY, range(most), create_floor)
+        meter = CpuMeter(docker_url())
         if "compose" in systems:
             await compose.run("up", "-d")
             await compose.run("stop")
@@ -141,11 +143,13 @@ async def measure(
             assert operator is not None
             before = await operator.metrics()
             cpu0 = operator.cpu_seconds()
+            spent0 = meter.read()
             began = time.time()
             writes = await tether.set_many(names[:n], True, concurrency=CONCURRENCY)
             written = time.time()
             ready = await tether.converged(writes, "Ready", 600)
             cpu1 = operator.cpu_seconds()
+            spent1 = meter.read()
             middle = await operator.metrics()
             up_writes, up_began = writes, began
             ids = [await tether.container_of(name) for name in names[:n]]
@@ -157,6 +161,7 @@ async def measure(
                 "docker_calls": docker_calls(before, middle),
                 "docker_seconds": docker_seconds(before, middle),
                 "operator_cpu_s": cpu1 - cpu0,
+                "cpu": meter.spent(spent0, spent1),
                 "passes": passes(before, middle),
             }
             await asyncio.sleep(PAUSE_S)  # the trace's last lines follow the status writes
@@ -168,6 +173,7 @@ async def measure(
             written = time.time()
             stopped = await tether.converged(writes, "Stopped", 600)
             cpu2 = operator.cpu_seconds()
+            spent2 = meter.read()
             after = await operator.metrics()
             finished = [f for _, f in await asyncio.gather(*(times(docker, c) for c in ids))]
             down = {
@@ -177,6 +183,7 @@ async def measure(
                 "docker_calls": docker_calls(middle, after),
                 "docker_seconds": docker_seconds(middle, after),
                 "operator_cpu_s": cpu2 - cpu1,
+                "cpu": meter.spent(spent1, spent2),
                 "passes": passes(middle, after),
             }
             await asyncio.sleep(PAUSE_S)
@@ -191,16 +198,20 @@ async def measure(
                     await docker.containers.container(floor_ids[i]).start()
                 return await wait_ready(floor_ports.first + i, interval_s=0.01)
 
+            spent0 = meter.read()
             began = time.time()
             ready = await asyncio.gather(*(start(i) for i in range(n)))
+            spent1 = meter.read()
             started = [
                 s for s, _ in await asyncio.gather(*(times(docker, c) for c in floor_ids[:n]))
             ]
             up = {
                 "ready_s": max(ready) - began,
                 "running_s": max(s or 0.0 for s in started) - began,
+                "cpu": meter.spent(spent0, spent1),
             }
             await asyncio.sleep(PAUSE_S)
+            spent0 = meter.read()
             began = time.time()
             await bounded(
                 CONCURRENCY,
@@ -208,12 +219,14 @@ async def measure(
                 lambda cid: docker.containers.container(cid).stop(t=STOP_GRACE_S),
             )
             returned = time.time()
+            spent1 = meter.read()
             finished = [
                 f for _, f in await asyncio.gather(*(times(docker, c) for c in floor_ids[:n]))
             ]
             down = {
                 "converged_s": returned - began,
                 "exited_s": max(f or 0.0 for f in finished) - began,
+                "cpu": meter.spent(spent0, spent1),
             }
             return {"start": up, "stop": down}
 
