@@ -5,7 +5,7 @@ the runtime seam (`tether.operator.runtime.Runtime`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -18,6 +18,7 @@ from tether.operator.engine.docker.faults import DockerFault, DockerRefused
 from tether.operator.engine.planner import Create, CreateVolume, Remove, Start, Stop, Unpause
 from tether.operator.engine.state import LIVE, Container, Observed, Summary, VolumeSeen
 from tether.operator.health import Prober
+from tether.operator.routedruntime import RoutedRuntime
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, Step
 
@@ -27,14 +28,9 @@ FAILED_STARTS_BEFORE_REPLACING = 3
 ORPHAN_STOP_GRACE_S = 10
 
 
-class EngineRuntime:
+class EngineRuntime(RoutedRuntime[DockerDriver]):
     def __init__(self, driver: DockerDriver, prober: Prober, proxy: Proxy, ports: range) -> None:
-        """`ports`: this installation's endpoint ports; routes of other ports (another
-        installation's, on a shared proxy) are never read as its own, nor removed."""
-        self.driver = driver
-        self.proxy = proxy
-        self._ports = ports
-        self._prober = prober
+        super().__init__(driver, prober, proxy, ports)
         self._failed_starts: dict[str, int] = {}  # container id → passes whose start failed
 
     async def observe(
@@ -122,12 +118,8 @@ class EngineRuntime:
                 await self.driver.create_volume(desired.name, desired.owner, volume)
             case Create(want=want):
                 await self.driver.create(desired.name, want, desired.volumes_of(want))
-            case SetRoute(port=port, route=route):
-                self.driver.guard()  # the lease check, as before a Docker request
-                await self.proxy.set_route(port, route)
-            case RemoveRoute(port=port):
-                self.driver.guard()  # the lease check, as before a Docker request
-                await self.proxy.remove_route(port)
+            case SetRoute() | RemoveRoute():
+                await self._reroute(step)
             case Start(container=c):
                 await self.driver.start(c.id)
                 self._failed_starts.pop(c.id, None)
@@ -181,11 +173,7 @@ class EngineRuntime:
         return await self.driver.volume_sizes()
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
-        removed = []
-        for port, route in (await self._routes()).items():
-            if route is not None and route.project == project and acting():
-                await self.proxy.remove_route(port)
-                removed.append(RemoveRoute(port).label)
+        removed = await self._remove_orphan_routes(project, acting)
         for container in await self.driver.observe(project):
             if not acting():
                 break
@@ -204,22 +192,6 @@ class EngineRuntime:
         for summary in await self.driver.list_all():
             by_project.setdefault(summary.project, []).append(summary)
         return EngineSurvey(by_project, await self._routes())
-
-    async def _routes(self) -> dict[int, Route | None]:
-        routes = await self.proxy.routes()
-        return {port: route for port, route in routes.items() if port in self._ports}
-
-    def changes(self, since: float) -> AsyncGenerator[str, None]:
-        return self.driver.events(since=since)
-
-    async def ping(self) -> None:
-        await self.driver.ping()
-
-    async def ping_proxy(self) -> None:
-        await self.proxy.ping()
-
-    async def close(self) -> None:
-        await self.driver.close()
 
 
 @dataclass(frozen=True)

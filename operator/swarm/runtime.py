@@ -5,13 +5,14 @@ prober and the swarm planner to the runtime seam (`tether.operator.runtime.Runti
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from tether.api.models import ClusterNode, Deployment, DesiredSnapshot, ObservedVolume
 from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
 from tether.operator.health import Prober
+from tether.operator.routedruntime import RoutedRuntime
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, Step
 from tether.operator.swarm import planner
@@ -21,13 +22,9 @@ from tether.operator.swarm.planner import CreateService, RemoveService, UpdateSe
 from tether.operator.swarm.state import Node, Observed, ServiceSummary, Task
 
 
-class SwarmRuntime:
+class SwarmRuntime(RoutedRuntime[SwarmDriver]):
     def __init__(self, driver: SwarmDriver, prober: Prober, proxy: Proxy, ports: range) -> None:
-        """`ports`: this installation's endpoint ports (routes of others are never its own)."""
-        self.driver = driver
-        self.proxy = proxy
-        self._ports = ports
-        self._prober = prober
+        super().__init__(driver, prober, proxy, ports)
         # The hostname of the node each project's volumes are on, as last observed: what
         # `delete_volumes` names once the service (and its pin) is gone.
         self._volume_nodes: dict[str, str] = {}
@@ -85,13 +82,11 @@ class SwarmRuntime:
 
     async def act(self, desired: Desired, step: Step, observed: Observed) -> Observed | None:
         match step:
-            case SetRoute(port=port, route=route):
-                self.driver.guard()  # the lease check, as before a Docker request
-                await self.proxy.set_route(port, route)
+            case SetRoute(route=route):
+                await self._reroute(step)
                 return replace(observed, route=route)
-            case RemoveRoute(port=port):
-                self.driver.guard()
-                await self.proxy.remove_route(port)
+            case RemoveRoute():
+                await self._reroute(step)
                 return replace(observed, route=None)
             case CreateService(want=want, replicas=replicas):
                 placement = self.driver.placement(
@@ -126,11 +121,7 @@ class SwarmRuntime:
         return {}
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
-        removed = []
-        for port, route in (await self._routes()).items():
-            if route is not None and route.project == project and acting():
-                await self.proxy.remove_route(port)
-                removed.append(RemoveRoute(port).label)
+        removed = await self._remove_orphan_routes(project, acting)
         for service in await self.driver.services(project):
             if not acting():
                 break
@@ -151,22 +142,6 @@ class SwarmRuntime:
             mine = tuple(t for t in tasks if t.service_id == service.id)
             by_project.setdefault(project, []).append(ServiceSummary(service, mine))
         return SwarmSurvey(by_project, nodes, await self._routes())
-
-    async def _routes(self) -> dict[int, Route | None]:
-        routes = await self.proxy.routes()
-        return {port: route for port, route in routes.items() if port in self._ports}
-
-    def changes(self, since: float) -> AsyncGenerator[str, None]:
-        return self.driver.events(since=since)
-
-    async def ping(self) -> None:
-        await self.driver.ping()
-
-    async def ping_proxy(self) -> None:
-        await self.proxy.ping()
-
-    async def close(self) -> None:
-        await self.driver.close()
 
 
 @dataclass(frozen=True)
