@@ -9,8 +9,9 @@ not be reached, or failed (5xx), from one that answered.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import ClassVar, TypedDict, TypeVar
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 import aiodocker
 import aiohttp
@@ -143,3 +144,30 @@ class DockerCalls:
             unavailable=self.unavailable,
             deadline_s=self.call_timeout_s if deadline_s is None else deadline_s,
         )
+
+    async def stream(
+        self, filters: dict[str, list[str]], since: float | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Docker's events that `filters` let through, until the stream ends; with `since` (a
+        Unix time), Docker first replays what happened from then on. Close it (`aclosing`) to
+        end the subscription.
+
+        The stream ends silently when Docker goes away and drops events for slow readers: the
+        caller reconnects and resyncs.
+        """
+        params: dict[str, Any] = {"filters": filters}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        self.guard()
+        # aiodocker's events API carries no type annotations.
+        subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
+        try:
+            while True:
+                event = await subscriber.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
+            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+                await self.client.events.stop()  # type: ignore[no-untyped-call]

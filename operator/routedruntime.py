@@ -5,9 +5,11 @@ installation's. Each runtime adds its own observing, planning and acting.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from typing import Generic, Protocol, TypeVar
 
+from tether.api.models import Deployment
+from tether.operator.desired import Desired, Labelled, Memory, effective_want
 from tether.operator.health import Prober
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 
@@ -24,6 +26,15 @@ class Driver(Protocol):
     async def close(self) -> None: ...
 
 
+class Reachable(Labelled, Protocol):
+    """A workload (a container, a task) whose endpoint can be probed."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def upstream(self) -> str | None: ...
+
+
 DriverT = TypeVar("DriverT", bound=Driver)
 
 
@@ -35,6 +46,30 @@ class RoutedRuntime(Generic[DriverT]):
         self.proxy = proxy
         self._ports = ports
         self._prober = prober
+
+    async def _probe_each(
+        self,
+        desired: Desired,
+        memory: Memory,
+        serving: Iterable[Reachable],
+        routed: Reachable | None,
+    ) -> dict[str, bool]:
+        """The endpoint of each of the `serving` workloads that runs an asked-for deployment,
+        or that the route leads to (`routed`), probed afresh on its own upstream, by id."""
+        want = effective_want(desired, memory) if desired.running else None
+        if want is None:
+            return {}
+        asked = [w for w in (desired.target, desired.fallback) if w is not None]
+        healthy: dict[str, bool] = {}
+        for workload in serving:
+            if workload.upstream is None:
+                continue
+            if workload == routed or any(w.matches(workload) for w in asked):
+                spec = deployment_of(workload, desired) or want.deployment
+                healthy[workload.id] = await self._prober.healthy_at(
+                    spec.health, spec.port, workload.upstream
+                )
+        return healthy
 
     async def _reroute(self, step: SetRoute | RemoveRoute) -> None:
         """Carry out a planner's route step, after the lease check (as before a Docker
@@ -70,3 +105,19 @@ class RoutedRuntime(Generic[DriverT]):
 
     async def close(self) -> None:
         await self.driver.close()
+
+
+def deployment_of(workload: Labelled, desired: Desired) -> Deployment | None:
+    """The deployment a workload runs, if it is the target or the fallback."""
+    for want in (desired.target, desired.fallback):
+        if want is not None and want.version == workload.version:
+            return want.deployment
+    return None
+
+
+def surveyed(
+    by_project: Mapping[str, object], routes: Mapping[int, Route | None]
+) -> frozenset[str]:
+    """The projects a survey found: those with a workload, and those with a route."""
+    routed = {route.project for route in routes.values() if route is not None}
+    return frozenset(by_project) | routed

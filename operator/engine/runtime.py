@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.api.models import Deployment, DesiredSnapshot, ObservedVolume
-from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
+from tether.api.models import DesiredSnapshot, ObservedVolume
+from tether.operator.desired import Desired, Memory, memory_of, status_settled
 from tether.operator.engine import planner
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.docker.erase import erase_volumes
@@ -18,7 +18,7 @@ from tether.operator.engine.docker.faults import DockerFault, DockerRefused
 from tether.operator.engine.planner import Create, CreateVolume, Remove, Start, Stop, Unpause
 from tether.operator.engine.state import LIVE, Container, Observed, Summary, VolumeSeen
 from tether.operator.health import Prober
-from tether.operator.routedruntime import RoutedRuntime
+from tether.operator.routedruntime import RoutedRuntime, surveyed
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, Step
 
@@ -59,19 +59,8 @@ class EngineRuntime(RoutedRuntime[DockerDriver]):
         )
 
     async def _probe(self, desired: Desired, memory: Memory, seen: Observed) -> dict[str, bool]:
-        want = effective_want(desired, memory) if desired.running else None
-        if want is None:
-            return {}
-        routed = seen.routed()
-        asked = [w for w in (desired.target, desired.fallback) if w is not None]
-        healthy: dict[str, bool] = {}
-        for c in seen.containers:
-            if c.state != "running" or c.upstream is None:
-                continue
-            if c == routed or any(w.matches(c) for w in asked):
-                spec = _deployment_of(c, desired) or want.deployment
-                healthy[c.id] = await self._prober.healthy_at(spec.health, spec.port, c.upstream)
-        return healthy
+        running = (c for c in seen.containers if c.state == "running")
+        return await self._probe_each(desired, memory, running, seen.routed())
 
     async def _in_flight(self, seen: Observed) -> dict[str, int]:
         """Asked of the proxy only while a container the route left may still be draining."""
@@ -202,8 +191,7 @@ class EngineSurvey:
     routes: dict[int, Route | None]  # and the proxy's routes, by endpoint port
 
     def projects(self) -> frozenset[str]:
-        routed = {route.project for route in self.routes.values() if route is not None}
-        return frozenset(self.by_project) | routed
+        return surveyed(self.by_project, self.routes)
 
     def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
         return status_settled(desired, snapshot) and planner.at_rest(
@@ -227,11 +215,3 @@ def _volumes_seen(observed: Observed) -> tuple[ObservedVolume, ...]:
         )
         for v in sorted(observed.volumes, key=lambda v: v.name)
     )
-
-
-def _deployment_of(container: Container, desired: Desired) -> Deployment | None:
-    """The deployment a container runs, if it is the target or the fallback."""
-    for want in (desired.target, desired.fallback):
-        if want is not None and want.version == container.version:
-            return want.deployment
-    return None

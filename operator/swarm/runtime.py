@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.api.models import ClusterNode, Deployment, DesiredSnapshot, ObservedVolume
-from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
+from tether.api.models import ClusterNode, DesiredSnapshot, ObservedVolume
+from tether.operator.desired import Desired, Memory, memory_of, status_settled
 from tether.operator.health import Prober
-from tether.operator.routedruntime import RoutedRuntime
+from tether.operator.routedruntime import RoutedRuntime, deployment_of, surveyed
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, Step
 from tether.operator.swarm import planner
@@ -47,21 +47,8 @@ class SwarmRuntime(RoutedRuntime[SwarmDriver]):
         return replace(seen, healthy=await self._probe(desired, memory, seen))
 
     async def _probe(self, desired: Desired, memory: Memory, seen: Observed) -> dict[str, bool]:
-        want = effective_want(desired, memory) if desired.running else None
-        if want is None:
-            return {}
-        routed = seen.routed()
-        asked = [w for w in (desired.target, desired.fallback) if w is not None]
-        healthy: dict[str, bool] = {}
-        for task in seen.tasks:
-            if not seen.serves(task) or task.upstream is None:
-                continue
-            if task == routed or any(w.matches(task) for w in asked):
-                spec = _deployment_of(task, desired) or want.deployment
-                healthy[task.id] = await self._prober.healthy_at(
-                    spec.health, spec.port, task.upstream
-                )
-        return healthy
+        serving = (t for t in seen.tasks if seen.serves(t))
+        return await self._probe_each(desired, memory, serving, seen.routed())
 
     def plan(self, desired: Desired, observed: Observed, memory: Memory) -> Decision:
         decision = planner.plan(desired, observed, memory)
@@ -153,8 +140,7 @@ class SwarmSurvey:
     routes: dict[int, Route | None]  # and the proxy's routes, by endpoint port
 
     def projects(self) -> frozenset[str]:
-        routed = {route.project for route in self.routes.values() if route is not None}
-        return frozenset(self.by_project) | routed
+        return surveyed(self.by_project, self.routes)
 
     def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
         return status_settled(desired, snapshot) and planner.at_rest(
@@ -179,20 +165,13 @@ class SwarmSurvey:
         ]
 
 
-def _deployment_of(task: Task, desired: Desired) -> Deployment | None:
-    for want in (desired.target, desired.fallback):
-        if want is not None and want.version == task.version:
-            return want.deployment
-    return None
-
-
 def _volumes_seen(desired: Desired, observed: Observed) -> tuple[ObservedVolume, ...]:
     """The project's volumes, mounted by the tasks that run (Swarm does not show a worker's
     volumes to the manager: neither their creation time nor whether they exist yet)."""
     mounts = [
         (t.id, {v.name for v in spec.volumes})
         for t in observed.tasks
-        if t.state == "running" and (spec := _deployment_of(t, desired)) is not None
+        if t.state == "running" and (spec := deployment_of(t, desired)) is not None
     ]
     return tuple(
         ObservedVolume(

@@ -14,7 +14,6 @@ from collections.abc import AsyncGenerator
 from typing import Any, Unpack
 
 import aiodocker
-import aiohttp
 import structlog
 
 from tether.operator.desired import Volume, Want
@@ -280,24 +279,11 @@ class DockerDriver(DockerCalls):
         await self._act("remove", container_id, "DELETE", "")
 
     async def events(self, since: float | None = None) -> AsyncGenerator[str, None]:
-        """Names of projects whose containers changed, save by this driver's own actions, until
-        the stream ends; with `since` (a Unix time), Docker first replays what happened from then
-        on.
-
-        The stream ends silently when Docker goes away and drops events for slow readers: the
-        caller reconnects and resyncs.
-        """
-        params: dict[str, Any] = {"filters": {"type": ["container"], **self.label_filter()}}
-        if since is not None:
-            params["since"] = f"{since:.9f}"
-        self.guard()
-        # aiodocker's events API carries no type annotations.
-        subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
-        try:
-            while True:
-                event = await subscriber.get()
-                if event is None:
-                    return
+        """Names of projects whose containers changed, save by this driver's own actions (see
+        `stream`: from `since`, until the stream ends)."""
+        filters = {"type": ["container"], **self.label_filter()}
+        async with contextlib.aclosing(self.stream(filters, since)) as events:
+            async for event in events:
                 actor = event.get("Actor") or {}
                 attributes = actor.get("Attributes") or {}
                 project = attributes.get(LABEL_PROJECT)
@@ -308,7 +294,3 @@ class DockerDriver(DockerCalls):
                 )
                 if project and not echo:
                     yield project
-        finally:
-            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
-            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
-                await self.client.events.stop()  # type: ignore[no-untyped-call]

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import aiodocker
-import aiohttp
 import structlog
 
 from tether.operator.desired import Volume, Want
@@ -151,19 +149,11 @@ class SwarmDriver(DockerCalls):
 
     async def events(self, since: float | None = None) -> AsyncGenerator[str, None]:
         """Names of projects whose service changed, or that may run on a node that changed (a
-        node going down, drained, back), until the stream ends. Swarm sends no task events: a
-        task that moves is seen by the passes that wait for it, and by the resync."""
-        params: dict[str, Any] = {"filters": {"type": ["service", "node"]}}
-        if since is not None:
-            params["since"] = f"{since:.9f}"
-        self.guard()
-        # aiodocker's events API carries no type annotations.
-        subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
-        try:
-            while True:
-                event = await subscriber.get()
-                if event is None:
-                    return
+        node going down, drained, back), until the stream ends (see `stream`). Swarm sends no
+        task events: a task that moves is seen by the passes that wait for it, and by the
+        resync."""
+        async with contextlib.aclosing(self.stream({"type": ["service", "node"]}, since)) as events:
+            async for event in events:
                 if event.get("Type") == "node":
                     for service in await self.services():
                         if (project := self.project_of(service)) is not None:
@@ -172,7 +162,3 @@ class SwarmDriver(DockerCalls):
                 name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", "")
                 if (project := project_of(name, self.installation)) is not None:
                     yield project
-        finally:
-            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
-            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
-                await self.client.events.stop()  # type: ignore[no-untyped-call]
