@@ -1,5 +1,6 @@
 """One Docker API call, as both runtimes' drivers make it: under a cap on calls in flight, after
-the lease check, within a deadline, retried on what is worth retrying.
+the lease check, within a deadline, retried on what is worth retrying; and `DockerCalls`, what
+both drivers hold to make them (the client, the lease check, the deadline, the two caps).
 
 What a call's failure means is the driver's to say: this module only tells a Docker that could
 not be reached, or failed (5xx), from one that answered.
@@ -8,8 +9,9 @@ not be reached, or failed (5xx), from one that answered.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 import aiodocker
 import aiohttp
@@ -20,6 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.metrics import DOCKER_CALLS
 from tether.operator.runtime import RuntimeFault
 
@@ -70,3 +73,101 @@ async def docker_call(
                 DOCKER_CALLS.labels(operation, "ok").inc()
                 return result
     raise AssertionError("unreachable: tenacity re-raises the last attempt's error")
+
+
+class DockerOptions(TypedDict, total=False):
+    """How a driver makes its calls, as `DockerCalls` takes them (each one defaulted)."""
+
+    concurrency: int  # looks in flight at once (TETHER_DOCKER_CONCURRENCY)
+    changes: int  # changes in flight at once (TETHER_DOCKER_CHANGES)
+    guard: Callable[[], None] | None
+    call_timeout_s: float  # each attempt of a call (TETHER_DOCKER_TIMEOUT_S)
+
+
+class DockerCalls:
+    """A driver's way to one Docker API, for one installation: each driver is one, and says
+    what its calls mean (`unavailable`: its fault for a Docker it could not reach)."""
+
+    unavailable: ClassVar[type[RuntimeFault]]
+
+    def __init__(
+        self,
+        url: str,
+        installation: str,
+        *,
+        concurrency: int = 16,
+        changes: int = 8,
+        guard: Callable[[], None] | None = None,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+    ) -> None:
+        self.client = aiodocker.Docker(url=url)
+        # How long one Docker API call may take before it counts as a transient fault
+        # (TETHER_DOCKER_TIMEOUT_S); a container's stop adds its grace period.
+        self.call_timeout_s = call_timeout_s
+        self.url = url
+        self.installation = installation
+        # Called before every request (each retry too): the operator's lease check, which raises
+        # (LostLease) once this operator may no longer act.
+        self.guard = guard or (lambda: None)
+        self._looks = asyncio.Semaphore(concurrency)
+        # Changes (a container's create, start, stop, unpause, remove; a service's create,
+        # update, remove) are what costs the engine; they have a cap of their own, so that the
+        # workers' looks and records around them (under `_looks`) never keep a change slot idle
+        # (docs/benchmarks.md, item 2).
+        self._changes = asyncio.Semaphore(changes)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def label_filter(self, project: str | None = None) -> dict[str, list[str]]:
+        """Docker's filter for this installation's objects (of one project, if named)."""
+        labels = [f"{LABEL_INSTALLATION}={self.installation}"]
+        if project is not None:
+            labels.append(f"{LABEL_PROJECT}={project}")
+        return {"label": labels}
+
+    async def call(
+        self,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        deadline_s: float | None = None,
+        change: bool = False,
+    ) -> T:
+        """One Docker API call under the cap of its kind (`change`: of what runs), retried on
+        transient faults; each attempt may take `deadline_s` (default: `call_timeout_s`)."""
+        return await docker_call(
+            operation,
+            call,
+            slots=self._changes if change else self._looks,
+            guard=self.guard,
+            unavailable=self.unavailable,
+            deadline_s=self.call_timeout_s if deadline_s is None else deadline_s,
+        )
+
+    async def stream(
+        self, filters: dict[str, list[str]], since: float | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Docker's events that `filters` let through, until the stream ends; with `since` (a
+        Unix time), Docker first replays what happened from then on. Close it (`aclosing`) to
+        end the subscription.
+
+        The stream ends silently when Docker goes away and drops events for slow readers: the
+        caller reconnects and resyncs.
+        """
+        params: dict[str, Any] = {"filters": filters}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        self.guard()
+        # aiodocker's events API carries no type annotations.
+        subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
+        try:
+            while True:
+                event = await subscriber.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
+            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+                await self.client.events.stop()  # type: ignore[no-untyped-call]

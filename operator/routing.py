@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 from tether.api.models import EventKind, HealthCheck, Phase
@@ -104,6 +105,28 @@ class RemoveRoute:
     @property
     def key(self) -> Hashable:
         return (RemoveRoute, self.port)
+
+
+def route_to(desired: Desired, want: Want, upstream: str, at: datetime) -> Route:
+    """The endpoint's route to `upstream` (or `HELD`), in the mode of `want`'s health check,
+    set at `at`."""
+    return Route(mode_of(want.deployment.health), upstream, at.timestamp(), desired.name)
+
+
+def holding(
+    desired: Desired, want: Want, route: Route, gone: str, at: datetime, memory: Memory
+) -> Decision:
+    """A planner's step while what `route` leads to does not serve (it `gone`, in words): new
+    connections wait for the next route rather than reach a dead or failing workload."""
+    return Decision(
+        SetRoute(desired.host_port, route_to(desired, want, HELD, at), None),
+        Phase.REPLACING,
+        False,
+        "Holding",
+        f"holding new connections to :{desired.host_port}: what it routed to ({route.upstream}) "
+        f"{gone}",
+        memory,
+    )
 
 
 def closing(

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.api.settings import Settings
+from tether.operator.dockerapi import DockerOptions
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.runtime import EngineRuntime
 from tether.operator.haproxy import proxy_config
@@ -30,14 +31,7 @@ def swarm_runtime(
 ) -> SwarmRuntime:
     """The swarm runtime on the Swarm manager the settings' Docker URL names, routing through
     the proxy they name (or `proxy`)."""
-    driver = SwarmDriver(
-        settings.docker_url,
-        settings.installation_id,
-        concurrency=settings.docker_concurrency,
-        changes=settings.docker_changes,
-        guard=guard,
-        call_timeout_s=settings.docker_timeout_s,
-    )
+    driver = SwarmDriver(settings.docker_url, settings.installation_id, **_calls(settings, guard))
     if proxy is None:
         proxy = HAProxy(proxy_config(settings))
     ports = range(settings.ports.first, settings.ports.last + 1)
@@ -56,12 +50,7 @@ def engine_runtime(
     request and every route change (the operator's lease check)."""
     if driver is None:
         driver = DockerDriver(
-            settings.docker_url,
-            settings.installation_id,
-            concurrency=settings.docker_concurrency,
-            changes=settings.docker_changes,
-            guard=guard,
-            call_timeout_s=settings.docker_timeout_s,
+            settings.docker_url, settings.installation_id, **_calls(settings, guard)
         )
     elif guard is not None:
         driver.guard = guard
@@ -69,3 +58,13 @@ def engine_runtime(
         proxy = HAProxy(proxy_config(settings))
     ports = range(settings.ports.first, settings.ports.last + 1)
     return EngineRuntime(driver, Prober(settings.publish_address), proxy, ports)
+
+
+def _calls(settings: Settings, guard: Callable[[], None] | None) -> DockerOptions:
+    """How either runtime's driver makes its Docker calls, from the settings."""
+    return DockerOptions(
+        concurrency=settings.docker_concurrency,
+        changes=settings.docker_changes,
+        guard=guard,
+        call_timeout_s=settings.docker_timeout_s,
+    )

@@ -12,16 +12,25 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from tether.api.models import EventKind, Phase
+from tether.operator import healthgate
 from tether.operator.desired import Desired, Memory, Volume, Want, effective_want
 from tether.operator.engine.state import LIVE, TRANSITIONAL, Container, Observed, Summary
-from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute, closing, mode_of
+from tether.operator.routing import (
+    HELD,
+    RemoveRoute,
+    Route,
+    SetRoute,
+    closing,
+    holding,
+    mode_of,
+    route_to,
+)
 from tether.operator.runtime import Decision, FailRollout, Finalize
 
 CRASH_DELAY_FIRST_S = 1.0
 CRASH_DELAY_CAP_S = 300.0
 CRASH_RESET_AFTER = timedelta(minutes=10)
 TRANSITION_RECHECK_S = 1.0
-HEALTH_RECHECK_MIN_S = 0.05
 DRAIN_RECHECK_S = 0.2
 
 
@@ -121,12 +130,6 @@ def crash_delay(crash_count: int) -> float:
     return min(CRASH_DELAY_FIRST_S * 2.0 ** min(crash_count - 2, 16), CRASH_DELAY_CAP_S)
 
 
-def first_probe_delay(running_s: float, interval_s: float) -> float:
-    """When to probe a starting endpoint again, `running_s` after its container started: soon
-    at first (most answer within a second), backing off to the health check's interval."""
-    return min(interval_s, max(HEALTH_RECHECK_MIN_S, running_s / 4))
-
-
 def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
     containers = observed.containers
     moving = [c for c in containers if c.state in TRANSITIONAL]
@@ -152,12 +155,6 @@ def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
     )
 
 
-def _route(desired: Desired, want: Want, upstream: str, observed: Observed) -> Route:
-    """The endpoint's route to `upstream` (or `HELD`), in the mode of `want`'s health check,
-    set now."""
-    return Route(mode_of(want.deployment.health), upstream, observed.now.timestamp(), desired.name)
-
-
 def _route_only_to_ready(
     desired: Desired, want: Want, observed: Observed, memory: Memory
 ) -> Decision | None:
@@ -169,17 +166,8 @@ def _route_only_to_ready(
     routed = observed.routed()
     if routed is not None and routed.state == "running" and observed.healthy.get(routed.id):
         return None
-    held = _route(desired, want, HELD, observed)
     gone = "is gone" if routed is None else f"is {routed.state}, not answering"
-    return Decision(
-        SetRoute(desired.host_port, held, None),
-        Phase.REPLACING,
-        False,
-        "Holding",
-        f"holding new connections to :{desired.host_port}: what it routed to ({route.upstream}) "
-        f"{gone}",
-        memory,
-    )
+    return holding(desired, want, route, gone, observed.now, memory)
 
 
 def at_rest(
@@ -347,7 +335,7 @@ def _plan_running(desired: Desired, want: Want, observed: Observed, memory: Memo
         )
     if keep.state in ("created", "exited"):
         if _rollout_overdue(desired, want, keep, observed.now, memory):
-            return _fail_rollout(desired, want, keep, memory)
+            return healthgate.rollout_failed(desired, want, memory, _late(want), keep)
         return _plan_start(desired, keep, observed.now, memory)
     return _plan_health(desired, want, keep, others, observed, memory)
 
@@ -374,7 +362,7 @@ def _serve_meanwhile(
             and other.version != memory.failed_version
             and observed.healthy.get(other.id)
         ):
-            route = _route(desired, want, other.upstream, observed)
+            route = route_to(desired, want, other.upstream, observed.now)
             return Decision(
                 SetRoute(desired.host_port, route, other.version),
                 Phase.REPLACING,
@@ -399,7 +387,7 @@ def _make_way(
     """Stop `other` before `want` may run, new connections held meanwhile."""
     route = observed.route
     if want.deployment.port is not None and (route is None or not route.held):
-        held = _route(desired, want, HELD, observed)
+        held = route_to(desired, want, HELD, observed.now)
         return Decision(
             SetRoute(desired.host_port, held, None),
             Phase.REPLACING,
@@ -467,20 +455,6 @@ def _trying_since(desired: Desired, keep: Container) -> datetime:
     crashes do not reset it), but never before the desired change it serves."""
     began = keep.created_at or keep.started_at or desired.changed_at
     return max(began, desired.changed_at)
-
-
-def _fail_rollout(desired: Desired, want: Want, keep: Container, memory: Memory) -> Decision:
-    assert desired.fallback is not None
-    return Decision(
-        FailRollout(want.version),
-        Phase.ROLLING_BACK,
-        False,
-        "RolloutFailed",
-        f"v{want.version} was not ready within {want.deployment.ready_deadline_s} s; going back "
-        f"to v{desired.fallback.version}",
-        memory,
-        workload=keep,
-    )
 
 
 def _plan_start(desired: Desired, keep: Container, now: datetime, memory: Memory) -> Decision:
@@ -575,7 +549,7 @@ def _route_to(
 ) -> Decision | None:
     if want.deployment.port is None or keep.upstream is None:
         return None  # nothing to route to: a deployment without an endpoint
-    route = _route(desired, want, keep.upstream, observed)
+    route = route_to(desired, want, keep.upstream, observed.now)
     if route.same_way(observed.route):
         return None
     before = observed.routed()
@@ -652,51 +626,27 @@ def _plan_health(
 ) -> Decision:
     if observed.healthy.get(keep.id, False):
         return _plan_ready(desired, want, keep, others, observed, memory)
-    health = want.deployment.health
-    interval = health.interval_s if health else 1.0
     waited = (observed.now - _trying_since(desired, keep)).total_seconds()
     deadline = want.deployment.ready_deadline_s
     if keep.id == memory.ready_container:
         # Started again for this desire (a start after a stop): its first answer is awaited as a
         # new container's is, by probes alone.
         restarted = keep.started_at is not None and keep.started_at >= desired.changed_at
-        return Decision(
-            None,
-            Phase.UNHEALTHY,
-            False,
-            "Unhealthy",
-            f"v{want.version} was ready, but its endpoint no longer answers",
-            memory,
-            requeue_after=interval,
-            workload=keep,
-            endpoint_pending=restarted and waited < deadline,
+        return healthgate.no_longer_answers(
+            want, memory, keep, endpoint_pending=restarted and waited < deadline
         )
     if waited < deadline:
         # Paced from the start, not from the desire: in a bulk start, a project's container
         # can start seconds after it was asked for, and is as quick to answer as any other.
         running_for = (observed.now - (keep.started_at or observed.now)).total_seconds()
-        return Decision(
-            None,
-            Phase.STARTING,
-            False,
-            "HealthCheckPending",
-            f"v{want.version} is running, waiting for its endpoint ({waited:.0f}/{deadline} s)",
-            memory,
-            requeue_after=first_probe_delay(running_for, interval),
-            workload=keep,
-            endpoint_pending=True,
+        return healthgate.awaiting_endpoint(
+            want, memory, keep, waited, running_for, endpoint_pending=True
         )
     fallback = desired.fallback
     if want is desired.target and fallback is not None and fallback.version != want.version:
-        return _fail_rollout(desired, want, keep, memory)
-    return Decision(
-        None,
-        Phase.UNHEALTHY,
-        False,
-        "Unhealthy",
-        f"v{want.version} is running but its endpoint does not answer (for {waited:.0f} s)",
-        memory,
-        requeue_after=interval,
-        stalled=True,
-        workload=keep,
-    )
+        return healthgate.rollout_failed(desired, want, memory, _late(want), keep)
+    return healthgate.never_answered(want, memory, keep, waited)
+
+
+def _late(want: Want) -> str:
+    return f"was not ready within {want.deployment.ready_deadline_s} s"

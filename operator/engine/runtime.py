@@ -5,12 +5,12 @@ the runtime seam (`tether.operator.runtime.Runtime`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.api.models import Deployment, DesiredSnapshot, ObservedVolume
-from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
+from tether.api.models import DesiredSnapshot, ObservedVolume
+from tether.operator.desired import Desired, Memory, memory_of, status_settled
 from tether.operator.engine import planner
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.docker.erase import erase_volumes
@@ -18,6 +18,7 @@ from tether.operator.engine.docker.faults import DockerFault, DockerRefused
 from tether.operator.engine.planner import Create, CreateVolume, Remove, Start, Stop, Unpause
 from tether.operator.engine.state import LIVE, Container, Observed, Summary, VolumeSeen
 from tether.operator.health import Prober
+from tether.operator.routedruntime import RoutedRuntime, surveyed
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, Step
 
@@ -27,14 +28,9 @@ FAILED_STARTS_BEFORE_REPLACING = 3
 ORPHAN_STOP_GRACE_S = 10
 
 
-class EngineRuntime:
+class EngineRuntime(RoutedRuntime[DockerDriver]):
     def __init__(self, driver: DockerDriver, prober: Prober, proxy: Proxy, ports: range) -> None:
-        """`ports`: this installation's endpoint ports; routes of other ports (another
-        installation's, on a shared proxy) are never read as its own, nor removed."""
-        self.driver = driver
-        self.proxy = proxy
-        self._ports = ports
-        self._prober = prober
+        super().__init__(driver, prober, proxy, ports)
         self._failed_starts: dict[str, int] = {}  # container id → passes whose start failed
 
     async def observe(
@@ -63,19 +59,8 @@ class EngineRuntime:
         )
 
     async def _probe(self, desired: Desired, memory: Memory, seen: Observed) -> dict[str, bool]:
-        want = effective_want(desired, memory) if desired.running else None
-        if want is None:
-            return {}
-        routed = seen.routed()
-        asked = [w for w in (desired.target, desired.fallback) if w is not None]
-        healthy: dict[str, bool] = {}
-        for c in seen.containers:
-            if c.state != "running" or c.upstream is None:
-                continue
-            if c == routed or any(w.matches(c) for w in asked):
-                spec = _deployment_of(c, desired) or want.deployment
-                healthy[c.id] = await self._prober.healthy_at(spec.health, spec.port, c.upstream)
-        return healthy
+        running = (c for c in seen.containers if c.state == "running")
+        return await self._probe_each(desired, memory, running, seen.routed())
 
     async def _in_flight(self, seen: Observed) -> dict[str, int]:
         """Asked of the proxy only while a container the route left may still be draining."""
@@ -122,12 +107,8 @@ class EngineRuntime:
                 await self.driver.create_volume(desired.name, desired.owner, volume)
             case Create(want=want):
                 await self.driver.create(desired.name, want, desired.volumes_of(want))
-            case SetRoute(port=port, route=route):
-                self.driver.guard()  # the lease check, as before a Docker request
-                await self.proxy.set_route(port, route)
-            case RemoveRoute(port=port):
-                self.driver.guard()  # the lease check, as before a Docker request
-                await self.proxy.remove_route(port)
+            case SetRoute() | RemoveRoute():
+                await self._reroute(step)
             case Start(container=c):
                 await self.driver.start(c.id)
                 self._failed_starts.pop(c.id, None)
@@ -181,11 +162,7 @@ class EngineRuntime:
         return await self.driver.volume_sizes()
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
-        removed = []
-        for port, route in (await self._routes()).items():
-            if route is not None and route.project == project and acting():
-                await self.proxy.remove_route(port)
-                removed.append(RemoveRoute(port).label)
+        removed = await self._remove_orphan_routes(project, acting)
         for container in await self.driver.observe(project):
             if not acting():
                 break
@@ -205,22 +182,6 @@ class EngineRuntime:
             by_project.setdefault(summary.project, []).append(summary)
         return EngineSurvey(by_project, await self._routes())
 
-    async def _routes(self) -> dict[int, Route | None]:
-        routes = await self.proxy.routes()
-        return {port: route for port, route in routes.items() if port in self._ports}
-
-    def changes(self, since: float) -> AsyncGenerator[str, None]:
-        return self.driver.events(since=since)
-
-    async def ping(self) -> None:
-        await self.driver.ping()
-
-    async def ping_proxy(self) -> None:
-        await self.proxy.ping()
-
-    async def close(self) -> None:
-        await self.driver.close()
-
 
 @dataclass(frozen=True)
 class EngineSurvey:
@@ -230,8 +191,7 @@ class EngineSurvey:
     routes: dict[int, Route | None]  # and the proxy's routes, by endpoint port
 
     def projects(self) -> frozenset[str]:
-        routed = {route.project for route in self.routes.values() if route is not None}
-        return frozenset(self.by_project) | routed
+        return surveyed(self.by_project, self.routes)
 
     def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
         return status_settled(desired, snapshot) and planner.at_rest(
@@ -255,11 +215,3 @@ def _volumes_seen(observed: Observed) -> tuple[ObservedVolume, ...]:
         )
         for v in sorted(observed.volumes, key=lambda v: v.name)
     )
-
-
-def _deployment_of(container: Container, desired: Desired) -> Deployment | None:
-    """The deployment a container runs, if it is the target or the fallback."""
-    for want in (desired.target, desired.fallback):
-        if want is not None and want.version == container.version:
-            return want.deployment
-    return None

@@ -19,8 +19,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from tether.api.models import EventKind, Phase
+from tether.operator import healthgate
 from tether.operator.desired import Desired, Memory, Want, effective_want
-from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute, closing, mode_of
+from tether.operator.routing import (
+    RemoveRoute,
+    Route,
+    SetRoute,
+    closing,
+    holding,
+    mode_of,
+    route_to,
+)
 from tether.operator.runtime import Decision, FailRollout, Finalize
 from tether.operator.swarm.state import (
     UPDATING,
@@ -34,7 +43,6 @@ from tether.operator.swarm.state import (
 )
 
 RECHECK_S = 1.0  # Swarm is moving: look again this soon (its events usually come first)
-HEALTH_RECHECK_MIN_S = 0.05
 SWITCH_RECHECK_S = 0.1
 PENDING_TOO_LONG_S = 30.0  # a task no node has taken for this long: no node can run it
 PENDING_RECHECK_S = 5.0
@@ -102,11 +110,6 @@ Action = (
 )
 
 
-def first_probe_delay(running_s: float, interval_s: float) -> float:
-    """When to probe a starting endpoint again: soon at first, backing off to the interval."""
-    return min(interval_s, max(HEALTH_RECHECK_MIN_S, running_s / 4))
-
-
 def plan(desired: Desired, observed: Observed, memory: Memory) -> Decision:
     want = effective_want(desired, memory)
     if (closed := closing(desired, want, observed.route, memory)) is not None:
@@ -145,10 +148,6 @@ def _keep(want: Want | None, observed: Observed) -> Service | None:
     return ranked[0] if ranked else None
 
 
-def _route(desired: Desired, want: Want, upstream: str, observed: Observed) -> Route:
-    return Route(mode_of(want.deployment.health), upstream, observed.now.timestamp(), desired.name)
-
-
 def _route_only_to_ready(
     desired: Desired, want: Want, observed: Observed, memory: Memory
 ) -> Decision | None:
@@ -166,15 +165,7 @@ def _route_only_to_ready(
         node = observed.nodes.get(routed.node_id)
         where = f" on {node.hostname} ({node.state})" if node is not None else ""
         gone = f"is {routed.state}{where}, not answering"
-    return Decision(
-        SetRoute(desired.host_port, _route(desired, want, HELD, observed), None),
-        Phase.REPLACING,
-        False,
-        "Holding",
-        f"holding new connections to :{desired.host_port}: what it routed to ({route.upstream}) "
-        f"{gone}",
-        memory,
-    )
+    return holding(desired, want, route, gone, observed.now, memory)
 
 
 def _plan_stopped(
@@ -247,7 +238,12 @@ def _plan_running(
     fallback = desired.fallback
     may_fail = want is desired.target and fallback is not None and fallback.version != want.version
     if rolled_back and may_fail:
-        return _fail_rollout(desired, want, memory, f"Swarm rolled it back: {keep.update_message}")
+        return healthgate.rollout_failed(
+            desired,
+            want,
+            memory,
+            f"did not get Ready (Swarm rolled it back: {keep.update_message})",
+        )
     if rolled_back:
         return Decision(
             None,
@@ -359,18 +355,6 @@ def _with_token(want: Want, keep: Service, observed: Observed) -> Want:
     return replace(want, restart_token=tokens[0] if tokens else keep.restart_token)
 
 
-def _fail_rollout(desired: Desired, want: Want, memory: Memory, why: str) -> Decision:
-    assert desired.fallback is not None
-    return Decision(
-        FailRollout(want.version),
-        Phase.ROLLING_BACK,
-        False,
-        "RolloutFailed",
-        f"v{want.version} did not get Ready ({why}); going back to v{desired.fallback.version}",
-        memory,
-    )
-
-
 def _created(task: Task) -> datetime:
     return task.created_at or task.since
 
@@ -422,7 +406,9 @@ def _plan_tasks(
         )
     was_ready = newest is not None and newest.id == memory.ready_container
     if waited > deadline and may_fail and not was_ready:
-        return _fail_rollout(desired, want, memory, f"not Ready within {deadline} s")
+        return healthgate.rollout_failed(
+            desired, want, memory, f"did not get Ready (not Ready within {deadline} s)"
+        )
     failed = _newest([t for t in mine if t.error and t.state in FAILED])
     if newest is not None and newest.state == "pending":
         pending_s = (observed.now - newest.since).total_seconds()
@@ -472,19 +458,8 @@ def _plan_tasks(
             requeue_after=SWITCH_RECHECK_S if soon else RECHECK_S,
             workload=newest,
         )
-    health = want.deployment.health
-    interval = health.interval_s if health else 1.0
     if was_ready:
-        return Decision(
-            None,
-            Phase.UNHEALTHY,
-            False,
-            "Unhealthy",
-            f"v{want.version} was ready, but its endpoint no longer answers",
-            memory,
-            requeue_after=interval,
-            workload=newest,
-        )
+        return healthgate.no_longer_answers(want, memory, newest)
     # The task Swarm started afresh because the one that was Ready moved (its node was lost or
     # drained, not a crash) has its own chance to answer, counted from when it was created; the
     # tasks a crash loop starts after it do not, else each crash would start the deadline over.
@@ -501,27 +476,8 @@ def _plan_tasks(
     task_s = (observed.now - began).total_seconds()
     if task_s <= deadline:
         running_s = (observed.now - newest.since).total_seconds()
-        return Decision(
-            None,
-            Phase.STARTING,
-            False,
-            "HealthCheckPending",
-            f"v{want.version} is running, waiting for its endpoint ({waited:.0f}/{deadline} s)",
-            memory,
-            requeue_after=first_probe_delay(running_s, interval),
-            workload=newest,
-        )
-    return Decision(
-        None,
-        Phase.UNHEALTHY,
-        False,
-        "Unhealthy",
-        f"v{want.version} is running but its endpoint does not answer (for {task_s:.0f} s)",
-        memory,
-        requeue_after=interval,
-        stalled=True,
-        workload=newest,
-    )
+        return healthgate.awaiting_endpoint(want, memory, newest, waited, running_s)
+    return healthgate.never_answered(want, memory, newest, task_s)
 
 
 def _node_gone(task: Task, observed: Observed) -> bool:
@@ -540,7 +496,7 @@ def _plan_ready(
 ) -> Decision:
     """`ready` answers: route the endpoint to it."""
     if want.deployment.port is not None and ready.upstream is not None:
-        route = _route(desired, want, ready.upstream, observed)
+        route = route_to(desired, want, ready.upstream, observed.now)
         if not route.same_way(observed.route):
             node = observed.nodes.get(ready.node_id)
             on = f" on {node.hostname}" if node is not None else ""

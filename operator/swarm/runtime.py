@@ -5,13 +5,14 @@ prober and the swarm planner to the runtime seam (`tether.operator.runtime.Runti
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from tether.api.models import ClusterNode, Deployment, DesiredSnapshot, ObservedVolume
-from tether.operator.desired import Desired, Memory, effective_want, memory_of, status_settled
+from tether.api.models import ClusterNode, DesiredSnapshot, ObservedVolume
+from tether.operator.desired import Desired, Memory, memory_of, status_settled
 from tether.operator.health import Prober
+from tether.operator.routedruntime import RoutedRuntime, deployment_of, surveyed
 from tether.operator.routing import Proxy, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, Step
 from tether.operator.swarm import planner
@@ -21,13 +22,9 @@ from tether.operator.swarm.planner import CreateService, RemoveService, UpdateSe
 from tether.operator.swarm.state import Node, Observed, ServiceSummary, Task
 
 
-class SwarmRuntime:
+class SwarmRuntime(RoutedRuntime[SwarmDriver]):
     def __init__(self, driver: SwarmDriver, prober: Prober, proxy: Proxy, ports: range) -> None:
-        """`ports`: this installation's endpoint ports (routes of others are never its own)."""
-        self.driver = driver
-        self.proxy = proxy
-        self._ports = ports
-        self._prober = prober
+        super().__init__(driver, prober, proxy, ports)
         # The hostname of the node each project's volumes are on, as last observed: what
         # `delete_volumes` names once the service (and its pin) is gone.
         self._volume_nodes: dict[str, str] = {}
@@ -50,21 +47,8 @@ class SwarmRuntime:
         return replace(seen, healthy=await self._probe(desired, memory, seen))
 
     async def _probe(self, desired: Desired, memory: Memory, seen: Observed) -> dict[str, bool]:
-        want = effective_want(desired, memory) if desired.running else None
-        if want is None:
-            return {}
-        routed = seen.routed()
-        asked = [w for w in (desired.target, desired.fallback) if w is not None]
-        healthy: dict[str, bool] = {}
-        for task in seen.tasks:
-            if not seen.serves(task) or task.upstream is None:
-                continue
-            if task == routed or any(w.matches(task) for w in asked):
-                spec = _deployment_of(task, desired) or want.deployment
-                healthy[task.id] = await self._prober.healthy_at(
-                    spec.health, spec.port, task.upstream
-                )
-        return healthy
+        serving = (t for t in seen.tasks if seen.serves(t))
+        return await self._probe_each(desired, memory, serving, seen.routed())
 
     def plan(self, desired: Desired, observed: Observed, memory: Memory) -> Decision:
         decision = planner.plan(desired, observed, memory)
@@ -85,13 +69,11 @@ class SwarmRuntime:
 
     async def act(self, desired: Desired, step: Step, observed: Observed) -> Observed | None:
         match step:
-            case SetRoute(port=port, route=route):
-                self.driver.guard()  # the lease check, as before a Docker request
-                await self.proxy.set_route(port, route)
+            case SetRoute(route=route):
+                await self._reroute(step)
                 return replace(observed, route=route)
-            case RemoveRoute(port=port):
-                self.driver.guard()
-                await self.proxy.remove_route(port)
+            case RemoveRoute():
+                await self._reroute(step)
                 return replace(observed, route=None)
             case CreateService(want=want, replicas=replicas):
                 placement = self.driver.placement(
@@ -126,11 +108,7 @@ class SwarmRuntime:
         return {}
 
     async def remove_orphans(self, project: str, acting: Callable[[], bool]) -> list[str]:
-        removed = []
-        for port, route in (await self._routes()).items():
-            if route is not None and route.project == project and acting():
-                await self.proxy.remove_route(port)
-                removed.append(RemoveRoute(port).label)
+        removed = await self._remove_orphan_routes(project, acting)
         for service in await self.driver.services(project):
             if not acting():
                 break
@@ -152,22 +130,6 @@ class SwarmRuntime:
             by_project.setdefault(project, []).append(ServiceSummary(service, mine))
         return SwarmSurvey(by_project, nodes, await self._routes())
 
-    async def _routes(self) -> dict[int, Route | None]:
-        routes = await self.proxy.routes()
-        return {port: route for port, route in routes.items() if port in self._ports}
-
-    def changes(self, since: float) -> AsyncGenerator[str, None]:
-        return self.driver.events(since=since)
-
-    async def ping(self) -> None:
-        await self.driver.ping()
-
-    async def ping_proxy(self) -> None:
-        await self.proxy.ping()
-
-    async def close(self) -> None:
-        await self.driver.close()
-
 
 @dataclass(frozen=True)
 class SwarmSurvey:
@@ -178,8 +140,7 @@ class SwarmSurvey:
     routes: dict[int, Route | None]  # and the proxy's routes, by endpoint port
 
     def projects(self) -> frozenset[str]:
-        routed = {route.project for route in self.routes.values() if route is not None}
-        return frozenset(self.by_project) | routed
+        return surveyed(self.by_project, self.routes)
 
     def at_rest(self, desired: Desired, snapshot: DesiredSnapshot) -> bool:
         return status_settled(desired, snapshot) and planner.at_rest(
@@ -204,20 +165,13 @@ class SwarmSurvey:
         ]
 
 
-def _deployment_of(task: Task, desired: Desired) -> Deployment | None:
-    for want in (desired.target, desired.fallback):
-        if want is not None and want.version == task.version:
-            return want.deployment
-    return None
-
-
 def _volumes_seen(desired: Desired, observed: Observed) -> tuple[ObservedVolume, ...]:
     """The project's volumes, mounted by the tasks that run (Swarm does not show a worker's
     volumes to the manager: neither their creation time nor whether they exist yet)."""
     mounts = [
         (t.id, {v.name for v in spec.volumes})
         for t in observed.tasks
-        if t.state == "running" and (spec := _deployment_of(t, desired)) is not None
+        if t.state == "running" and (spec := deployment_of(t, desired)) is not None
     ]
     return tuple(
         ObservedVolume(

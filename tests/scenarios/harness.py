@@ -75,8 +75,51 @@ class Recorder:
 # The stack
 
 
+class Projects:
+    """A stack's projects as its tests deploy and read them: through the web console (the HTTP
+    API) and the operator's store. Mixed into each runtime's stack, which has both."""
+
+    store: Store
+    console: httpx.AsyncClient
+
+    async def snapshot(self, name: str) -> DesiredSnapshot:
+        found = await self.store.desired(name)
+        assert found is not None, f"no project {name}"
+        return found
+
+    async def events(self, name: str) -> list[Event]:
+        answer = await self.console.get(f"/v1/projects/{name}/events", params={"limit": 1000})
+        assert answer.status_code == 200, answer.text
+        return [Event.model_validate(e) for e in answer.json()]
+
+    async def deploy(self, name: str, **update: Any) -> None:
+        """Create (if needed) and deploy through the console."""
+        created = await self.console.post("/v1/projects", json={"name": name})
+        assert created.status_code in (200, 201), created.text
+        answer = await self.console.post(f"/v1/projects/{name}/deployments", json=spec(**update))
+        assert answer.status_code == 201, answer.text
+
+    # What "done" looks like
+
+    async def converged(self, name: str) -> DesiredSnapshot | None:
+        snap = await self.snapshot(name)
+        status = snap.status
+        if status is None or status.observed_generation != snap.project.generation:
+            return None
+        return snap if condition(snap, ConditionType.RECONCILING) == "False" else None
+
+    async def ready(self, name: str) -> DesiredSnapshot | None:
+        snap = await self.converged(name)
+        return snap if snap and condition(snap, ConditionType.READY) == "True" else None
+
+    async def converged_stopped(self, name: str) -> DesiredSnapshot | None:
+        """Converged on a desire to be stopped (what runs is each stack's to check)."""
+        snap = await self.converged(name)
+        return snap if snap is not None and snap.project.desired_state == "stopped" else None
+
+
 @dataclass
-class Stack:
+class Stack(Projects):
     settings: Settings
     store: Store  # the operator's own pool, as in its own process
     proxy: FaultProxy
@@ -91,11 +134,6 @@ class Stack:
     @property
     def operator(self) -> Operator:
         return self.operators[0]
-
-    async def snapshot(self, name: str) -> DesiredSnapshot:
-        found = await self.store.desired(name)
-        assert found is not None, f"no project {name}"
-        return found
 
     async def containers(self, project: str) -> list[dict[str, Any]]:
         listed = await self.docker.containers.list(
@@ -116,35 +154,12 @@ class Stack:
                     raise
         return shown
 
-    async def events(self, name: str) -> list[Event]:
-        answer = await self.console.get(f"/v1/projects/{name}/events", params={"limit": 1000})
-        assert answer.status_code == 200, answer.text
-        return [Event.model_validate(e) for e in answer.json()]
-
-    async def deploy(self, name: str, **update: Any) -> None:
-        """Create (if needed) and deploy through the console."""
-        created = await self.console.post("/v1/projects", json={"name": name})
-        assert created.status_code in (200, 201), created.text
-        answer = await self.console.post(f"/v1/projects/{name}/deployments", json=spec(**update))
-        assert answer.status_code == 201, answer.text
-
     def passes(self, project: str) -> list[dict[str, Any]]:
         return [
             line for line in self.logs if line["event"] == "pass" and line["project"] == project
         ]
 
     # What "done" looks like
-
-    async def converged(self, name: str) -> DesiredSnapshot | None:
-        snap = await self.snapshot(name)
-        status = snap.status
-        if status is None or status.observed_generation != snap.project.generation:
-            return None
-        return snap if condition(snap, ConditionType.RECONCILING) == "False" else None
-
-    async def ready(self, name: str) -> DesiredSnapshot | None:
-        snap = await self.converged(name)
-        return snap if snap and condition(snap, ConditionType.READY) == "True" else None
 
     async def running_as_desired(self, name: str) -> DesiredSnapshot | None:
         """Ready, with exactly one container, running, of the targeted deployment and restart
@@ -156,20 +171,22 @@ class Stack:
         if len(found) != 1 or not found[0]["State"]["Running"]:
             return None
         labels = found[0]["Config"]["Labels"]
-        if (
-            labels[LABEL_VERSION] != str(snap.project.target_version)
-            or labels[LABEL_RESTART] != str(snap.project.restart_token)
-            or found[0]["Id"] != snap.status.container_id
-        ):
+        if not labelled_as_desired(labels, snap) or found[0]["Id"] != snap.status.container_id:
             return None
         return snap if await endpoint_answers(snap) else None
 
     async def stopped_as_desired(self, name: str) -> DesiredSnapshot | None:
-        snap = await self.converged(name)
-        if snap is None or snap.project.desired_state != "stopped":
+        snap = await self.converged_stopped(name)
+        if snap is None:
             return None
         found = await self.containers(name)
         return snap if not any(c["State"]["Running"] for c in found) else None
+
+
+def labelled_as_desired(labels: dict[str, str], snap: DesiredSnapshot) -> bool:
+    """Whether a workload's labels name the project's target deployment and restart token."""
+    target = (str(snap.project.target_version), str(snap.project.restart_token))
+    return (labels[LABEL_VERSION], labels[LABEL_RESTART]) == target
 
 
 def proxied(proxy_process: Any) -> dict[str, str]:
@@ -194,6 +211,68 @@ async def endpoint_answers(snap: DesiredSnapshot) -> bool:
             return False
 
 
+def stack_settings(
+    database_url: str, ports: PortRange, docker_url: str, **settings: Any
+) -> Settings:
+    """A stack's operator settings: an installation of its own on `ports`, endpoints published
+    on loopback, Docker at `docker_url`; `settings` (TETHER_* names, lower-case) over those."""
+    return Settings(
+        database_url=database_url,
+        installation_id=f"test-{uuid.uuid4().hex[:8]}",
+        port_range=f"{ports.first}-{ports.last}",
+        publish_address="127.0.0.1",
+        docker_url=docker_url,
+        **settings,
+    )
+
+
+@dataclass
+class People:
+    """The people on a stack's API at `url`: the `tether` CLI in-process and the web console."""
+
+    url: str
+    cli: Cli
+    console: httpx.AsyncClient
+
+
+@contextlib.asynccontextmanager
+async def people(
+    app: ASGIApp, token: str, capsys: pytest.CaptureFixture[str], config_dir: Path
+) -> AsyncIterator[People]:
+    """`app` served on uvicorn for as long as the block runs, and the people using it with
+    `token` (the CLI keeps its config in `config_dir`)."""
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ) as console,
+    ):
+        env = {
+            "TETHER_CONFIG": str(config_dir / "config.json"),
+            "TETHER_URL": url,
+            "TETHER_TOKEN": token,
+        }
+        yield People(url, Cli(capsys, env), console)
+
+
+@contextlib.asynccontextmanager
+async def operating(operator: Operator) -> AsyncIterator[None]:
+    """`operator` running for as long as the block runs, then stopped and awaited (a pass in
+    flight finishes; what the operator raised is raised), or cancelled if it did not stop."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(operator.run(stop))
+    try:
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
     *,
@@ -209,58 +288,38 @@ async def running_stack(
 ) -> AsyncIterator[Stack]:
     """The API and one operator, which talks to Docker through `proxy`; the outside actor talks
     to the engine directly (the default one unless `engine_url`)."""
-    configured = Settings(
-        database_url=database_url,
-        installation_id=f"test-{uuid.uuid4().hex[:8]}",
-        port_range=f"{ports.first}-{ports.last}",
-        publish_address="127.0.0.1",
-        docker_url=proxy.url,
-        **{"workers": 8, "lease_ttl_s": 3, **settings},
+    configured = stack_settings(
+        database_url, ports, proxy.url, **{"workers": 8, "lease_ttl_s": 3, **settings}
     )
     app = create_app(api_store)
     recorder = Recorder(app)
     docker = aiodocker.Docker(url=engine_url)
     operator_store = await Store.connect(database_url, ports)
     driver = DockerDriver(configured.docker_url, configured.installation_id)
-    stop = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = []
     try:
         with structlog.testing.capture_logs() as logs:
-            async with (
-                serving(recorder) as url,
-                httpx.AsyncClient(
-                    base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-                ) as console,
-            ):
-                cli = Cli(
-                    capsys,
-                    {
-                        "TETHER_CONFIG": str(config_dir / "config.json"),
-                        "TETHER_URL": url,
-                        "TETHER_TOKEN": token,
-                    },
-                )
+            async with people(recorder, token, capsys, config_dir) as using:
                 stack = Stack(
-                    configured, operator_store, proxy, url, cli, console, docker, recorder, logs
+                    configured,
+                    operator_store,
+                    proxy,
+                    using.url,
+                    using.cli,
+                    using.console,
+                    docker,
+                    recorder,
+                    logs,
                 )
                 operator = Operator(configured, operator_store, engine_runtime(configured, driver))
                 stack.operators.append(operator)
-                tasks.append(asyncio.create_task(operator.run(stop)))
                 try:
-                    yield stack
+                    async with operating(operator):
+                        yield stack
                 finally:
-                    stop.set()
-                    for task in tasks:
-                        await task
                     watches = getattr(app.state, "watches", None)
                     if watches is not None:
                         watches.shutdown()
     finally:
-        stop.set()
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await driver.close()
         await operator_store.close()
         try:

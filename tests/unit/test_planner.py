@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-import hypothesis
 import pytest
+from convergence import CONVERGING, PLANNING, deleted, event, plans_nothing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +21,6 @@ from tether.operator.desired import Desired, Memory, Volume, Want, effective_wan
 from tether.operator.engine.planner import (
     CRASH_DELAY_CAP_S,
     CRASH_RESET_AFTER,
-    HEALTH_RECHECK_MIN_S,
     TRANSITION_RECHECK_S,
     Action,
     Create,
@@ -35,6 +34,7 @@ from tether.operator.engine.planner import (
     plan,
 )
 from tether.operator.engine.state import Container, Observed, Summary, VolumeSeen
+from tether.operator.healthgate import HEALTH_RECHECK_MIN_S
 from tether.operator.retry import retry_delay
 from tether.operator.routing import HELD, RemoveRoute, Route, SetRoute
 from tether.operator.runtime import Decision, FailRollout, Finalize
@@ -923,7 +923,7 @@ def test_retry_delay_stays_capped_after_many_attempts() -> None:
 
 
 @given(st.integers(0, 1023), st.floats(-1.0, 1.0))
-@settings(max_examples=200, deadline=None, database=None)
+@settings(PLANNING, max_examples=200)
 def test_retry_delay_bounds(attempts: int, jitter: float) -> None:
     delay = retry_delay(attempts, jitter)
     assert 0.4 - 1e-9 <= delay <= 72.0 + 1e-9
@@ -1228,12 +1228,6 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return Scenario(d, memory, containers, healthy_after, route, busy_until, volumes)
 
 
-def event(value: str, payload: str | int | float = "") -> None:
-    """Tally for `--hypothesis-show-statistics`; the sequence tests run the model outside it."""
-    if hypothesis.currently_in_test_context():
-        hypothesis.event(value, payload)
-
-
 def run(scenario: Scenario) -> tuple[Decision, DockerModel, Memory, list[Action]]:
     """Plan and apply until the planner rests, stalls or finalizes; check every step."""
     d = scenario.desired
@@ -1353,12 +1347,7 @@ def check_step(d: Desired, memory: Memory, model: DockerModel, action: Action) -
 
 
 @given(scenarios())
-@settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow],
-)
+@settings(CONVERGING, max_examples=300)
 def test_plans_converge_against_a_model_of_docker(scenario: Scenario) -> None:
     decision, model, memory, _ = run(scenario)
     d = scenario.desired
@@ -1368,11 +1357,8 @@ def test_plans_converge_against_a_model_of_docker(scenario: Scenario) -> None:
     # where a second container runs at rest.
     stalled_beside = decision.stalled and serving is not None and model.healthy(serving)
     assert len(model.live()) <= (2 if stalled_beside else 1), f"live at rest: {containers}"
-    if d.deleting:
-        assert isinstance(decision.action, Finalize), decision
-        assert not containers
+    if deleted(decision, d, containers):
         return
-    assert not isinstance(decision.action, Finalize)
     want = effective_want(d, memory)
     if decision.reason == "Unhealthy":  # stalled, or a Ready container that stopped answering
         assert d.running
@@ -1503,7 +1489,7 @@ def summaries(containers: dict[str, Container]) -> list[Summary]:
 
 
 @given(scenarios())
-@settings(max_examples=300, deadline=None, database=None)
+@settings(PLANNING, max_examples=300)
 def test_the_resync_rests_only_where_the_planner_would(scenario: Scenario) -> None:
     """`at_rest` (the resync's shortcut) and `plan` share one idea of what is wanted: a project
     the resync leaves alone is one whose plan has nothing to do and is settled. Before they
@@ -1513,12 +1499,7 @@ def test_the_resync_rests_only_where_the_planner_would(scenario: Scenario) -> No
         return
     want = effective_want(d, memory) if d.running else None
     model = DockerModel(dict(scenario.containers), T0, {}, scenario.route)
-    observed = model.observe(d, want)
-    # Ready as the last pass found it: the resync probes settled endpoints itself.
-    observed = replace(observed, healthy={c: True for c in observed.healthy})
-    decision = plan(d, observed, memory)
-    assert decision.action is None, (decision, scenario)
-    assert not decision.stalled
+    plans_nothing(plan, d, model.observe(d, want), memory, scenario)
 
 
 def test_a_failed_version_of_another_deployment_is_not_a_failed_target() -> None:

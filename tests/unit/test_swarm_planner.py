@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-import hypothesis
+from convergence import CONVERGING, PLANNING, deleted, event, plans_nothing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -712,11 +712,6 @@ def first_mounted(tasks: dict[str, Task], volumes: bool, *wants: Want | None) ->
     return first.node_id if first is not None else None
 
 
-def event(value: str, payload: str | int | float = "") -> None:
-    if hypothesis.currently_in_test_context():
-        hypothesis.event(value, payload)
-
-
 def make_trouble(model: SwarmModel, trouble: str) -> None:
     """The node of the routed task (or of any running one) goes down, or is drained."""
     victim = model.routed() or next((t for t in model.tasks.values() if t.state == "running"), None)
@@ -824,22 +819,14 @@ def usable_nodes(model: SwarmModel) -> bool:
 
 
 @given(scenarios())
-@settings(
-    max_examples=500,
-    deadline=None,
-    database=None,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow],
-)
+@settings(CONVERGING, max_examples=500)
 def test_plans_converge_against_a_model_of_swarm(scenario: Scenario) -> None:
     decision, model, memory, _ = run(scenario)
     d = scenario.desired
     assert model.most_services <= max(1, scenario.services_before)  # never a second one
     services = list(model.services.values())
-    if d.deleting:
-        assert isinstance(decision.action, Finalize)
-        assert not services
+    if deleted(decision, d, services):
         return
-    assert not isinstance(decision.action, Finalize)
     want = effective_want(d, memory)
     if not d.running or want is None:
         assert model.route is None
@@ -938,7 +925,7 @@ def test_a_drain_moves_the_task_and_the_route_follows() -> None:
 
 
 @given(scenarios())
-@settings(max_examples=300, deadline=None, database=None)
+@settings(PLANNING, max_examples=300)
 def test_the_resync_rests_only_where_the_planner_would(scenario: Scenario) -> None:
     d, memory, model = scenario.desired, scenario.memory, scenario.model
     summaries = [
@@ -947,11 +934,7 @@ def test_the_resync_rests_only_where_the_planner_would(scenario: Scenario) -> No
     ]
     if not at_rest(d, memory, summaries, model.nodes, model.route):
         return
-    observed = model.observe(d, True)
-    observed = replace(observed, healthy={t: True for t in observed.healthy})
-    decision = plan(d, observed, memory)
-    assert decision.action is None, (decision, scenario)
-    assert not decision.stalled
+    plans_nothing(plan, d, model.observe(d, True), memory, scenario)
 
 
 def test_a_task_placed_with_volumes_pins_the_service_to_its_node() -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any, Unpack
 
 import aiodocker
-import aiohttp
 import structlog
 
 from tether.operator.desired import Volume, Want
-from tether.operator.dockerapi import CALL_TIMEOUT_S, docker_call
+from tether.operator.dockerapi import CALL_TIMEOUT_S, DockerCalls, DockerOptions
 from tether.operator.engine.docker.decode import (
     container_from_inspect,
     summary_from_list,
@@ -44,65 +43,15 @@ from tether.operator.labels import (
 )
 
 log = structlog.get_logger("tether.docker")
-T = TypeVar("T")
 UPSTREAM_HOST = "127.0.0.1"  # where containers publish their port, for the proxy only
 
 
-class DockerDriver:
-    def __init__(
-        self,
-        url: str,
-        installation: str,
-        *,
-        concurrency: int = 16,
-        changes: int = 8,
-        guard: Callable[[], None] | None = None,
-        call_timeout_s: float = CALL_TIMEOUT_S,
-    ) -> None:
-        self.client = aiodocker.Docker(url=url)
-        # How long one Docker API call may take before it counts as a transient fault
-        # (TETHER_DOCKER_TIMEOUT_S); a stop adds the container's grace period.
-        self.call_timeout_s = call_timeout_s
-        self.url = url
-        self.installation = installation
-        # Called before every request (each retry too): the operator's lease check, which raises
-        # (LostLease) once this operator may no longer act.
-        self.guard = guard or (lambda: None)
-        self._calls = asyncio.Semaphore(concurrency)
-        # Container changes (create, start, stop, unpause, remove) are what costs the engine; they
-        # have a cap of their own, so that the workers' looks and records around them (under
-        # `_calls`) never keep a change slot idle (docs/benchmarks.md, item 2).
-        self._changes = asyncio.Semaphore(changes)
+class DockerDriver(DockerCalls):
+    unavailable = DockerUnavailable
+
+    def __init__(self, url: str, installation: str, **options: Unpack[DockerOptions]) -> None:
+        super().__init__(url, installation, **options)
         self._echoes = Echoes()
-
-    async def close(self) -> None:
-        await self.client.close()
-
-    def label_filter(self, project: str | None = None) -> dict[str, list[str]]:
-        labels = [f"{LABEL_INSTALLATION}={self.installation}"]
-        if project is not None:
-            labels.append(f"{LABEL_PROJECT}={project}")
-        return {"label": labels}
-
-    async def call(
-        self,
-        operation: str,
-        call: Callable[[], Awaitable[T]],
-        *,
-        deadline_s: float | None = None,
-        change: bool = False,
-    ) -> T:
-        """One Docker API call under the cap of its kind (`change`: of a container's state),
-        retried on transient faults; each attempt may take `deadline_s` (default:
-        `call_timeout_s`)."""
-        return await docker_call(
-            operation,
-            call,
-            slots=self._changes if change else self._calls,
-            guard=self.guard,
-            unavailable=DockerUnavailable,
-            deadline_s=self.call_timeout_s if deadline_s is None else deadline_s,
-        )
 
     async def ping(self) -> None:
         await self.call("ping", lambda: self.client.system.info())
@@ -330,29 +279,11 @@ class DockerDriver:
         await self._act("remove", container_id, "DELETE", "")
 
     async def events(self, since: float | None = None) -> AsyncGenerator[str, None]:
-        """Names of projects whose containers changed, save by this driver's own actions, until
-        the stream ends; with `since` (a Unix time), Docker first replays what happened from then
-        on.
-
-        The stream ends silently when Docker goes away and drops events for slow readers: the
-        caller reconnects and resyncs.
-        """
-        params: dict[str, Any] = {
-            "filters": {
-                "type": ["container"],
-                "label": [f"{LABEL_INSTALLATION}={self.installation}"],
-            }
-        }
-        if since is not None:
-            params["since"] = f"{since:.9f}"
-        self.guard()
-        # aiodocker's events API carries no type annotations.
-        subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
-        try:
-            while True:
-                event = await subscriber.get()
-                if event is None:
-                    return
+        """Names of projects whose containers changed, save by this driver's own actions (see
+        `stream`: from `since`, until the stream ends)."""
+        filters = {"type": ["container"], **self.label_filter()}
+        async with contextlib.aclosing(self.stream(filters, since)) as events:
+            async for event in events:
                 actor = event.get("Actor") or {}
                 attributes = actor.get("Attributes") or {}
                 project = attributes.get(LABEL_PROJECT)
@@ -363,7 +294,3 @@ class DockerDriver:
                 )
                 if project and not echo:
                     yield project
-        finally:
-            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
-            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
-                await self.client.events.stop()  # type: ignore[no-untyped-call]

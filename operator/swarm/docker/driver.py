@@ -8,18 +8,15 @@ service's version (Swarm's compare-and-swap) and are never forced.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator
 
 import aiodocker
-import aiohttp
 import structlog
 
 from tether.operator.desired import Volume, Want
-from tether.operator.dockerapi import CALL_TIMEOUT_S, OUT_OF_SEQUENCE, docker_call
-from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
+from tether.operator.dockerapi import OUT_OF_SEQUENCE, DockerCalls
+from tether.operator.labels import LABEL_INSTALLATION
 from tether.operator.swarm.docker.decode import node_from, service_from, task_from
 from tether.operator.swarm.docker.faults import (
     NameConflict,
@@ -32,52 +29,10 @@ from tether.operator.swarm.docker.spec import Placement, project_of, service_spe
 from tether.operator.swarm.state import Node, Service, Task
 
 log = structlog.get_logger("tether.swarm")
-T = TypeVar("T")
 
 
-class SwarmDriver:
-    def __init__(
-        self,
-        url: str,
-        installation: str,
-        *,
-        concurrency: int = 16,
-        changes: int = 8,
-        guard: Callable[[], None] | None = None,
-        call_timeout_s: float = CALL_TIMEOUT_S,
-    ) -> None:
-        self.client = aiodocker.Docker(url=url)
-        self.call_timeout_s = (
-            call_timeout_s  # each attempt of a Docker call (TETHER_DOCKER_TIMEOUT_S)
-        )
-        self.url = url
-        self.installation = installation
-        self.guard = guard or (lambda: None)  # the operator's lease check, before every call
-        self._slots = asyncio.Semaphore(concurrency)
-        # Service writes (create, update, remove) have a cap of their own, as the engine's
-        # container changes do: the looks around them never take a write's slot.
-        self._changes = asyncio.Semaphore(changes)
-
-    async def close(self) -> None:
-        await self.client.close()
-
-    async def call(
-        self, operation: str, call: Callable[[], Awaitable[T]], *, change: bool = False
-    ) -> T:
-        return await docker_call(
-            operation,
-            call,
-            slots=self._changes if change else self._slots,
-            guard=self.guard,
-            unavailable=SwarmUnavailable,
-            deadline_s=self.call_timeout_s,
-        )
-
-    def _labels(self, project: str | None = None) -> dict[str, list[str]]:
-        labels = [f"{LABEL_INSTALLATION}={self.installation}"]
-        if project is not None:
-            labels.append(f"{LABEL_PROJECT}={project}")
-        return {"label": labels}
+class SwarmDriver(DockerCalls):
+    unavailable = SwarmUnavailable
 
     async def ping(self) -> None:
         """The engine answers and is a Swarm manager."""
@@ -96,7 +51,7 @@ class SwarmDriver:
         return {node.id: node for node in map(node_from, listed)}
 
     async def services(self, project: str | None = None) -> list[Service]:
-        filters = self._labels(project)
+        filters = self.label_filter(project)
         listed = await self.call("services", lambda: self.client.services.list(filters=filters))
         return [service_from(raw) for raw in listed]
 
@@ -194,19 +149,11 @@ class SwarmDriver:
 
     async def events(self, since: float | None = None) -> AsyncGenerator[str, None]:
         """Names of projects whose service changed, or that may run on a node that changed (a
-        node going down, drained, back), until the stream ends. Swarm sends no task events: a
-        task that moves is seen by the passes that wait for it, and by the resync."""
-        params: dict[str, Any] = {"filters": {"type": ["service", "node"]}}
-        if since is not None:
-            params["since"] = f"{since:.9f}"
-        self.guard()
-        # aiodocker's events API carries no type annotations.
-        subscriber = self.client.events.subscribe(**params)  # type: ignore[no-untyped-call]
-        try:
-            while True:
-                event = await subscriber.get()
-                if event is None:
-                    return
+        node going down, drained, back), until the stream ends (see `stream`). Swarm sends no
+        task events: a task that moves is seen by the passes that wait for it, and by the
+        resync."""
+        async with contextlib.aclosing(self.stream({"type": ["service", "node"]}, since)) as events:
+            async for event in events:
                 if event.get("Type") == "node":
                     for service in await self.services():
                         if (project := self.project_of(service)) is not None:
@@ -215,7 +162,3 @@ class SwarmDriver:
                 name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", "")
                 if (project := project_of(name, self.installation)) is not None:
                     yield project
-        finally:
-            # Stopping re-raises whatever ended the stream's task (Docker gone): already handled.
-            with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
-                await self.client.events.stop()  # type: ignore[no-untyped-call]
