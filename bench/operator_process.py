@@ -24,8 +24,8 @@ from prometheus_client import Counter, Histogram, start_http_server
 from tether.api.models import ConditionType, NewEvent, Status
 from tether.api.store import Store
 from tether.cli.main import run
+from tether.operator import dockerapi
 from tether.operator.desired import Desired, Memory
-from tether.operator.engine.docker import driver as engine_driver
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.runtime import EngineRuntime
 from tether.operator.engine.state import Observed
@@ -97,7 +97,7 @@ class Trace:
         carry_out = EngineRuntime._carry_out
         probe = EngineRuntime._probe
         write_status = Store.write_status
-        docker_call = engine_driver.docker_call
+        docker_call = dockerapi.docker_call
 
         def desired_changed(self: Operator, name: str) -> None:
             mark(name, "notified")
@@ -157,7 +157,7 @@ class Trace:
         EngineRuntime._carry_out = traced_carry_out  # type: ignore[method-assign]
         EngineRuntime._probe = traced_probe  # type: ignore[method-assign]
         Store.write_status = traced_write_status  # type: ignore[method-assign]
-        engine_driver.docker_call = traced_docker_call  # type: ignore[assignment]
+        dockerapi.docker_call = traced_docker_call  # type: ignore[assignment]
 
 
 def main() -> None:
