@@ -1,0 +1,107 @@
+"""The start, stop and restart routes skip FastAPI's dependency solving (`LeanWriteRoute`): every
+answer they give, success or refusal, is the one FastAPI's own handling gives for the same
+request. Two servers on one store, one with a dependency override (which sends every request
+through FastAPI's handling), get the same requests on twin projects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from support import serving
+
+from tether.api.app import create_app
+from tether.api.appstate import _store
+from tether.api.models import DeploymentSpec, Principal
+from tether.api.routes import lifecycle
+from tether.api.routes.leanwrite import LeanWriteRoute
+from tether.api.store import Store
+
+ALICE = Principal(owner="alice")
+SPEC = DeploymentSpec(image="busybox-httpd:latest", port=8080)
+LEAN, FULL = "lqz-", "fqz-"  # the twin projects' prefixes: same length, so the same answer lengths
+
+
+@pytest.fixture
+async def servers(store: Store) -> AsyncIterator[dict[str, str]]:
+    lean = create_app(store)
+    full = create_app(store)
+
+    async def same_store() -> Store:
+        return store
+
+    full.dependency_overrides[_store] = same_store
+    async with serving(lean) as lean_url, serving(full) as full_url:
+        yield {LEAN: lean_url, FULL: full_url}
+
+
+def test_the_simple_writes_are_lean_routes() -> None:
+    routes = {
+        (route.path, type(route))
+        for route in lifecycle.router.routes
+        if getattr(route, "path", "").endswith(("/start", "/stop", "/restart"))
+    }
+    assert routes == {
+        (f"/v1/projects/{{name}}/{verb}", LeanWriteRoute) for verb in ("start", "stop", "restart")
+    }
+
+
+def _comparable(response: httpx.Response, prefix: str) -> tuple[Any, ...]:
+    body = json.loads(response.text.replace(prefix, "X-"))
+    project = body.get("project") if isinstance(body, dict) else None
+    if isinstance(project, dict):
+        for volatile in ("created_at", "updated_at", "host_port"):
+            project.pop(volatile)
+    headers = sorted((k, v) for k, v in response.headers.items() if k not in {"date"})
+    return response.status_code, headers, body
+
+
+async def test_lean_answers_are_fastapis(store: Store, servers: dict[str, str]) -> None:
+    token = await store.create_token("alice")
+    read_only = await store.create_token("alice", read_only=True)
+    bob = await store.create_token("bob")
+    for prefix in servers:
+        await store.create_project(f"{prefix}shop", ALICE)
+        deployed, _ = await store.deploy(f"{prefix}shop", SPEC, ALICE, start=True)
+        await store.create_project(f"{prefix}empty", ALICE)
+    stopped = deployed.project.generation + 1  # after the first request
+    alice = {"Authorization": f"Bearer {token}"}
+    requests: list[tuple[str, str, str, dict[str, str]]] = [
+        ("POST", "stop", "shop", alice),  # changed
+        ("POST", "stop", "shop", alice),  # already stopped
+        ("POST", "start", "shop", {**alice, "If-Match": '"999"'}),  # another generation
+        ("POST", "start", "shop", {**alice, "If-Match": "soon"}),  # not a generation
+        ("POST", "start", "shop", {**alice, "If-Match": f'W/"{stopped}"'}),  # the current one
+        ("POST", "start", "empty", alice),  # no deployment
+        ("POST", "start", "ghost", alice),  # no such project
+        ("POST", "start", "shop", {}),  # no token
+        ("POST", "start", "shop", {"Authorization": "Basic abc"}),  # not a bearer token
+        ("POST", "start", "shop", {"Authorization": "Bearer nope"}),  # unknown token
+        ("POST", "stop", "shop", {"Authorization": f"Bearer {bob}"}),  # not bob's
+        ("POST", "stop", "shop", {"Authorization": f"Bearer {read_only}"}),  # read-only
+        ("POST", "restart", "shop", alice),
+        ("POST", "restart", "empty", alice),
+        ("POST", "start", "Bad_Name", alice),  # refused by the path pattern
+        ("GET", "stop", "shop", alice),  # not a method of the route
+    ]
+    answers: dict[str, list[tuple[Any, ...]]] = {}
+    for prefix, url in servers.items():
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            answers[prefix] = []
+            for method, verb, name, headers in requests:
+                target = name if name == "Bad_Name" else f"{prefix}{name}"
+                response = await http.request(
+                    method, f"/v1/projects/{target}/{verb}", headers=headers
+                )
+                answers[prefix].append(_comparable(response, prefix))
+    statuses = [answer[0] for answer in answers[LEAN]]
+    assert statuses == [
+        *(200, 200, 412, 400, 200, 400, 404),
+        *(401, 401, 401, 404, 403),
+        *(200, 400, 422, 405),
+    ]
+    for asked, lean, full in zip(requests, answers[LEAN], answers[FULL], strict=True):
+        assert lean == full, asked
