@@ -12,6 +12,12 @@
 All three against the same Postgres, each on its own 800 projects, interleaved (the order rotates
 every repetition). No operator runs: a write's cost is its transaction and its HTTP request.
 Latency is per write (wrk's and pgbench's per-request logs; perf_counter for asyncpg).
+
+Closed loop (each client sends its next write when the previous one is answered), 16 clients
+always have a write in flight: by Little's law their mean latency is 16 / throughput, whatever
+either system does. So latency is also measured at a fixed offered rate, the same for tether and
+pgbench (half of pgbench's closed-loop rate in the same run), interleaved: pgbench `--rate`, and
+`openloop.offered` for the API, both charging each write from its scheduled start.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import glob
 import json
 import os
 import shutil
+import statistics
 import time
 import urllib.request
 from pathlib import Path
@@ -38,9 +45,11 @@ from harness import (
     Run,
     command,
     free_port,
+    load_average,
     process_cpu_seconds,
 )
 from measures import percentile
+from openloop import offered
 from profiling import record, summarize
 from tether.api.models import DesiredState
 from tether.api.queries import sql
@@ -49,6 +58,7 @@ from tether_side import OWNER, Tether, docker_url
 
 CLIENTS = 16
 PER_CLIENT = 50
+OFFERED_SHARE = 0.5  # the fixed rate, as a share of pgbench's closed-loop writes/s
 STORE_PORTS = PortRange(30000, 39999)  # stored per project, never published: no operator runs
 
 
@@ -94,23 +104,39 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
         for system, go in systems.items():  # warm-up: connections, pools, prepared statements
             await reset(system)
             await go(3.0)
-        runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-        order = list(systems)
-        for rep in range(repeats):
-            shift = rep % len(order)
-            for system in order[shift:] + order[:shift]:
-                await reset(system)
-                before = await writes(system)
-                cpu0 = process_cpu_seconds(api.pid)
-                outcome = await systems[system](duration_s)
-                outcome["changed_writes"] = await writes(system) - before
-                if system == "tether":
-                    outcome["api_cpu_pct_of_core"] = (
-                        100 * (process_cpu_seconds(api.pid) - cpu0) / outcome["seconds"]
-                    )
-                runs[system].append(outcome)
-                await asyncio.sleep(1.0)
+
+        async def interleaved(go: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+            """`repeats` runs of each system, the order rotating every repetition."""
+            runs: dict[str, list[dict[str, Any]]] = {s: [] for s in go}
+            order = list(go)
+            for rep in range(repeats):
+                shift = rep % len(order)
+                for system in order[shift:] + order[:shift]:
+                    await reset(system)
+                    before = await writes(system)
+                    cpu0 = process_cpu_seconds(api.pid)
+                    outcome = await go[system](duration_s)
+                    outcome["changed_writes"] = await writes(system) - before
+                    if system == "tether":
+                        outcome["api_cpu_pct_of_core"] = (
+                            100 * (process_cpu_seconds(api.pid) - cpu0) / outcome["seconds"]
+                        )
+                    runs[system].append(outcome)
+                    await asyncio.sleep(1.0)
+            return runs
+
+        runs = await interleaved(systems)
         results["runs"] = runs
+        results["load_after_closed_loop"] = load_average()
+        rate = OFFERED_SHARE * statistics.median(r["writes_per_s"] for r in runs["pgbench"])
+        fixed = await interleaved(
+            {
+                "tether": lambda d: api.offered(token, rate, d),
+                "pgbench": lambda d: pgbench(run, database.name, hash_token(token), d, rate=rate),
+            }
+        )
+        results["fixed_rate"] = {"rate_per_s": rate, "share": OFFERED_SHARE, "runs": fixed}
+        results["load_after_fixed_rate"] = load_average()
         await reset("tether")
         profile_s = 5 if run.quick else 15
         wrk_task = asyncio.create_task(api.wrk(token, profile_s + 2))
@@ -205,8 +231,30 @@ class Api:
             "errors": data["errors"] + data["non_2xx"],
         }
 
+    async def offered(self, token: str, rate_per_s: float, duration_s: float) -> dict[str, Any]:
+        """The writes of bench/writes.lua, at `rate_per_s` in all (`openloop.offered`)."""
+        head = f"Host: 127.0.0.1:{self.port}\r\nAuthorization: Bearer {token}\r\n"
 
-async def pgbench(run: Run, database: str, token_hash: str, duration_s: float) -> dict[str, Any]:
+        def request(client: int, k: int) -> bytes:
+            verb = "stop" if (k // PER_CLIENT) % 2 == 0 else "start"
+            path = f"/v1/projects/a-{client}-{k % PER_CLIENT}/{verb}"
+            return f"POST {path} HTTP/1.1\r\n{head}Content-Length: 0\r\n\r\n".encode()
+
+        return await offered(
+            "127.0.0.1",
+            self.port,
+            request,
+            clients=CLIENTS,
+            rate_per_s=rate_per_s,
+            duration_s=duration_s,
+        )
+
+
+async def pgbench(
+    run: Run, database: str, token_hash: str, duration_s: float, *, rate: float | None = None
+) -> dict[str, Any]:
+    """Closed loop, or at `rate` transactions/s in all (`--rate`: latency from the scheduled
+    start, as `openloop.offered` measures the API's)."""
     prefix = run.out / f"pgbench-{time.monotonic_ns()}"
     env = dict(os.environ, PGPASSWORD=PASSWORD)
     code, out = await command(
@@ -227,6 +275,7 @@ async def pgbench(run: Run, database: str, token_hash: str, duration_s: float) -
             "2",
             "-T",
             f"{duration_s:.0f}",
+            *(["--rate", f"{rate:.1f}"] if rate is not None else []),
             "-f",
             str(BENCH / "writes.pgbench"),
             "-D",
@@ -256,6 +305,7 @@ async def pgbench(run: Run, database: str, token_hash: str, duration_s: float) -
     failed = next((ln for ln in text.splitlines() if "failed" in ln or "aborted" in ln), "")
     return {
         "seconds": duration_s,
+        **({"offered_per_s": rate} if rate is not None else {}),
         "writes": len(latencies),
         "writes_per_s": tps,
         "p50_ms": percentile(latencies, 50),
