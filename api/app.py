@@ -37,6 +37,7 @@ from tether.api.routes import (
     watch,
     webhooks,
 )
+from tether.api.routes.leanwrite import LeanDispatch, LeanWriteRoute
 from tether.api.store import Store
 
 V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs, volumes, webhooks, nodes)
@@ -69,6 +70,8 @@ def create_app(
         version="1",
         description="Desired state of Docker-hosted projects.",
     )
+    lean = [r for r in lifecycle.router.routes if isinstance(r, LeanWriteRoute)]
+    app.add_middleware(LeanDispatch, routes=lean)
     # Volume imports stream their (larger) bodies to their route, which limits them itself.
     app.add_middleware(BodyLimit, limit=max_body_bytes, streamed=volumes.ARCHIVE_PATH)
     app.add_middleware(RequestRecord, routes=lambda: app.router.routes)

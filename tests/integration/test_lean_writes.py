@@ -15,6 +15,7 @@ from support import serving
 
 from tether.api.app import create_app
 from tether.api.appstate import _store
+from tether.api.errors import TetherError
 from tether.api.models import DeploymentSpec, Principal
 from tether.api.routes import lifecycle
 from tether.api.routes.leanwrite import LeanWriteRoute
@@ -105,3 +106,33 @@ async def test_lean_answers_are_fastapis(store: Store, servers: dict[str, str]) 
     ]
     for asked, lean, full in zip(requests, answers[LEAN], answers[FULL], strict=True):
         assert lean == full, asked
+
+
+# Names that are also literal segments of other routes' paths, and ordinary ones.
+NAMES = ["shop", "a", "x" * 63, "status", "events", "deployments", "logs", "watch", "volumes"]
+NAMES += ["webhooks", "nodes", "start", "stop", "restart", "rollback", "projects", "v1"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_the_router_itself_picks_the_lean_route(name: str) -> None:
+    """`LeanDispatch` sends these requests to their lean route without the router: the router,
+    asked, picks the same route (no route before it matches)."""
+    app = create_app(None)  # type: ignore[arg-type]  # refused before any store is needed
+    lean = [r for r in lifecycle.router.routes if isinstance(r, LeanWriteRoute)]
+    for route in lean:
+        path = route.path.replace("{name}", name)
+        scope: dict[str, Any] = {
+            **{"type": "http", "method": "POST", "path": path, "raw_path": path.encode()},
+            **{"root_path": "", "query_string": b"", "headers": [], "app": app},
+            **{"client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "state": {}},
+        }
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(_message: Any) -> None:
+            raise AssertionError("refused before answering: no token")
+
+        with pytest.raises(TetherError, match="missing API token"):
+            await app.router(scope, receive, send)
+        assert scope["route"] is route, (path, scope["route"])
