@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from support import serving
 
 from tether.api.app import create_app
@@ -136,3 +137,27 @@ async def test_the_router_itself_picks_the_lean_route(name: str) -> None:
         with pytest.raises(TetherError, match="missing API token"):
             await app.router(scope, receive, send)
         assert scope["route"] is route, (path, scope["route"])
+
+
+async def test_lean_writes_are_counted_by_route_template(
+    store: Store, servers: dict[str, str]
+) -> None:
+    token = await store.create_token("alice")
+    await store.create_project("shop", ALICE)
+    await store.deploy("shop", SPEC, ALICE, start=True)
+
+    def counted(status: str) -> float:
+        labels = {"method": "POST", "route": "/v1/projects/{name}/stop", "status": status}
+        return REGISTRY.get_sample_value("tether_api_requests_total", labels) or 0.0
+
+    before = {status: counted(status) for status in ("200", "401", "404")}
+    async with httpx.AsyncClient(base_url=servers[LEAN], timeout=10) as http:
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert (await http.post("/v1/projects/shop/stop", headers=bearer)).status_code == 200
+        assert (await http.post("/v1/projects/ghost/stop", headers=bearer)).status_code == 404
+        assert (await http.post("/v1/projects/shop/stop")).status_code == 401
+    assert {status: counted(status) - before[status] for status in before} == {
+        "200": 1,
+        "401": 1,
+        "404": 1,
+    }
