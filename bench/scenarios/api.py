@@ -18,6 +18,9 @@ always have a write in flight: by Little's law their mean latency is 16 / throug
 either system does. So latency is also measured at a fixed offered rate, the same for tether and
 pgbench (half of pgbench's closed-loop rate in the same run), interleaved: pgbench `--rate`, and
 `openloop.offered` for the API, both charging each write from its scheduled start.
+
+With TETHER_BENCH_API_BASELINE=/path/to/another/tether, that build's `tether api` is measured too
+(system `baseline`, the same projects, interleaved with the rest): before/after under one load.
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
     tether = await Tether.open(database, STORE_PORTS, None, run.installation(scenario))
     admin = await asyncpg.connect(database.dsn(CLIENT_ROLE))
     api = Api(run, database.dsn(API_ROLE))
+    # Another build of tether, measured beside this one on the same projects (never at the same
+    # time): a before/after comparison that shares the machine's load of the moment.
+    other = os.environ.get("TETHER_BENCH_API_BASELINE")
+    baseline = Api(run, database.dsn(API_ROLE), other, "api-baseline.log") if other else None
+    apis = {"tether": api, **({"baseline": baseline} if baseline else {})}
     results: dict[str, Any] = {"clients": CLIENTS, "duration_s": duration_s, "repeats": repeats}
     try:
         token = await tether.store.create_token(OWNER.owner)
@@ -79,7 +87,9 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
         for group in names.values():
             await tether.create(group, start=True)
         await tether.close()
-        await api.start()
+        for each in apis.values():
+            await each.start()
+        names["baseline"] = names["tether"]
 
         async def reset(system: str) -> None:
             await admin.execute(
@@ -97,7 +107,7 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
             )
 
         systems: dict[str, Any] = {
-            "tether": lambda d: api.wrk(token, d),
+            **{system: _closed(each, token) for system, each in apis.items()},
             "pgbench": lambda d: pgbench(run, database.name, hash_token(token), d),
             "asyncpg": lambda d: replay(database.dsn(CLIENT_ROLE), hash_token(token), d),
         }
@@ -114,12 +124,13 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
                 for system in order[shift:] + order[:shift]:
                     await reset(system)
                     before = await writes(system)
-                    cpu0 = process_cpu_seconds(api.pid)
+                    served = apis.get(system)
+                    cpu0 = process_cpu_seconds(served.pid) if served else 0.0
                     outcome = await go[system](duration_s)
                     outcome["changed_writes"] = await writes(system) - before
-                    if system == "tether":
+                    if served:
                         outcome["api_cpu_pct_of_core"] = (
-                            100 * (process_cpu_seconds(api.pid) - cpu0) / outcome["seconds"]
+                            100 * (process_cpu_seconds(served.pid) - cpu0) / outcome["seconds"]
                         )
                     runs[system].append(outcome)
                     await asyncio.sleep(1.0)
@@ -131,7 +142,7 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
         rate = OFFERED_SHARE * statistics.median(r["writes_per_s"] for r in runs["pgbench"])
         fixed = await interleaved(
             {
-                "tether": lambda d: api.offered(token, rate, d),
+                **{system: _offered(each, token, rate) for system, each in apis.items()},
                 "pgbench": lambda d: pgbench(run, database.name, hash_token(token), d, rate=rate),
             }
         )
@@ -146,15 +157,28 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
         results["profile"] = summarize(raw) if raw else {"error": "py-spy could not record"}
     finally:
         await admin.close()
-        await api.stop()
+        for each in apis.values():
+            await each.stop()
     return results
+
+
+def _closed(api: Api, token: str) -> Any:
+    return lambda d: api.wrk(token, d)
+
+
+def _offered(api: Api, token: str, rate: float) -> Any:
+    return lambda d: api.offered(token, rate, d)
 
 
 class Api:
     """`tether api` as a child process (its defaults: one uvicorn worker, info log level)."""
 
-    def __init__(self, run: Run, dsn: str) -> None:
+    def __init__(
+        self, run: Run, dsn: str, binary: str | None = None, log_name: str = "api.log"
+    ) -> None:
         self._run = run
+        self._binary = binary or str(Path(PYTHON).parent / "tether")
+        self._log_name = log_name
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         env.update(
@@ -175,9 +199,7 @@ class Api:
         return int(self.child.pid)
 
     async def start(self) -> None:
-        self.child = self._run.spawn(
-            [str(Path(PYTHON).parent / "tether"), "api"], env=self._env, log_name="api.log"
-        )
+        self.child = self._run.spawn([self._binary, "api"], env=self._env, log_name=self._log_name)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -187,7 +209,9 @@ class Api:
                 return
             except OSError:
                 if self.child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("`tether api` did not start; see api.log") from None
+                    raise RuntimeError(
+                        f"`tether api` did not start; see {self._log_name}"
+                    ) from None
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
