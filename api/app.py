@@ -3,8 +3,9 @@
 Every write is idempotent and answers what is desired now and whether the request changed it; no
 answer is ever 409 because a project is already in the asked state.
 
-This module only assembles the app: its state (`appstate`), middleware (`bodylimit`, `metrics`),
-error answers (`error_responses`) and routes (`routes/`, one module per resource).
+This module only assembles the app: its state (`appstate`), middleware (`bodylimit`,
+`requestrecord`), error answers (`error_responses`) and routes (`routes/`, one module per
+resource).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 
 from tether.api import console, probes
-from tether.api.accesslog import AccessLog
 from tether.api.appstate import Streams, set_state
 from tether.api.archives import VolumeArchives
 from tether.api.auth import principal_of
@@ -22,9 +22,9 @@ from tether.api.bodylimit import BodyLimit
 from tether.api.console.sessions import SESSION_TTL_S
 from tether.api.error_responses import add_error_handlers
 from tether.api.logs import LogSource
-from tether.api.metrics import RequestMetrics
 from tether.api.ratelimit import FailureLimiter
 from tether.api.readiness import DatabaseReadiness
+from tether.api.requestrecord import RequestRecord
 from tether.api.routes import (
     deployments,
     events,
@@ -37,6 +37,7 @@ from tether.api.routes import (
     watch,
     webhooks,
 )
+from tether.api.routes.leanwrite import LeanDispatch, LeanWriteRoute
 from tether.api.store import Store
 
 V1_ROUTERS = (projects, deployments, lifecycle, events, watch, logs, volumes, webhooks, nodes)
@@ -69,10 +70,11 @@ def create_app(
         version="1",
         description="Desired state of Docker-hosted projects.",
     )
+    lean = [r for r in lifecycle.router.routes if isinstance(r, LeanWriteRoute)]
+    app.add_middleware(LeanDispatch, routes=lean)
     # Volume imports stream their (larger) bodies to their route, which limits them itself.
     app.add_middleware(BodyLimit, limit=max_body_bytes, streamed=volumes.ARCHIVE_PATH)
-    app.add_middleware(RequestMetrics, routes=lambda: app.router.routes)
-    app.add_middleware(AccessLog, routes=lambda: app.router.routes)
+    app.add_middleware(RequestRecord, routes=lambda: app.router.routes)
     add_error_handlers(app)
     set_state(
         app,

@@ -103,6 +103,13 @@ async def _caller(
     return principal
 
 
+async def caller_of(request: Request) -> Principal:
+    """The `Caller` dependency outside FastAPI's dependency solving: for the lean write routes
+    (`tether.api.routes.leanwrite`), with the same token parsing, checks and refusals."""
+    state = request.app.state
+    return await _caller(request, await BEARER(request), state.store, state.auth_limiter)
+
+
 async def principal_of(
     request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:

@@ -25,9 +25,20 @@ class BodyLimit:
         ):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
+        declared = None
+        chunked = False
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+            elif key == b"transfer-encoding":
+                chunked = True
+        if not chunked and (declared is None or declared.isdigit()):
+            # The server frames an HTTP/1.1 body by its declared length (none declared: there is
+            # no body), so the app can read no more than that: nothing to count.
+            if declared is not None and int(declared) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
         # Read the whole body (at most `limit` bytes) before the app sees any of it: a body sent
         # without a length (chunked) is refused as soon as it passes the limit. Raising from a

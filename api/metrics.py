@@ -8,12 +8,11 @@ not a standard one is counted as `other`.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 API_REQUESTS = Counter(
     "tether_api_requests",
@@ -48,37 +47,20 @@ def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
     return str(getattr(partial, "path", UNMATCHED)) if partial is not None else UNMATCHED
 
 
-class RequestMetrics:
-    """Counts every HTTP request the API answers; `routes` gives the app's routes."""
+# Each label set's children, looked up once: `labels()` validates and locks on every call.
+_COUNTERS: dict[tuple[str, str, str], Counter] = {}
+_TIMERS: dict[tuple[str, str], Histogram] = {}
 
-    def __init__(self, app: ASGIApp, routes: Callable[[], Sequence[BaseRoute]]) -> None:
-        self.app = app
-        self.routes = routes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        began = time.perf_counter()
-        method = scope["method"] if scope["method"] in METHODS else "other"
-        counted = False
-
-        def count(status: int) -> None:
-            nonlocal counted
-            counted = True
-            route = route_template(scope, self.routes())
-            API_REQUESTS.labels(method, route, str(status)).inc()
-            API_REQUEST_SECONDS.labels(method, route).observe(time.perf_counter() - began)
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and not counted:
-                count(int(message["status"]))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        except Exception:
-            if not counted:
-                count(500)  # failed before answering: the server error handler answers 500
-            raise
-        # A request that got no answer at all (its client went away first) is not counted.
+def count_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one request whose answer started after `seconds` (`route` from `route_template`)."""
+    method = method if method in METHODS else "other"
+    key = (method, route, str(status))
+    counter = _COUNTERS.get(key)
+    if counter is None:
+        counter = _COUNTERS[key] = API_REQUESTS.labels(*key)
+    counter.inc()
+    timer = _TIMERS.get(key[:2])
+    if timer is None:
+        timer = _TIMERS[key[:2]] = API_REQUEST_SECONDS.labels(method, route)
+    timer.observe(seconds)

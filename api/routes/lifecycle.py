@@ -3,6 +3,8 @@ earlier deployment back."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,10 +12,29 @@ from tether.api.appstate import StoreDep
 from tether.api.auth import Caller
 from tether.api.models import MAX_INT, DesiredState, WriteResult
 from tether.api.routes import V1
+from tether.api.routes.leanwrite import LeanWriteRoute
 from tether.api.routes.params import IfMatch, NamePath, expected_generation
 from tether.api.routes.responses import WRITE_ERRORS
 
 router = APIRouter(prefix=V1)
+Write = Callable[..., Awaitable[WriteResult]]
+
+
+def lean_write(path: str) -> Callable[[Write], Write]:
+    """`@router.post(path, ...)` of a write, served as a `LeanWriteRoute`."""
+
+    def register(endpoint: Write) -> Write:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            response_model=WriteResult,
+            responses=WRITE_ERRORS,
+            route_class_override=LeanWriteRoute,
+        )
+        return endpoint
+
+    return register
 
 
 class RollbackRequest(BaseModel):
@@ -24,7 +45,7 @@ class RollbackRequest(BaseModel):
     )
 
 
-@router.post("/projects/{name}/start", response_model=WriteResult, responses=WRITE_ERRORS)
+@lean_write("/projects/{name}/start")
 async def start(
     name: NamePath, caller: Caller, store: StoreDep, if_match: IfMatch = None
 ) -> WriteResult:
@@ -33,7 +54,7 @@ async def start(
     )
 
 
-@router.post("/projects/{name}/stop", response_model=WriteResult, responses=WRITE_ERRORS)
+@lean_write("/projects/{name}/stop")
 async def stop(
     name: NamePath, caller: Caller, store: StoreDep, if_match: IfMatch = None
 ) -> WriteResult:
@@ -42,7 +63,7 @@ async def stop(
     )
 
 
-@router.post("/projects/{name}/restart", response_model=WriteResult, responses=WRITE_ERRORS)
+@lean_write("/projects/{name}/restart")
 async def restart(
     name: NamePath, caller: Caller, store: StoreDep, if_match: IfMatch = None
 ) -> WriteResult:

@@ -12,6 +12,15 @@
 All three against the same Postgres, each on its own 800 projects, interleaved (the order rotates
 every repetition). No operator runs: a write's cost is its transaction and its HTTP request.
 Latency is per write (wrk's and pgbench's per-request logs; perf_counter for asyncpg).
+
+Closed loop (each client sends its next write when the previous one is answered), 16 clients
+always have a write in flight: by Little's law their mean latency is 16 / throughput, whatever
+either system does. So latency is also measured at a fixed offered rate, the same for tether and
+pgbench (half of pgbench's closed-loop rate in the same run), interleaved: pgbench `--rate`, and
+`openloop.offered` for the API, both charging each write from its scheduled start.
+
+With TETHER_BENCH_API_BASELINE=/path/to/another/tether, that build's `tether api` is measured too
+(system `baseline`, the same projects, interleaved with the rest): before/after under one load.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import glob
 import json
 import os
 import shutil
+import statistics
 import time
 import urllib.request
 from pathlib import Path
@@ -38,9 +48,11 @@ from harness import (
     Run,
     command,
     free_port,
+    load_average,
     process_cpu_seconds,
 )
 from measures import percentile
+from openloop import offered
 from profiling import record, summarize
 from tether.api.models import DesiredState
 from tether.api.queries import sql
@@ -49,6 +61,7 @@ from tether_side import OWNER, Tether, docker_url
 
 CLIENTS = 16
 PER_CLIENT = 50
+OFFERED_SHARE = 0.5  # the fixed rate, as a share of pgbench's closed-loop writes/s
 STORE_PORTS = PortRange(30000, 39999)  # stored per project, never published: no operator runs
 
 
@@ -58,6 +71,11 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
     tether = await Tether.open(database, STORE_PORTS, None, run.installation(scenario))
     admin = await asyncpg.connect(database.dsn(CLIENT_ROLE))
     api = Api(run, database.dsn(API_ROLE))
+    # Another build of tether, measured beside this one on the same projects (never at the same
+    # time): a before/after comparison that shares the machine's load of the moment.
+    other = os.environ.get("TETHER_BENCH_API_BASELINE")
+    baseline = Api(run, database.dsn(API_ROLE), other, "api-baseline.log") if other else None
+    apis = {"tether": api, **({"baseline": baseline} if baseline else {})}
     results: dict[str, Any] = {"clients": CLIENTS, "duration_s": duration_s, "repeats": repeats}
     try:
         token = await tether.store.create_token(OWNER.owner)
@@ -69,7 +87,9 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
         for group in names.values():
             await tether.create(group, start=True)
         await tether.close()
-        await api.start()
+        for each in apis.values():
+            await each.start()
+        names["baseline"] = names["tether"]
 
         async def reset(system: str) -> None:
             await admin.execute(
@@ -87,30 +107,47 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
             )
 
         systems: dict[str, Any] = {
-            "tether": lambda d: api.wrk(token, d),
+            **{system: _closed(each, token) for system, each in apis.items()},
             "pgbench": lambda d: pgbench(run, database.name, hash_token(token), d),
             "asyncpg": lambda d: replay(database.dsn(CLIENT_ROLE), hash_token(token), d),
         }
         for system, go in systems.items():  # warm-up: connections, pools, prepared statements
             await reset(system)
             await go(3.0)
-        runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-        order = list(systems)
-        for rep in range(repeats):
-            shift = rep % len(order)
-            for system in order[shift:] + order[:shift]:
-                await reset(system)
-                before = await writes(system)
-                cpu0 = process_cpu_seconds(api.pid)
-                outcome = await systems[system](duration_s)
-                outcome["changed_writes"] = await writes(system) - before
-                if system == "tether":
-                    outcome["api_cpu_pct_of_core"] = (
-                        100 * (process_cpu_seconds(api.pid) - cpu0) / outcome["seconds"]
-                    )
-                runs[system].append(outcome)
-                await asyncio.sleep(1.0)
+
+        async def interleaved(go: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+            """`repeats` runs of each system, the order rotating every repetition."""
+            runs: dict[str, list[dict[str, Any]]] = {s: [] for s in go}
+            order = list(go)
+            for rep in range(repeats):
+                shift = rep % len(order)
+                for system in order[shift:] + order[:shift]:
+                    await reset(system)
+                    before = await writes(system)
+                    served = apis.get(system)
+                    cpu0 = process_cpu_seconds(served.pid) if served else 0.0
+                    outcome = await go[system](duration_s)
+                    outcome["changed_writes"] = await writes(system) - before
+                    if served:
+                        outcome["api_cpu_pct_of_core"] = (
+                            100 * (process_cpu_seconds(served.pid) - cpu0) / outcome["seconds"]
+                        )
+                    runs[system].append(outcome)
+                    await asyncio.sleep(1.0)
+            return runs
+
+        runs = await interleaved(systems)
         results["runs"] = runs
+        results["load_after_closed_loop"] = load_average()
+        rate = OFFERED_SHARE * statistics.median(r["writes_per_s"] for r in runs["pgbench"])
+        fixed = await interleaved(
+            {
+                **{system: _offered(each, token, rate) for system, each in apis.items()},
+                "pgbench": lambda d: pgbench(run, database.name, hash_token(token), d, rate=rate),
+            }
+        )
+        results["fixed_rate"] = {"rate_per_s": rate, "share": OFFERED_SHARE, "runs": fixed}
+        results["load_after_fixed_rate"] = load_average()
         await reset("tether")
         profile_s = 5 if run.quick else 15
         wrk_task = asyncio.create_task(api.wrk(token, profile_s + 2))
@@ -120,15 +157,28 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
         results["profile"] = summarize(raw) if raw else {"error": "py-spy could not record"}
     finally:
         await admin.close()
-        await api.stop()
+        for each in apis.values():
+            await each.stop()
     return results
+
+
+def _closed(api: Api, token: str) -> Any:
+    return lambda d: api.wrk(token, d)
+
+
+def _offered(api: Api, token: str, rate: float) -> Any:
+    return lambda d: api.offered(token, rate, d)
 
 
 class Api:
     """`tether api` as a child process (its defaults: one uvicorn worker, info log level)."""
 
-    def __init__(self, run: Run, dsn: str) -> None:
+    def __init__(
+        self, run: Run, dsn: str, binary: str | None = None, log_name: str = "api.log"
+    ) -> None:
         self._run = run
+        self._binary = binary or str(Path(PYTHON).parent / "tether")
+        self._log_name = log_name
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         env.update(
@@ -149,9 +199,7 @@ class Api:
         return int(self.child.pid)
 
     async def start(self) -> None:
-        self.child = self._run.spawn(
-            [str(Path(PYTHON).parent / "tether"), "api"], env=self._env, log_name="api.log"
-        )
+        self.child = self._run.spawn([self._binary, "api"], env=self._env, log_name=self._log_name)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -161,7 +209,9 @@ class Api:
                 return
             except OSError:
                 if self.child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("`tether api` did not start; see api.log") from None
+                    raise RuntimeError(
+                        f"`tether api` did not start; see {self._log_name}"
+                    ) from None
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
@@ -205,8 +255,30 @@ class Api:
             "errors": data["errors"] + data["non_2xx"],
         }
 
+    async def offered(self, token: str, rate_per_s: float, duration_s: float) -> dict[str, Any]:
+        """The writes of bench/writes.lua, at `rate_per_s` in all (`openloop.offered`)."""
+        head = f"Host: 127.0.0.1:{self.port}\r\nAuthorization: Bearer {token}\r\n"
 
-async def pgbench(run: Run, database: str, token_hash: str, duration_s: float) -> dict[str, Any]:
+        def request(client: int, k: int) -> bytes:
+            verb = "stop" if (k // PER_CLIENT) % 2 == 0 else "start"
+            path = f"/v1/projects/a-{client}-{k % PER_CLIENT}/{verb}"
+            return f"POST {path} HTTP/1.1\r\n{head}Content-Length: 0\r\n\r\n".encode()
+
+        return await offered(
+            "127.0.0.1",
+            self.port,
+            request,
+            clients=CLIENTS,
+            rate_per_s=rate_per_s,
+            duration_s=duration_s,
+        )
+
+
+async def pgbench(
+    run: Run, database: str, token_hash: str, duration_s: float, *, rate: float | None = None
+) -> dict[str, Any]:
+    """Closed loop, or at `rate` transactions/s in all (`--rate`: latency from the scheduled
+    start, as `openloop.offered` measures the API's)."""
     prefix = run.out / f"pgbench-{time.monotonic_ns()}"
     env = dict(os.environ, PGPASSWORD=PASSWORD)
     code, out = await command(
@@ -227,6 +299,7 @@ async def pgbench(run: Run, database: str, token_hash: str, duration_s: float) -
             "2",
             "-T",
             f"{duration_s:.0f}",
+            *(["--rate", f"{rate:.1f}"] if rate is not None else []),
             "-f",
             str(BENCH / "writes.pgbench"),
             "-D",
@@ -256,6 +329,7 @@ async def pgbench(run: Run, database: str, token_hash: str, duration_s: float) -
     failed = next((ln for ln in text.splitlines() if "failed" in ln or "aborted" in ln), "")
     return {
         "seconds": duration_s,
+        **({"offered_per_s": rate} if rate is not None else {}),
         "writes": len(latencies),
         "writes_per_s": tps,
         "p50_ms": percentile(latencies, 50),
