@@ -345,26 +345,25 @@ def _bulk(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
             ("start", "ready_s", "running_s"),
             ("stop", "converged_s", "exited_s"),
         ):
-            if not all(runs.get(system) for system in ("tether", "floor", "compose")):
-                for versus, target in (("floor", "≤ 1.10×"), ("compose", "< 1.00×")):
-                    d.target("2. bulk", f"{n} projects {direction}: tether / {versus}",
-                             "not measured (engine deadlock)", target, False)  # fmt: skip
-                rows.append([f"{n} {direction}", "–", "–", "–", "not measured", "not measured",
-                             "", ""])  # fmt: skip
+            most = BULK_TARGETS.get((n, direction), 1.10)
+            if not (runs.get("tether") and runs.get("floor")):
+                d.target("2. bulk", f"{n} projects {direction}: tether / floor",
+                         "not measured (engine deadlock)", f"≤ {most:.2f}×", False)  # fmt: skip
+                rows.append([f"{n} {direction}", "–", "–", "–", "not measured", "", "", ""])
                 continue
             t = _median([r[direction][key] for r in runs["tether"]])
             f = _median([r[direction][key] for r in runs["floor"]])
-            c = _median([r[direction][key] for r in runs["compose"]])
             t2 = _median([r[direction][docker_key] for r in runs["tether"]])
             f2 = _median([r[direction][docker_key] for r in runs["floor"]])
-            c2 = _median([r[direction][docker_key] for r in runs["compose"]])
+            composed = runs.get("compose") or []  # `--bulk-systems` may leave compose out
+            c = _median([r[direction][key] for r in composed]) if composed else None
+            c2 = _median([r[direction][docker_key] for r in composed]) if composed else None
             # Each repetition's own ratio (its systems ran back to back): their median and range.
             each = [
                 ratio(a[direction][key], b[direction][key])
                 for a, b in zip(runs["tether"], runs["floor"], strict=False)
             ]
-            vs_floor, vs_compose = _median(each), ratio(t, c)
-            most = BULK_TARGETS.get((n, direction), 1.10)
+            vs_floor = _median(each)
             ok_f = d.target(
                 "2. bulk",
                 f"{n} projects {direction}: tether / floor",
@@ -372,12 +371,17 @@ def _bulk(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
                 f"≤ {most:.2f}×",
                 vs_floor <= most,
             )
-            ok_c = d.target(
-                "2. bulk",
-                f"{n} projects {direction}: tether / compose",
-                f"{vs_compose:.2f}×",
-                "< 1.00×",
-                vs_compose < 1.0,
+            vs_compose = None if c is None else ratio(t, c)
+            ok_c = (
+                ""
+                if vs_compose is None
+                else d.target(
+                    "2. bulk",
+                    f"{n} projects {direction}: tether / compose",
+                    f"{vs_compose:.2f}×",
+                    "< 1.00×",
+                    vs_compose < 1.0,
+                )
             )
             calls = runs["tether"][-1][direction]["docker_calls"]
             passes = runs["tether"][-1][direction]["passes"]
@@ -389,12 +393,12 @@ def _bulk(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
                     _f(f, 2),
                     _f(c, 2),
                     f"{vs_floor:.2f}× ({min(each):.2f}–{max(each):.2f}) {ok_f}",
-                    f"{vs_compose:.2f}× {ok_c}",
+                    "–" if vs_compose is None else f"{vs_compose:.2f}× {ok_c}",
                     f"{_f(t2, 2)} / {_f(f2, 2)} / {_f(c2, 2)}",
                     f"{per}; passes {sum(passes.values()) / n:.1f}",
                 ]
             )
-            plot[(n, direction)] = (t, f, c)
+            plot[(n, direction)] = (t, f, math.nan if c is None else c)
     d.table(
         [
             "N, direction",
@@ -965,11 +969,27 @@ def _api(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         }
 
     systems = {s: agg(s) for s in runs}
-    best = max(("pgbench", "asyncpg"), key=lambda s: systems[s]["writes_per_s"])
-    share = ratio(systems["tether"]["writes_per_s"], systems[best]["writes_per_s"])
-    ok_t = d.target("6. API", f"writes/s vs {best}", f"{share * 100:.0f} %", "≥ 50 %", share >= 0.5)
+    # Each repetition's own ratio (the systems ran back to back): their median and range.
+    each = [
+        ratio(a["writes_per_s"], b["writes_per_s"])
+        for a, b in zip(runs["tether"], runs["pgbench"], strict=False)
+    ]
+    share = _median(each)
+    ok_t = d.target(
+        "6. API",
+        "writes/s vs pgbench (closed loop)",
+        f"{share * 100:.0f} % ({min(each) * 100:.0f}–{max(each) * 100:.0f} %)",
+        "≥ 75 %",
+        share >= 0.75,
+    )
     p99 = systems["tether"]["p99_ms"]
-    ok_p = d.target("6. API", "p99 latency", f"{_f(p99, 1)} ms", "≤ 50 ms", p99 <= 50)
+    ok_p = d.target(
+        "6. API",
+        "p99 latency (closed loop)",
+        f"{_f(p99, 1)} ms (pgbench {_f(systems['pgbench']['p99_ms'], 1)} ms)",
+        "≤ 15 ms",
+        p99 <= 15,
+    )
     rows = []
     for system, label in (
         ("tether", "tether API (HTTP)"),
@@ -1001,12 +1021,57 @@ def _api(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         rows,
     )
     cpu = _mean([r.get("api_cpu_pct_of_core", math.nan) for r in runs["tether"]])
+    writes = _mean([r["writes_per_s"] for r in runs["tether"]])
     d(
-        f"tether: {share * 100:.0f} % of the best baseline's throughput ({ok_t}), p99 "
-        f"{_f(p99, 1)} ms ({ok_p}). The API process used {_f(cpu)} % of one core meanwhile.",
+        f"tether: {share * 100:.0f} % of pgbench's throughput (median of the repetitions' "
+        f"ratios; {ok_t}), p99 {_f(p99, 1)} ms ({ok_p}). The API process used {_f(cpu)} % of "
+        f"one core meanwhile: {_f(10 * cpu / writes if writes else math.nan, 2)} ms of CPU per "
+        "write. With 16 clients that each wait for their answer (a closed loop), the mean "
+        "latency is 16 / throughput (Little's law): at 1,000 writes/s it is 16 ms, so a p99 "
+        "of 15 ms cannot be reached in a closed loop by any system as fast as pgbench here. "
+        "Latency is therefore also measured at a fixed offered rate, below.",
         "",
     )
+    _api_fixed_rate(d, data.get("fixed_rate"))
     _profile_section(d, data.get("profile"), "the API process under the same load")
+
+
+def _api_fixed_rate(d: Doc, fixed: dict[str, Any] | None) -> None:
+    """Latency at a fixed offered rate (an open loop: bench/openloop.py and pgbench --rate)."""
+    if not fixed:
+        return
+    rate = fixed["rate_per_s"]
+    runs = fixed["runs"]
+    p99 = _median([r["p99_ms"] for r in runs["tether"]])
+    floor = _median([r["p99_ms"] for r in runs["pgbench"]])
+    ok = d.target(
+        "6. API",
+        f"p99 latency at a fixed {_f(rate)} writes/s",
+        f"{_f(p99, 1)} ms (pgbench {_f(floor, 1)} ms)",
+        "≤ 15 ms",
+        p99 <= 15,
+    )
+    d(
+        f"At a fixed offered rate of {_f(rate)} writes/s ({fixed['share'] * 100:.0f} % of "
+        "pgbench's closed-loop median), Poisson arrivals over 16 connections, each write's "
+        "latency counted from when it was due (pgbench `--rate` counts the same way), "
+        "interleaved; medians of the repetitions:",
+        "",
+    )
+    labels = {"tether": "tether API (HTTP)", "pgbench": "pgbench, same SQL"}
+    rows = []
+    for system, rs in runs.items():
+        rows.append(
+            [
+                labels.get(system, system),
+                _f(_median([r["writes_per_s"] for r in rs])),
+                _f(_median([r["p50_ms"] for r in rs]), 1),
+                _f(_median([r["p99_ms"] for r in rs]), 1),
+                " / ".join(_f(r["p99_ms"], 1) for r in rs),
+            ]
+        )
+    d.table(["", "writes/s", "p50 ms", "p99 ms", "p99 ms of each run"], rows)
+    d(f"tether's p99 at this rate: {_f(p99, 1)} ms ({ok}).", "")
 
 
 def cli_section(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
