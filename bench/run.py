@@ -219,6 +219,9 @@ def main(argv: list[str]) -> int:
     unknown = set(only) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if len(args.bulk_sizes) != len(args.bulk_repeats):
+        parser.error("--bulk-sizes and --bulk-repeats need one number each per size, e.g. "
+                     "--bulk-sizes 50,200 --bulk-repeats 3,2")  # fmt: skip
     run = Run(quick=args.quick, out_root=BENCH / "out")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     say(f"run {run.id}: raw results in {run.out}")
@@ -231,8 +234,6 @@ def main(argv: list[str]) -> int:
             engine.start(default_images())
             os.environ["DOCKER_HOST"] = engine.url
         run.start_postgres()
-        if len(args.bulk_sizes) != len(args.bulk_repeats):
-            parser.error("--bulk-sizes and --bulk-repeats need one number each per size")
         results = asyncio.run(measure_all(run, only, args.what_if, args))
         results["elapsed_s"] = round(time.monotonic() - began, 1)
         run.write_json("results.json", results)
