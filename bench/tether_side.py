@@ -251,6 +251,7 @@ class OperatorProcess:
         env.update(
             TETHER_PROXY_DIR=str(proxy_dir), TETHER_PROXY_SOCKET=str(proxy_dir / "admin.sock")
         )
+        self.proxy_dir = proxy_dir
         self._proxy_socket = proxy_dir / "admin.sock"
         self.proxy: Any = None
         self._env = env
@@ -286,8 +287,12 @@ class OperatorProcess:
             await conn.close()
         await asyncio.sleep(1.0)  # its first resync, from taking the lease
 
+    async def stop_operator(self) -> int:
+        """The operator only: its proxy goes on serving the routes (and answering reads of them)."""
+        return await self._run.stop_child(self.child)
+
     async def stop(self) -> int:
-        code = await self._run.stop_child(self.child)
+        code = await self.stop_operator()
         if self.proxy is not None:
             await self._run.stop_child(self.proxy)
         return code

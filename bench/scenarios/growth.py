@@ -73,13 +73,16 @@ async def measure(
         running = [f"g-run-{i}" for i in range(RUNNING)]
         await tether.converged(await tether.create(running, start=True), "Ready")
         await tether.converged(await tether.create(["g-stop"], start=False), "Stopped")
-        await operator_process.stop()
+        # The in-process operator below reads the routes of the proxy the process started.
+        await operator_process.stop_operator()
 
         settings = Settings(
             database_url=database.dsn(OPERATOR_ROLE),
             installation_id=installation,
             port_range=f"{ports.first}-{ports.last}",
             docker_url=docker_url(),
+            proxy_dir=str(operator_process.proxy_dir),
+            proxy_socket=str(operator_process.proxy_dir / "admin.sock"),
         )
         store = await Store.connect(settings.database_url, settings.ports)
         driver = DockerDriver(settings.docker_url, installation, concurrency=16)
