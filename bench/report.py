@@ -154,11 +154,22 @@ def _head(d: Doc, results: dict[str, Any], out: Path) -> None:
             "test suites (real Postgres, real Docker) on it and on the same 2 cores. "
         )
         + "Each item is therefore measured interleaved with its baseline, repeated (≥ 30 runs "
-        "for latencies, 2 repetitions for the API and for bulk at 50 projects, 1 at 200), and "
-        "judged on medians and ratios; a re-run moves absolute figures by tens of percent, ratios "
-        "much less.",
+        f"for latencies; {_repeats(results)}), and judged on medians and ratios; a re-run "
+        "moves absolute figures by tens of percent, ratios much less.",
         "",
     )
+
+
+def _repeats(results: dict[str, Any]) -> str:
+    """How many repetitions the API and bulk items ran, as measured."""
+    said = []
+    api = results.get("api") or {}
+    if api.get("repeats"):
+        said.append(f"{api['repeats']} repetitions for the API")
+    bulk = results.get("bulk") or {}
+    for n, times in zip(bulk.get("sizes", []), bulk.get("repeats", []), strict=False):
+        said.append(f"{times} for bulk at {n} projects")
+    return ", ".join(said) or "as each item's section says"
 
 
 def _what_ifs(results: dict[str, Any]) -> dict[str, str]:
