@@ -13,7 +13,7 @@ import aiodocker
 import httpx
 import pytest
 from servers import installation_env, proxy_ready, server_process, short_dir
-from support import free_port, remove_containers
+from support import free_port, remove_containers, wait_for
 
 from tether.api.store import PortRange, Store
 from tether.cli.main import run
@@ -94,6 +94,13 @@ async def test_logs_work_through_an_api_without_docker_access(
             assert code == 0, err
             assert out == "out-1\nout-2\n"
             assert "err-1\n" in err
+            # Docker copies a container's output to its log on its own time: the workload's
+            # last line (on stderr, once it serves) may reach the log after Ready was recorded.
+
+            async def served_line_logged() -> bool:
+                return "workload: serving" in (await tether("logs", "shop"))[2]
+
+            await wait_for(served_line_logged, "the workload's serving line in its log")
             code, out, err = await tether("logs", "shop", "--tail", "1")
             assert (code, out) == (0, "")
             assert err.startswith("workload: serving /www on port 8080")
