@@ -12,6 +12,12 @@ from tether.api.models import HealthCheck
 
 # "HTTP/1.1 204 No Content": the status line is all a probe reads.
 _STATUS_LINE = re.compile(rb"HTTP/\d\.\d (\d{3})(?: |\r?$)")
+# An endpoint the proxy routes to carries its clients' requests: it counts as not answering only
+# after this many failed probes in a row, RETRY_S apart, so that one answer slowed past the
+# timeout (a loaded machine) does not hold every client. Docker's HEALTHCHECK (--retries) and
+# HAProxy (fall) count 3 too.
+ROUTED_MISSES = 3
+ROUTED_RETRY_S = 0.1
 
 
 def probe_host(publish_address: str) -> str:
@@ -49,6 +55,18 @@ class Prober:
                 return await self._probe(host, int(number), path)
         except (OSError, TimeoutError, ValueError):
             return False
+
+    async def still_answers(
+        self, check: HealthCheck | None, port: int | None, address: str
+    ) -> bool:
+        """Whether the routed endpoint `address` answers, by up to ROUTED_MISSES probes: the
+        first that answers ends it."""
+        for attempt in range(ROUTED_MISSES):
+            if attempt:
+                await asyncio.sleep(ROUTED_RETRY_S)
+            if await self.healthy_at(check, port, address):
+                return True
+        return False
 
     async def _probe(self, host: str, port: int, path: str | None) -> bool:
         reader, writer = await asyncio.open_connection(host, port)

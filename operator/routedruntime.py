@@ -55,7 +55,9 @@ class RoutedRuntime(Generic[DriverT]):
         routed: Reachable | None,
     ) -> dict[str, bool]:
         """The endpoint of each of the `serving` workloads that runs an asked-for deployment,
-        or that the route leads to (`routed`), probed afresh on its own upstream, by id."""
+        or that the route leads to (`routed`), probed afresh on its own upstream, by id. The
+        routed one, which serves, is given the benefit of a few probes before it counts as down
+        (`Prober.still_answers`)."""
         want = effective_want(desired, memory) if desired.running else None
         if want is None:
             return {}
@@ -66,9 +68,10 @@ class RoutedRuntime(Generic[DriverT]):
                 continue
             if workload == routed or any(w.matches(workload) for w in asked):
                 spec = deployment_of(workload, desired) or want.deployment
-                healthy[workload.id] = await self._prober.healthy_at(
-                    spec.health, spec.port, workload.upstream
+                probe = (
+                    self._prober.still_answers if workload == routed else self._prober.healthy_at
                 )
+                healthy[workload.id] = await probe(spec.health, spec.port, workload.upstream)
         return healthy
 
     async def _reroute(self, step: SetRoute | RemoveRoute) -> None:

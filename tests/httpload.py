@@ -87,8 +87,6 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     status = await reader.readline()
     if not status:
         raise ValueError("the connection was closed before an answer")
-    if not status.startswith(b"HTTP/1.1 200"):
-        raise ValueError(f"answered {status.decode(errors='replace').strip()!r}")
     length, keep = None, True
     while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
         name, _, value = line.decode("latin-1").partition(":")
@@ -98,5 +96,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
             keep = False
     if length is None:
         raise ValueError("an answer without Content-Length")
-    body = await reader.readexactly(length)
-    return body.decode().strip(), keep
+    body = (await reader.readexactly(length)).decode(errors="replace").strip()
+    if not status.startswith(b"HTTP/1.1 200"):
+        # The body tells whose answer it was: the proxy's ("no route", "held too long", "No
+        # server is available") or the workload's.
+        raise ValueError(f"answered {status.decode(errors='replace').strip()!r}: {body[:120]!r}")
+    return body, keep

@@ -18,7 +18,7 @@ from tether.api.settings import Settings
 from tether.api.store import Store
 from tether.cli.server import bind
 from tether.operator.engine.docker.driver import DockerDriver
-from tether.operator.labels import LABEL_INSTALLATION
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.runtimes import engine_runtime
 from tether.operator.service import Operator
 
@@ -89,6 +89,25 @@ async def serving(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+async def project_containers(
+    docker: aiodocker.Docker, installation: str, project: str
+) -> list[dict[str, Any]]:
+    """The project's containers, each inspected; one removed between the list and its inspect
+    is left out (it is not there any more)."""
+    listed = await docker.containers.list(
+        all=True,
+        filters={"label": [f"{LABEL_INSTALLATION}={installation}", f"{LABEL_PROJECT}={project}"]},
+    )
+    shown = []
+    for container in listed:
+        try:
+            shown.append(await container.show())
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
+    return shown
 
 
 async def remove_containers(docker: aiodocker.Docker, installation: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from support import free_port
 
 from tether.api.models import HealthCheck, HttpCheck, TcpCheck
-from tether.operator.health import Prober
+from tether.operator.health import ROUTED_MISSES, Prober
 
 HTTP = HttpCheck(type="http", path="/healthz", timeout_s=0.5)
 TCP = TcpCheck(type="tcp", timeout_s=0.5)
@@ -22,9 +22,14 @@ class Canned:
         self.requests: list[bytes] = []
         self._servers: list[asyncio.Server] = []
 
-    async def serve(self, answer: bytes) -> int:
+    async def serve(self, answer: bytes, *later: bytes) -> int:
+        """`answer` to each request, or, with `later` answers, `answer` to the first and each
+        of `later` to the next ones (the last for all after)."""
+        answers = [answer, *later]
+
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.requests.append(await reader.readline())
+            answer = answers[min(len(self.requests), len(answers)) - 1]
             if answer:
                 writer.write(answer)
                 await writer.drain()
@@ -92,3 +97,23 @@ async def test_a_tcp_check_wants_the_port_to_accept(
 
 async def test_a_deployment_without_a_port_has_no_endpoint_to_probe() -> None:
     assert await Prober("127.0.0.1").healthy(None, None, free_port())
+
+
+FAILED = b"HTTP/1.1 500 Internal Server Error\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\n\r\n"
+
+
+async def test_a_routed_endpoint_that_misses_fewer_probes_than_the_limit_still_answers(
+    canned: Canned,
+) -> None:
+    port = await canned.serve(*[FAILED] * (ROUTED_MISSES - 1), OK)
+    assert await Prober("127.0.0.1").still_answers(HTTP, 8080, f"127.0.0.1:{port}")
+    assert len(canned.requests) == ROUTED_MISSES
+
+
+async def test_a_routed_endpoint_that_misses_the_limit_in_a_row_does_not_answer(
+    canned: Canned,
+) -> None:
+    port = await canned.serve(*[FAILED] * ROUTED_MISSES, OK)
+    assert not await Prober("127.0.0.1").still_answers(HTTP, 8080, f"127.0.0.1:{port}")
+    assert len(canned.requests) == ROUTED_MISSES

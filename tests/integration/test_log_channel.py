@@ -101,9 +101,13 @@ async def test_logs_work_through_an_api_without_docker_access(
                 return "workload: serving" in (await tether("logs", "shop"))[2]
 
             await wait_for(served_line_logged, "the workload's serving line in its log")
-            code, out, err = await tether("logs", "shop", "--tail", "1")
-            assert (code, out) == (0, "")
+            # Docker copies stdout and stderr each on its own: "out-2" and the serving line,
+            # written a moment apart, may reach the log in either order, but both after err-1
+            # (0.3 s before them).
+            code, out, err = await tether("logs", "shop", "--tail", "2")
+            assert (code, out) == (0, "out-2\n")
             assert err.startswith("workload: serving /www on port 8080")
+            assert "err-1" not in err
 
             # The channel serves nobody without the secret, nor with another.
             transport = httpx.AsyncHTTPTransport(uds=channel)

@@ -20,7 +20,7 @@ import structlog
 from faultproxy import CREATE, FaultProxy, summary
 from prometheus_client import REGISTRY
 from receiver import Receiver
-from support import Operators, remove_containers, wait_for
+from support import Operators, project_containers, remove_containers, wait_for
 
 from tether.api.models import (
     ConditionType,
@@ -37,7 +37,6 @@ from tether.api.vocabulary import WebhookEvent
 from tether.api.webhooks import WebhookCreate
 from tether.operator.desired import Want
 from tether.operator.engine.docker.driver import DockerDriver
-from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
 from tether.operator.runtimes import engine_runtime
 from tether.operator.service import Operator
 
@@ -107,21 +106,6 @@ async def proxied_operator(
         await driver.close()
 
 
-async def containers_of(
-    docker: aiodocker.Docker, settings: Settings, project: str
-) -> list[dict[str, Any]]:
-    listed = await docker.containers.list(
-        all=True,
-        filters={
-            "label": [
-                f"{LABEL_INSTALLATION}={settings.installation_id}",
-                f"{LABEL_PROJECT}={project}",
-            ]
-        },
-    )
-    return [await c.show() for c in listed]
-
-
 async def snapshot(store: Store, name: str) -> DesiredSnapshot:
     found = await store.desired(name)
     assert found is not None
@@ -172,7 +156,7 @@ async def test_deploy_becomes_ready_with_its_endpoint_answering(
     assert snap.status.phase == "Running"
     assert snap.status.endpoint == f"127.0.0.1:{snap.project.host_port}"
     assert snap.status.running_version == 1
-    [container] = await containers_of(docker_api, settings, "shop")
+    [container] = await project_containers(docker_api, settings.installation_id, "shop")
     assert container["State"]["Running"]
     assert container["HostConfig"]["RestartPolicy"]["Name"] == "no"
     assert container["Id"] == snap.status.container_id
@@ -189,7 +173,7 @@ async def test_stop_then_start_reuses_the_container(
     stopped = await wait_for(lambda: converged(store, "shop"), "shop stopped")
     assert stopped.status.phase == "Stopped"
     assert condition(stopped, ConditionType.READY) == "False"
-    [container] = await containers_of(docker_api, settings, "shop")
+    [container] = await project_containers(docker_api, settings.installation_id, "shop")
     assert not container["State"]["Running"]
 
     await store.set_desired_state("shop", DesiredState.RUNNING, ALICE)
@@ -213,7 +197,7 @@ async def test_drift_from_outside_is_repaired(
         await outside.delete(force=True)
 
     async def repaired() -> bool:
-        containers = await containers_of(docker_api, settings, "shop")
+        containers = await project_containers(docker_api, settings.installation_id, "shop")
         return len(containers) == 1 and containers[0]["State"]["Running"]
 
     await wait_for(repaired, f"shop running again after docker {how}")
@@ -231,7 +215,7 @@ async def test_container_started_from_outside_while_desired_stopped_is_stopped_a
     await docker_api.containers.container(snap.status.container_id).start()
 
     async def stopped_again() -> bool:
-        [container] = await containers_of(docker_api, settings, "shop")
+        [container] = await project_containers(docker_api, settings.installation_id, "shop")
         return not container["State"]["Running"]
 
     await wait_for(stopped_again, "shop stopped again")
@@ -245,7 +229,7 @@ async def test_restart_replaces_the_container(
     await store.restart("shop", ALICE)
     second = await wait_for(lambda: ready(store, "shop"), "shop Ready after restart")
     assert second.status.container_id != first.status.container_id
-    [container] = await containers_of(docker_api, settings, "shop")
+    [container] = await project_containers(docker_api, settings.installation_id, "shop")
     assert container["Id"] == second.status.container_id
     assert second.project.host_port == first.project.host_port
     assert await endpoint_answers(second)
@@ -259,7 +243,7 @@ async def test_healthy_v2_replaces_v1_on_the_same_endpoint(
     await store.deploy("shop", HEALTHY.model_copy(update={"env": {"RELEASE": "2"}}), ALICE)
     second = await wait_for(lambda: ready(store, "shop"), "v2 Ready")
     assert second.status.running_version == 2
-    [container] = await containers_of(docker_api, settings, "shop")
+    [container] = await project_containers(docker_api, settings.installation_id, "shop")
     assert container["Config"]["Labels"]["dev.tether.deployment"] == "2"
     assert "RELEASE=2" in container["Config"]["Env"]
     assert second.project.host_port == first.project.host_port
@@ -282,7 +266,9 @@ async def test_v2_that_never_gets_ready_is_rolled_back_to_v1(
     assert snap.status.running_version == 1
     assert await endpoint_answers(snap)
     running = [
-        c for c in await containers_of(docker_api, settings, "shop") if c["State"]["Running"]
+        c
+        for c in await project_containers(docker_api, settings.installation_id, "shop")
+        if c["State"]["Running"]
     ]
     assert [c["Config"]["Labels"]["dev.tether.deployment"] for c in running] == ["1"]
     reasons = [e.reason for e in await store.events("shop", ALICE)]
@@ -357,7 +343,7 @@ async def test_destroy_removes_containers_then_the_project(
         return await store.desired("shop") is None
 
     await wait_for(gone, "project deleted")
-    assert await containers_of(docker_api, settings, "shop") == []
+    assert await project_containers(docker_api, settings.installation_id, "shop") == []
 
 
 # The wait before restarting a crashed container, as documented (planner.crash_delay): none after

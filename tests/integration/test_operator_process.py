@@ -35,7 +35,7 @@ import standardwebhooks
 from faultproxy import CREATE, START, Call, Delay, FaultProxy, summary, unix_socket_of
 from httpload import Load
 from receiver import Receiver
-from support import elapsed, remove_containers, wait_for
+from support import elapsed, project_containers, remove_containers, wait_for
 from tcpproxy import TcpProxy
 
 from tether.api.errors import StoreUnavailable
@@ -122,21 +122,6 @@ async def spawn(
             await process.wait()
 
 
-async def containers(docker: aiodocker.Docker, installation: str) -> list[dict[str, Any]]:
-    listed = await docker.containers.list(
-        all=True,
-        filters={"label": [f"{LABEL_INSTALLATION}={installation}", f"{LABEL_PROJECT}=shop"]},
-    )
-    shown = []
-    for container in listed:
-        try:
-            shown.append(await container.show())
-        except aiodocker.DockerError as exc:
-            if exc.status != 404:  # removed since it was listed: not there any more
-                raise
-    return shown
-
-
 async def ready_at(store: Store, version: int) -> bool:
     snap = await store.desired("shop")
     if snap is None or snap.status is None:
@@ -190,7 +175,7 @@ async def test_sigterm_drains_and_exits_zero(
     assert lines[finished]["result"] != "crashed"
     assert said.index("operator stopped") > finished
     # Carried out, not cut short: the container the drained pass started runs.
-    [container] = await containers(docker_api, installation)
+    [container] = await project_containers(docker_api, installation, "shop")
     assert container["State"]["Running"]
 
 
@@ -225,7 +210,7 @@ async def restarted_to_v2(
     await wait_for(lambda: ready_at(store, 2), "v2 Ready after the restart", within_s=60)
 
     async def only_one() -> list[dict[str, Any]] | None:
-        found = await containers(docker_api, installation)
+        found = await project_containers(docker_api, installation, "shop")
         return found if len(found) == 1 else None
 
     [survivor] = await wait_for(only_one, "the v1 container drained and removed")
@@ -353,11 +338,11 @@ async def test_a_standby_takes_over_when_the_active_operator_dies(
     await active.wait()
     died = time.monotonic()
 
-    [container] = await containers(docker_api, installation)
+    [container] = await project_containers(docker_api, installation, "shop")
     await docker_api.containers.container(container["Id"]).kill()
 
     async def running_again() -> bool:
-        found = await containers(docker_api, installation)
+        found = await project_containers(docker_api, installation, "shop")
         return len(found) == 1 and found[0]["State"]["Running"]
 
     await wait_for(running_again, "the standby to repair the kill", within_s=30)
@@ -545,7 +530,7 @@ async def three_operators(fleet: Fleet, store: Store, ttl_s: float) -> Member:
 
 
 async def running_once(docker: aiodocker.Docker, installation: str) -> bool:
-    found = await containers(docker, installation)
+    found = await project_containers(docker, installation, "shop")
     return len(found) == 1 and bool(found[0]["State"]["Running"])
 
 
@@ -568,7 +553,7 @@ async def test_ha_sigkill_of_the_active_a_standby_is_active_within_2_s_and_repai
     [(epoch, _)] = active.acquisitions()
     active.process.kill()
     killed = time.monotonic()
-    [container] = await containers(docker_api, installation)
+    [container] = await project_containers(docker_api, installation, "shop")
     await docker_api.containers.container(container["Id"]).kill()
 
     new_epoch, took_over, successor = await fleet.takeover(epoch, within_s=10)

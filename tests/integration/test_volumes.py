@@ -36,7 +36,7 @@ from faultproxy import (
     server_error,
 )
 from scenarios.harness import PrivateEngine
-from support import Operators, remove_containers, serving, wait_for
+from support import Operators, project_containers, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
 from tether.api.models import (
@@ -53,7 +53,7 @@ from tether.api.store import Store
 from tether.operator.desired import Volume, volume_name
 from tether.operator.engine.docker.archive import DockerArchives
 from tether.operator.engine.docker.driver import DockerDriver
-from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_VERSION
+from tether.operator.labels import LABEL_INSTALLATION, LABEL_VERSION
 
 pytestmark = pytest.mark.docker
 
@@ -122,14 +122,6 @@ async def operator(
     await operators.stop()
 
 
-async def containers_of(
-    docker: aiodocker.Docker, settings: Settings, project: str
-) -> list[dict[str, Any]]:
-    labels = [f"{LABEL_INSTALLATION}={settings.installation_id}", f"{LABEL_PROJECT}={project}"]
-    listed = await docker.containers.list(all=True, filters={"label": labels})
-    return [await c.show() for c in listed]
-
-
 async def snapshot(store: Store, name: str) -> DesiredSnapshot:
     found = await store.desired(name)
     assert found is not None
@@ -180,7 +172,7 @@ async def test_data_written_by_v1_is_read_by_v2_then_kept_through_restart_and_ro
 ) -> None:
     first = await v1_ready(store)
     assert await served_log(first) == ["1"]
-    [container] = await containers_of(docker_api, settings, "shop")
+    [container] = await project_containers(docker_api, settings.installation_id, "shop")
     [mount] = container["Mounts"]
     assert (mount["Type"], mount["Name"], mount["Destination"], mount["RW"]) == (
         "volume",
@@ -204,7 +196,8 @@ async def test_data_written_by_v1_is_read_by_v2_then_kept_through_restart_and_ro
     volumes = await store.volumes("shop", ALICE)
     assert [(v.name, v.in_target) for v in volumes] == [("data", True)]
     assert volumes[0].mounted_by == [
-        c["Name"].lstrip("/") for c in await containers_of(docker_api, settings, "shop")
+        c["Name"].lstrip("/")
+        for c in await project_containers(docker_api, settings.installation_id, "shop")
     ]
 
 

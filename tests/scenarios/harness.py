@@ -22,14 +22,14 @@ import structlog
 from cliuser import Cli
 from faultproxy import FaultProxy
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from support import remove_containers, serving, wait_for
+from support import project_containers, remove_containers, serving, wait_for
 
 from tether.api.app import create_app
 from tether.api.models import ConditionType, DesiredSnapshot, Event
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
 from tether.operator.engine.docker.driver import DockerDriver
-from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT, LABEL_RESTART, LABEL_VERSION
+from tether.operator.labels import LABEL_RESTART, LABEL_VERSION
 from tether.operator.runtimes import engine_runtime
 from tether.operator.service import Operator
 
@@ -136,23 +136,7 @@ class Stack(Projects):
         return self.operators[0]
 
     async def containers(self, project: str) -> list[dict[str, Any]]:
-        listed = await self.docker.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"{LABEL_INSTALLATION}={self.settings.installation_id}",
-                    f"{LABEL_PROJECT}={project}",
-                ]
-            },
-        )
-        shown = []
-        for container in listed:
-            try:
-                shown.append(await container.show())
-            except aiodocker.DockerError as exc:
-                if exc.status != 404:  # removed since the list: not there any more
-                    raise
-        return shown
+        return await project_containers(self.docker, self.settings.installation_id, project)
 
     def passes(self, project: str) -> list[dict[str, Any]]:
         return [
