@@ -49,9 +49,10 @@ LOGS = "GET /containers/{id}/logs"
 VOLUME_LIST = "GET /volumes"
 VOLUME_CREATE = "POST /volumes/create"
 VOLUME_REMOVE = "DELETE /volumes/{id}"  # the volume's name as its id
-# Each kind of Docker call the operator makes, by the name the driver gives it.
+# Each kind of Docker call a pass makes, by the name the driver gives it. A pass lists nothing
+# while the driver's container index is trusted (operator/engine/docker/index.py): the list is
+# the resync's, once a period for every project.
 CALL_KINDS = {
-    "list": LIST,
     "inspect": INSPECT,
     "create": CREATE,
     "start": START,

@@ -62,6 +62,7 @@ class VolumeSeen:
     name: str  # the project's name for it
     created_at: datetime | None = None
     owner: str = ""  # of the project it was created for
+    project: str = ""
 
 
 @dataclass(frozen=True)

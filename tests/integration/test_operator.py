@@ -523,7 +523,7 @@ async def test_a_ready_project_whose_endpoint_stops_answering_is_not_shown_ready
     assert (await container.show())["State"]["Running"]
 
 
-async def test_a_resync_of_converged_projects_costs_one_list_and_no_inspect(
+async def test_a_resync_of_converged_projects_costs_one_list_of_each_kind_and_no_inspect(
     operator: Operator, settings: Settings, store: Store, docker_proxy: FaultProxy
 ) -> None:
     names = [f"p{i}" for i in range(5)]
@@ -541,7 +541,11 @@ async def test_a_resync_of_converged_projects_costs_one_list_and_no_inspect(
         made = docker_proxy.calls[before:]
     finally:
         await counted.close()
-    assert [(c.method, c.path) for c in made] == [("GET", "/containers/json")], summary(made)
+    # The containers, and the volumes (the driver's index learns which projects have any).
+    assert sorted((c.method, c.path) for c in made) == [
+        ("GET", "/containers/json"),
+        ("GET", "/volumes"),
+    ], summary(made)
 
 
 async def test_docker_calls_in_flight_never_exceed_the_cap(settings: Settings) -> None:

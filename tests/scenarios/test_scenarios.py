@@ -26,6 +26,7 @@ from faultproxy import (
     CALL_KINDS,
     EVENTS,
     INSPECT,
+    LIST,
     NOT_MODIFIED,
     START,
     STOP,
@@ -573,7 +574,7 @@ def random_fault(rng: random.Random) -> tuple[str, Fault]:
     """A fault on some kind of call, as a flaky engine would have them."""
     return rng.choice(
         [
-            (CALL_KINDS["list"], server_error(500)),
+            (LIST, server_error(500)),  # the resync's, and a pass's while the index is not trusted
             (CALL_KINDS["inspect"], server_error(503)),
             (CALL_KINDS["inspect"], Stale()),
             (CALL_KINDS["create"], Drop(after_forward=True)),

@@ -75,6 +75,7 @@ def volume_from_list(raw: dict[str, Any]) -> VolumeSeen:
         name=labels.get(LABEL_VOLUME, ""),
         created_at=datetime.fromisoformat(created).astimezone(UTC) if created else None,
         owner=labels.get(LABEL_OWNER, ""),
+        project=labels.get(LABEL_PROJECT, ""),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncGenerator
 from typing import Any, Unpack
 
@@ -31,6 +32,7 @@ from tether.operator.engine.docker.faults import (
     ImageNotFound,
     NameConflict,
 )
+from tether.operator.engine.docker.index import ContainerIndex
 from tether.operator.engine.state import Container, Summary, VolumeSeen
 from tether.operator.labels import (
     LABEL_INSTALLATION,
@@ -52,25 +54,37 @@ class DockerDriver(DockerCalls):
     def __init__(self, url: str, installation: str, **options: Unpack[DockerOptions]) -> None:
         super().__init__(url, installation, **options)
         self._echoes = Echoes()
+        self._index = ContainerIndex()
 
     async def ping(self) -> None:
         await self.call("ping", lambda: self.client.system.info())
 
     async def list_all(self) -> list[Summary]:
-        """Every container of this installation, in one call."""
-        listed = await self.call(
-            "list",
-            lambda: self.client.containers.list(all=True, filters=self.label_filter()),
-        )
-        return [summary_from_list(container._container) for container in listed]
+        """Every container of this installation, in one call (beside one list of its volumes,
+        from which the index learns which projects have any)."""
+        with self._index.listing() as listed:
+            containers, volumes = await asyncio.gather(
+                self.call(
+                    "list",
+                    lambda: self.client.containers.list(all=True, filters=self.label_filter()),
+                ),
+                self._list_volumes(self.label_filter()),
+            )
+            summaries = [summary_from_list(container._container) for container in containers]
+            listed(((s.project, s.id) for s in summaries), (v.project for v in volumes))
+        return summaries
 
     async def observe(self, project: str) -> tuple[Container, ...]:
-        """The project's containers, freshly inspected."""
-        listed = await self.call(
-            "list",
-            lambda: self.client.containers.list(all=True, filters=self.label_filter(project)),
-        )
-        inspected = await asyncio.gather(*(self.inspect(c.id) for c in listed))
+        """The project's containers, freshly inspected: those the index knows, or, while it is
+        not to be trusted, those Docker lists."""
+        known = self._index.containers_of(project)
+        if known is None:
+            listed = await self.call(
+                "list",
+                lambda: self.client.containers.list(all=True, filters=self.label_filter(project)),
+            )
+            known = frozenset(c.id for c in listed)
+        inspected = await asyncio.gather(*(self.inspect(i) for i in sorted(known)))
         return tuple(c for c in inspected if c is not None)
 
     async def inspect(self, container_id: str) -> Container | None:
@@ -81,17 +95,22 @@ class DockerDriver(DockerCalls):
             )
         except aiodocker.DockerError as exc:
             if exc.status == 404:  # removed meanwhile
+                self._index.destroyed(container_id)
                 return None
             raise DockerFault("inspect", exc.message, exc.status) from exc
         return container_from_inspect(data)
 
     async def volumes(self, project: str) -> tuple[VolumeSeen, ...]:
-        """The project's volumes: those labelled as this installation's and the project's."""
+        """The project's volumes: those labelled as this installation's and the project's (none
+        asked of Docker for a project the index knows has none)."""
+        if not self._index.may_have_volumes(project):
+            return ()
+        return await self._list_volumes(self.label_filter(project))
+
+    async def _list_volumes(self, filters: dict[str, list[str]]) -> tuple[VolumeSeen, ...]:
         listed = await self.call(
             "volumes",
-            lambda: self.client._query_json(
-                "volumes", params={"filters": json.dumps(self.label_filter(project))}
-            ),
+            lambda: self.client._query_json("volumes", params={"filters": json.dumps(filters)}),
         )
         return tuple(volume_from_list(v) for v in listed.get("Volumes") or [])
 
@@ -149,6 +168,7 @@ class DockerDriver(DockerCalls):
                 f"a Docker volume not managed by tether for this project already has the name "
                 f"{volume.docker_name!r}; tether leaves it alone: rename or remove it",
             )
+        self._index.volume_created(project)
         if labels.get(LABEL_OWNER) != owner:
             raise NameConflict(
                 "volume create",
@@ -201,11 +221,12 @@ class DockerDriver(DockerCalls):
         name = want.name
         try:
             with self._echoes.expecting(name, "create"):
-                await self.call(
+                created = await self.call(
                     "create",
                     lambda: self.client.containers.create(config, name=name),
                     change=True,
                 )
+            self._index.created(project, created.id)
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 raise ImageNotFound(
@@ -252,12 +273,16 @@ class DockerDriver(DockerCalls):
             try:
                 status = await self.call(operation, call, deadline_s=deadline_s, change=True)
             except aiodocker.DockerError as exc:
+                if exc.status == 404:  # no such container
+                    self._index.destroyed(container_id)
                 if exc.status in (404, 409):
                     withdraw_echoes()
                     raise DockerRefused(operation, exc.message, exc.status) from exc
                 raise DockerFault(operation, exc.message, exc.status) from exc
             if status == 304:  # already started, or stopped: no event will come
                 withdraw_echoes()
+        if operation == "remove":
+            self._index.destroyed(container_id)
 
     async def start(self, container_id: str) -> None:
         await self._act("start", container_id, "POST", "/start")
@@ -282,15 +307,16 @@ class DockerDriver(DockerCalls):
         """Names of projects whose containers changed, save by this driver's own actions (see
         `stream`: from `since`, until the stream ends)."""
         filters = {"type": ["container"], **self.label_filter()}
-        async with contextlib.aclosing(self.stream(filters, since)) as events:
-            async for event in events:
-                actor = event.get("Actor") or {}
-                attributes = actor.get("Attributes") or {}
-                project = attributes.get(LABEL_PROJECT)
-                echo = self._echoes.is_echo(
-                    str(event.get("Action", "")),
-                    str(actor.get("ID", "")),
-                    attributes.get("name", ""),
-                )
-                if project and not echo:
-                    yield project
+        since = time.time() if since is None else since
+        with self._index.follow(since):
+            async with contextlib.aclosing(self.stream(filters, since)) as events:
+                async for event in events:
+                    actor = event.get("Actor") or {}
+                    attributes = actor.get("Attributes") or {}
+                    project = attributes.get(LABEL_PROJECT)
+                    action, container_id = str(event.get("Action", "")), str(actor.get("ID", ""))
+                    if project:
+                        self._index.saw(action, project, container_id)
+                    echo = self._echoes.is_echo(action, container_id, attributes.get("name", ""))
+                    if project and not echo:
+                        yield project
