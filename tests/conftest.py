@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiodocker
 import asyncpg
 import httpx
 import pytest
@@ -218,6 +219,14 @@ def quiet_servers() -> Iterator[None]:
     in-process `cliuser.Cli`): `pytestmark = pytest.mark.usefixtures("quiet_servers")`."""
     with structlog.testing.capture_logs():
         yield
+
+
+@pytest.fixture
+async def direct() -> AsyncIterator[aiodocker.Docker]:
+    """The engine itself, as an outside actor sees it (not through any proxy): the truth."""
+    docker = aiodocker.Docker()
+    yield docker
+    await docker.close()
 
 
 @pytest.fixture

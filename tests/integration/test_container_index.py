@@ -23,13 +23,6 @@ WORKLOAD = "tether-test/workload:latest"
 
 
 @pytest.fixture
-async def direct() -> AsyncIterator[aiodocker.Docker]:
-    docker = aiodocker.Docker()
-    yield docker
-    await docker.close()
-
-
-@pytest.fixture
 async def driver(docker_proxy: FaultProxy, direct: aiodocker.Docker) -> AsyncIterator[DockerDriver]:
     installation = f"test-{uuid.uuid4().hex[:8]}"
     driver = DockerDriver(docker_proxy.url, installation)

@@ -41,14 +41,6 @@ WORKLOAD = "tether-test/workload:latest"
 
 
 @pytest.fixture
-async def direct() -> AsyncIterator[aiodocker.Docker]:
-    """The engine without the proxy: the truth."""
-    docker = aiodocker.Docker()
-    yield docker
-    await docker.close()
-
-
-@pytest.fixture
 async def installation(direct: aiodocker.Docker) -> AsyncIterator[str]:
     """Labels this test's containers, which are removed afterwards."""
     installation = f"test-{uuid.uuid4().hex[:8]}"
