@@ -850,8 +850,16 @@ async def test_killed_mid_delivery_a_restarted_operator_delivers_the_webhook(
     assert killed.headers["webhook-id"] == resumed.headers["webhook-id"] == done.message_id
     payload = standardwebhooks.Webhook(created.secret).verify(resumed.body, resumed.headers)
     assert payload["type"] == "deleted"
-    logs = "".join((tmp_path / f"operator-{n}.log").read_text() for n in (0, 1))
-    assert '"webhook attempt"' in logs
+
+    def read_logs() -> str:
+        return "".join((tmp_path / f"operator-{n}.log").read_text() for n in (0, 1))
+
+    async def attempt_logged() -> bool:
+        # The operator records the delivery, then logs its attempt: the line may come after.
+        return '"webhook attempt"' in read_logs()
+
+    await wait_for(attempt_logged, "the log line of the resumed attempt")
+    logs = read_logs()
     assert created.secret not in logs
     assert created.secret.removeprefix("whsec_") not in logs
     assert "hunter2" not in logs
