@@ -4,7 +4,9 @@ One command per connection: HAProxy answers and closes, so there is no session t
 reload or a restart (a command costs about 0.2 ms here, see docs/faults.md). Every failure is a
 `ProxyFault`; connection errors and timeouts are retried (tenacity) before they are raised.
 Route changes are also written to the map file (a temporary file renamed over it), so that a
-reloaded or restarted HAProxy starts with the routes of the moment.
+reloaded or restarted HAProxy starts with the routes of the moment. Changes made while the file is
+being written share the next write (a group commit): under a bulk of passes, one write serves
+many, and no change waits on the file behind a queue of others.
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ class HAProxy:
         self._timeout_s = timeout_s
         self._attempts = attempts
         self._map = str(config.map_file)
-        # Route changes (and the map file that follows them) one at a time.
+        # Route changes one at a time (`set` then `add`, for a port not in the map yet).
         self._lock = asyncio.Lock()
+        # The map file: one write at a time, each covering every change counted before it began.
+        self._writing = asyncio.Lock()
+        self._changes = 0
+        self._written = 0
 
     # The Proxy protocol
 
@@ -73,13 +79,13 @@ class HAProxy:
             line = f"set map {self._map} {port} {value}"
             if await self.command("set_route", line, accept=("", NOT_FOUND)) == NOT_FOUND:
                 await self.command("set_route", f"add map {self._map} {port} {value}", accept=("",))
-            await self._write_map()
+        await self._save_map()
 
     async def remove_route(self, port: int) -> None:
         async with self._lock:
             line = f"del map {self._map} {port}"
             await self.command("remove_route", line, accept=("", KEY_NOT_FOUND))
-            await self._write_map()
+        await self._save_map()
 
     async def in_flight(self) -> dict[str, int]:
         return dict(count_in_flight(await self.command("in_flight", "show sess all")))
@@ -158,6 +164,19 @@ class HAProxy:
             routes[int(key)] = value
         return routes
 
+    async def _save_map(self) -> None:
+        """Once a change is made: the map file, as HAProxy holds the map now or later. A write
+        that began after this change was made covers it; one that failed covers nothing, and the
+        next caller writes again."""
+        self._changes += 1
+        change = self._changes
+        async with self._writing:
+            if self._written >= change:
+                return
+            covered = self._changes
+            await self._write_map()
+            self._written = covered
+
     async def _write_map(self) -> None:
         """The map file, as HAProxy holds the map now (a temporary file renamed over it)."""
         text = render_map(await self._show_map())
@@ -170,10 +189,12 @@ class HAProxy:
 
 
 def _write_atomically(temporary: os.PathLike[str], path: os.PathLike[str], text: str) -> None:
+    """Renamed over the old file: HAProxy, killed or reloaded at any moment, reads a whole map.
+    Not fsynced: the file serves a restart of HAProxy, not of the machine (after which no
+    container runs and the operator's resync routes every project afresh), and an fsync waits
+    on the disk behind Docker's own writes during a bulk of changes."""
     with open(temporary, "w") as file:
         file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
     os.replace(temporary, path)
 
 

@@ -147,6 +147,39 @@ async def test_routes_are_added_switched_and_removed(
     assert (await get(other)).text == "a"
 
 
+async def test_concurrent_changes_are_all_in_the_map_file_and_share_its_writes(
+    proxy_process: RunningProxy, haproxy: HAProxy, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    """A bulk of passes changes routes at once: each change is in the map file when its call
+    returns, and changes made while the file is being written share the next write."""
+    a, b = upstreams
+    ports = [endpoint(proxy_process, i) for i in range(30)]
+    await asyncio.gather(*(haproxy.set_route(port, http(a)) for port in ports))
+    written_before = calls("routes", "ok")
+
+    async def switch_or_remove(i: int, port: int) -> None:
+        if i % 3:
+            await haproxy.set_route(port, http(b, since=1.0))
+        else:
+            await haproxy.remove_route(port)
+        lines = proxy_process.config.map_file.read_text().splitlines()
+        held = dict(line.split(" ", 1) for line in lines if not line.startswith("#"))
+        if i % 3:
+            assert held[str(port)] == http(b, since=1.0).encode()
+        else:
+            assert str(port) not in held
+
+    await asyncio.gather(*(switch_or_remove(i, port) for i, port in enumerate(ports)))
+    writes = calls("routes", "ok") - written_before  # each write reads HAProxy's map first
+    assert 1 <= writes < len(ports)
+    kept = {port: http(b, since=1.0) for i, port in enumerate(ports) if i % 3}
+    assert await haproxy.routes() == kept
+    lines = proxy_process.config.map_file.read_text().splitlines()
+    assert sorted(line for line in lines if not line.startswith("#")) == sorted(
+        f"{port} {route.encode()}" for port, route in kept.items()
+    )
+
+
 async def test_ports_without_a_route_are_refused(
     proxy_process: RunningProxy, haproxy: HAProxy, upstreams: tuple[Upstream, Upstream]
 ) -> None:
