@@ -131,6 +131,16 @@ def test_volumes_are_asked_for_unless_the_index_knows_there_are_none() -> None:
         assert index.may_have_volumes("shop")
 
 
+def test_volume_sizes_are_measured_unless_the_index_knows_there_are_no_volumes() -> None:
+    assert ContainerIndex().may_have_any_volumes()  # untrusted: no telling
+    with followed([("shop", "a")]) as index:
+        assert not index.may_have_any_volumes()
+        index.volume_created("shop")
+        assert index.may_have_any_volumes()
+    with followed([], with_volumes=("db",)) as index:
+        assert index.may_have_any_volumes()
+
+
 def test_a_stream_that_ends_after_the_next_began_leaves_the_next_trusted() -> None:
     index = ContainerIndex()
     since = time.time()

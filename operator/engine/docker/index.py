@@ -55,6 +55,10 @@ class ContainerIndex:
         """Whether the project may have volumes: true unless the index knows it has none."""
         return not self.trusted or project in self._with_volumes
 
+    def may_have_any_volumes(self) -> bool:
+        """Whether the installation may have volumes: true unless the index knows it has none."""
+        return not self.trusted or bool(self._with_volumes)
+
     def created(self, project: str, container_id: str) -> None:
         self._change(project, container_id, created=True)
 
