@@ -85,6 +85,12 @@ def endpoint(proxy: RunningProxy, index: int = 0) -> int:
     return proxy.config.first_port + index
 
 
+def map_file_lines(proxy: RunningProxy) -> list[str]:
+    """The routes the map file holds for a restart, as its `PORT VALUE` lines."""
+    lines = proxy.config.map_file.read_text().splitlines()
+    return [line for line in lines if not line.startswith("#")]
+
+
 async def get(port: int, path: str = "/") -> httpx.Response:
     async with httpx.AsyncClient(timeout=10) as client:
         return await client.get(f"http://127.0.0.1:{port}{path}")
@@ -132,8 +138,7 @@ async def test_routes_are_added_switched_and_removed(
     assert (await get(port)).text == "b"
     assert await haproxy.routes() == {port: to_b}
     # The map file follows, for a restart: the same routes, nothing else.
-    lines = proxy_process.config.map_file.read_text().splitlines()
-    assert [line for line in lines if not line.startswith("#")] == [f"{port} {to_b.encode()}"]
+    assert map_file_lines(proxy_process) == [f"{port} {to_b.encode()}"]
 
     # A second project, in TCP mode: the upstream's bytes pass as they are.
     other = endpoint(proxy_process, 1)
@@ -162,8 +167,7 @@ async def test_concurrent_changes_are_all_in_the_map_file_and_share_its_writes(
             await haproxy.set_route(port, http(b, since=1.0))
         else:
             await haproxy.remove_route(port)
-        lines = proxy_process.config.map_file.read_text().splitlines()
-        held = dict(line.split(" ", 1) for line in lines if not line.startswith("#"))
+        held = dict(line.split(" ", 1) for line in map_file_lines(proxy_process))
         if i % 3:
             assert held[str(port)] == http(b, since=1.0).encode()
         else:
@@ -174,8 +178,7 @@ async def test_concurrent_changes_are_all_in_the_map_file_and_share_its_writes(
     assert 1 <= writes < len(ports)
     kept = {port: http(b, since=1.0) for i, port in enumerate(ports) if i % 3}
     assert await haproxy.routes() == kept
-    lines = proxy_process.config.map_file.read_text().splitlines()
-    assert sorted(line for line in lines if not line.startswith("#")) == sorted(
+    assert sorted(map_file_lines(proxy_process)) == sorted(
         f"{port} {route.encode()}" for port, route in kept.items()
     )
 
