@@ -7,13 +7,13 @@ Ctrl-C stops everything, the Postgres container included; its data stays in a vo
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import structlog
+import uvloop
 
 from tether.cli import config, postgres
 from tether.cli.database import apply_migrations, connect, report_migrations
@@ -40,7 +40,8 @@ def up(settings: Settings, env: Mapping[str, str]) -> None:
     tune_garbage_collector()
     sock = bind(settings.api_host, settings.api_port)
     try:
-        asyncio.run(_up(settings, env, sock))
+        # uvloop: the loop of the API and of the operator (tether.cli.server says why)
+        uvloop.run(_up(settings, env, sock))
     finally:
         sock.close()
 
