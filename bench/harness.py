@@ -315,6 +315,22 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def program_cpu_seconds(executable: str) -> float:
+    """User + system CPU time of every running process of a program and of its children that
+    have ended (Postgres's backends, HAProxy's old workers): the reaped children's time is in
+    their parent's, so a child ending within a window moves its time, never loses it."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() == executable:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / ticks
+
+
 def process_rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -333,11 +349,14 @@ def pid_of(executable: str) -> int | None:
     return None
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the machine's cores spent on anything but idling, since boot (/proc/stat)."""
+def machine_seconds() -> dict[str, float]:
+    """CPU seconds since boot (/proc/stat) the machine's cores spent on anything but idling, and
+    those its hypervisor gave to other machines (steal): on a shared host, a window with steal
+    had less of the 2 cores than it seemed, whatever the systems measured did."""
     fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"machine_s": (user + nice + system + irq + softirq) / ticks, "steal_s": steal / ticks}
 
 
 def engine_pids(docker_url: str) -> list[int]:
@@ -370,8 +389,9 @@ def engine_pids(docker_url: str) -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds over a window: the whole machine's busy time and the Docker engine's (dockerd
-    and containerd), so that a cycle's wall time can be set against the work it cost."""
+    """CPU seconds over a window: the whole machine's busy time, the Docker engine's (dockerd
+    and containerd), Postgres's, HAProxy's and this benchmark process's, so that a cycle's wall
+    time can be set against the work it cost and that work against who did it."""
 
     def __init__(self, docker_url: str) -> None:
         self._engine = engine_pids(docker_url)
@@ -381,7 +401,13 @@ class CpuMeter:
         for pid in self._engine:
             with contextlib.suppress(OSError):
                 engine += process_cpu_seconds(pid)
-        return {"machine_s": machine_busy_seconds(), "engine_s": engine}
+        return {
+            **machine_seconds(),
+            "engine_s": engine,
+            "postgres_s": program_cpu_seconds("postgres"),
+            "haproxy_s": program_cpu_seconds("haproxy"),
+            "bench_s": time.process_time(),
+        }
 
     @staticmethod
     def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

@@ -459,8 +459,44 @@ def _bulk(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
             ["N, direction: setting", "s", "/ floor", "/ tether, defaults", "calls per project"],
             rows,
         )
+    _bulk_looks(d, data)
+    _bulk_cpu_parts(d, data)
     _plot_bulk(plot, plots / "bulk.png")
     d("![bulk wall times](benchmarks/bulk.png)", "")
+
+
+def _bulk_looks(d: Doc, data: dict[str, Any]) -> None:
+    """The floor with a pass's inspects (`floor_looks`): what observing afresh costs Docker, the
+    part of tether's gap that no change to tether short of not looking can close."""
+    rows = []
+    for n in data["sizes"]:
+        runs = data.get(str(n), {})
+        if not (runs.get("floor_looks") and runs.get("floor") and runs.get("tether")):
+            continue
+        for direction, key in (("start", "ready_s"), ("stop", "converged_s")):
+            looks, floor, tether = (
+                [r[direction][key] for r in runs[system]]
+                for system in ("floor_looks", "floor", "tether")
+            )
+            over_floor = [ratio(a, b) for a, b in zip(looks, floor, strict=False)]
+            over_looks = [ratio(a, b) for a, b in zip(tether, looks, strict=False)]
+            rows.append(
+                [
+                    f"{n} {direction}",
+                    _f(_median(looks), 2),
+                    f"{_median(over_floor):.2f}× ({min(over_floor):.2f}–{max(over_floor):.2f})",
+                    f"{_median(over_looks):.2f}× ({min(over_looks):.2f}–{max(over_looks):.2f})",
+                ]
+            )
+    if rows:
+        d(
+            "The floor with a pass's looks (`--bulk-systems` with `floor_looks`): the floor's "
+            "changes, each between an inspect of its container before and one after, as a "
+            "tether pass makes them, under tether's caps (8 changes, 16 other calls); ratios of "
+            "each repetition, median and range:",
+            "",
+        )
+        d.table(["N, direction", "floor + looks s", "/ floor", "tether /"], rows)
 
 
 def _bulk_breakdown(d: Doc, data: dict[str, Any]) -> None:
@@ -498,14 +534,57 @@ def _bulk_breakdown(d: Doc, data: dict[str, Any]) -> None:
             "project, and the operator's CPU over the wall time. Then the CPU each system's "
             "cycle cost per project (median over the repetitions, tether / floor): the Docker "
             "engine's (dockerd and containerd, which answer every API call), and the whole "
-            "machine's (everything: Docker, containers, tether, Postgres, the benchmark). On 2 "
-            "cores a bulk start keeps them busy, so CPU spent beside Docker's own lengthens the "
-            "wall time:",
+            "machine's (everything: Docker, containers, tether, Postgres, the benchmark; not "
+            "the hypervisor's steal). On 2 cores a bulk start keeps them busy, so CPU spent "
+            "beside Docker's own lengthens the wall time:",
             "",
         )
         d.table(["N, direction", "calls per project × mean time", "Docker ms per project",
                  "operator CPU", "engine CPU ms per project (t / f)",
                  "machine CPU ms per project (t / f)"], rows)  # fmt: skip
+
+
+CPU_PARTS = (("engine_s", "engine"), ("postgres_s", "Postgres"), ("haproxy_s", "HAProxy"),
+             ("bench_s", "bench"))  # fmt: skip
+
+
+def _bulk_cpu_parts(d: Doc, data: dict[str, Any]) -> None:
+    """Who spent each system's machine CPU per project: what of tether's excess over the floor
+    is Docker's, tether's own (operator, Postgres, HAProxy) or the benchmark's."""
+    rows = []
+    for n in data["sizes"]:
+        for direction in ("start", "stop"):
+            for system in ("tether", "floor", "floor_looks"):
+                runs = [r[direction] for r in data.get(str(n), {}).get(system, [])]
+                if not runs or "bench_s" not in runs[0].get("cpu", {}):
+                    continue
+                machine = _ms_per_project([r["cpu"]["machine_s"] for r in runs], n)
+                parts = [_ms_per_project([r["cpu"][key] for r in runs], n) for key, _ in CPU_PARTS]
+                operator = _ms_per_project([r.get("operator_cpu_s") or 0.0 for r in runs], n)
+                rest = machine - sum(parts) - operator
+                steal = _ms_per_project([r["cpu"]["steal_s"] for r in runs], n)
+                rows.append(
+                    [f"{n} {direction}", system, _f(machine, 0), _f(operator, 0)]
+                    + [_f(part, 0) for part in parts]
+                    + [_f(rest, 0), _f(steal, 0)]
+                )
+    if rows:
+        d(
+            "Who spent the machine's CPU, ms per project (medians over the repetitions): the "
+            "operator, the Docker engine (dockerd, containerd), Postgres and HAProxy (every "
+            "process of each, and their ended children), this benchmark's process (its writes, "
+            "probes and Docker calls), and the rest (the containers themselves, their shims and "
+            "runc, the kernel). Steal is the time the hypervisor gave the cores to other "
+            "machines meanwhile, not counted in the machine's: a cycle with much of it ran on "
+            "less than 2 cores:",
+            "",
+        )
+        d.table(["N, direction", "system", "machine", "operator",
+                 *(name for _, name in CPU_PARTS), "rest", "steal"], rows)  # fmt: skip
+
+
+def _ms_per_project(seconds: list[float], n: int) -> float:
+    return 1000 * _median(seconds) / n
 
 
 def _cpu_per_project(data: dict[str, Any], n: int, direction: str, key: str) -> str:
@@ -514,7 +593,7 @@ def _cpu_per_project(data: dict[str, Any], n: int, direction: str, key: str) -> 
     shown = []
     for system in ("tether", "floor"):
         spent = [r[direction]["cpu"][key] for r in runs.get(system, []) if "cpu" in r[direction]]
-        shown.append(_f(1000 * _median(spent) / n, 0) if spent else "–")
+        shown.append(_f(_ms_per_project(spent, n), 0) if spent else "–")
     return " / ".join(shown)
 
 

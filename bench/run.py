@@ -194,7 +194,7 @@ def main(argv: list[str]) -> int:
         "--bulk-systems",
         type=lambda text: tuple(text.split(",")),
         default=("tether", "floor", "compose"),
-        help="which systems bulk measures, interleaved (tether,floor,compose)",
+        help="which systems bulk measures, interleaved (tether,floor,compose; also floor_looks)",
     )
     parser.add_argument("--api-repeats", type=int, default=0, help="API runs per system (2)")
     parser.add_argument("--api-seconds", type=int, default=0, help="seconds per API run (12)")

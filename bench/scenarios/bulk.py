@@ -10,6 +10,8 @@ that only one system's containers are ever running:
 - floor: direct aiodocker start (resp. stop) with 8 at a time, like tether's 8 changes; each
   endpoint is polled from the moment its start returned.
 - docker-compose: `up -d` (resp. `stop`) of the same N services; endpoints polled once it returns.
+- floor_looks (only when `systems` names it): the floor's containers and changes, each between an
+  inspect before and one after, as a tether pass makes them: what observing afresh costs Docker.
 
 "running" is the last container's StartedAt (resp. FinishedAt) from `docker inspect`.
 
@@ -24,6 +26,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from tether_side import (
 )
 
 CONCURRENCY = 8  # tether's default TETHER_DOCKER_CHANGES
+LOOKS = 16  # and its TETHER_DOCKER_CONCURRENCY, the cap on other calls
 PAUSE_S = 1.0
 
 
@@ -190,13 +194,28 @@ async def measure(
             down["trace"] = phases.breakdown(installation.trace, writes, "stop", began, time.time())
             return {"start": up, "stop": down}
 
-        async def floor_cycle(n: int) -> dict[str, Any]:
-            slots = asyncio.Semaphore(CONCURRENCY)
+        async def floor_cycle(n: int, looks: bool = False) -> dict[str, Any]:
+            """`looks`: each change between two inspects of its container, as a pass makes
+            them (observe before, look again after), and under the same caps as tether's."""
+            slots, looking = asyncio.Semaphore(CONCURRENCY), asyncio.Semaphore(LOOKS)
+
+            async def look(cid: str) -> None:
+                if looks:
+                    async with looking:
+                        await docker.containers.container(cid).show()
+
+            async def change(cid: str, call: Callable[[], Awaitable[Any]]) -> None:
+                await look(cid)
+                async with slots:
+                    await call()
+                await look(cid)
 
             async def start(i: int) -> float:
-                async with slots:
-                    await docker.containers.container(floor_ids[i]).start()
+                await change(floor_ids[i], docker.containers.container(floor_ids[i]).start)
                 return await wait_ready(floor_ports.first + i, interval_s=0.01)
+
+            def stop(cid: str) -> Awaitable[None]:
+                return change(cid, lambda: docker.containers.container(cid).stop(t=STOP_GRACE_S))
 
             spent0 = meter.read()
             began = time.time()
@@ -213,11 +232,7 @@ async def measure(
             await asyncio.sleep(PAUSE_S)
             spent0 = meter.read()
             began = time.time()
-            await bounded(
-                CONCURRENCY,
-                floor_ids[:n],
-                lambda cid: docker.containers.container(cid).stop(t=STOP_GRACE_S),
-            )
+            await asyncio.gather(*(stop(cid) for cid in floor_ids[:n]))
             returned = time.time()
             spent1 = meter.read()
             finished = [
@@ -259,6 +274,7 @@ async def measure(
         cycles: dict[str, Any] = {
             "tether": tether_cycle,
             "floor": floor_cycle,
+            "floor_looks": lambda n: floor_cycle(n, looks=True),
             "compose": compose_cycle,
         }
         for name, installation in what_ifs.items():
