@@ -21,7 +21,8 @@ log = structlog.get_logger("tether.api.logs")
 
 
 class LogSource(Protocol):
-    """Where container output comes from (`tether.operator.engine.docker.logs.ContainerLogs`)."""
+    """Where container output comes from: `tether.operator.engine.docker.logs.ContainerLogs`,
+    or under the swarm runtime `tether.operator.swarm.docker.logs.ServiceLogs`."""
 
     def logs(
         self,

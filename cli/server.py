@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from tether.api.store import Store
     from tether.operator.engine.docker.archive import DockerArchives
     from tether.operator.engine.docker.logs import ContainerLogs
+    from tether.operator.swarm.docker.logs import ServiceLogs
 
 log = structlog.get_logger("tether.cli")
 Parts: TypeAlias = "dict[asyncio.Task[None], str]"
@@ -122,7 +123,9 @@ def bind_unix(path: str, variable: str) -> socket.socket:
     return sock
 
 
-def _log_source(settings: Settings, *, with_operator: bool) -> ContainerLogs | RemoteLogs:
+def _log_source(
+    settings: Settings, *, with_operator: bool
+) -> ContainerLogs | ServiceLogs | RemoteLogs:
     """Where the API reads container output (`tether logs`) from: the operator's log channel
     when one is configured (an API without Docker access: compose's), else Docker, through a
     driver of its own (also under `tether up`, where the operator is in the same process)."""
@@ -133,18 +136,10 @@ def _log_source(settings: Settings, *, with_operator: bool) -> ContainerLogs | R
     return _docker_logs(settings)
 
 
-def _docker_logs(settings: Settings) -> ContainerLogs:
-    from tether.operator.engine.docker.driver import DockerDriver
-    from tether.operator.engine.docker.logs import ContainerLogs
+def _docker_logs(settings: Settings) -> ContainerLogs | ServiceLogs:
+    from tether.operator.runtimes import log_source
 
-    return ContainerLogs(
-        DockerDriver(
-            settings.docker_url,
-            settings.installation_id,
-            concurrency=settings.docker_concurrency,
-            call_timeout_s=settings.docker_timeout_s,
-        )
-    )
+    return log_source(settings)
 
 
 def _archives(settings: Settings) -> DockerArchives:
@@ -213,7 +208,9 @@ async def serve(
         raise CliError(f"the {ended[0]} stopped on its own; see the log above")
 
 
-def _serve_log_channel(settings: Settings, parts: Parts, stopper: Stopper) -> ContainerLogs | None:
+def _serve_log_channel(
+    settings: Settings, parts: Parts, stopper: Stopper
+) -> ContainerLogs | ServiceLogs | None:
     """The operator serves container output to API processes without Docker access on
     TETHER_LOGS_SOCKET (`tether.api.logchannel`): the source it reads, to close at the end."""
     if not settings.logs_socket:

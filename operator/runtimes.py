@@ -8,6 +8,7 @@ from typing import Any
 from tether.api.settings import Settings
 from tether.operator.dockerapi import DockerOptions
 from tether.operator.engine.docker.driver import DockerDriver
+from tether.operator.engine.docker.logs import ContainerLogs
 from tether.operator.engine.runtime import EngineRuntime
 from tether.operator.haproxy import proxy_config
 from tether.operator.haproxy.admin import HAProxy
@@ -15,6 +16,7 @@ from tether.operator.health import Prober
 from tether.operator.routing import Proxy
 from tether.operator.runtime import Runtime
 from tether.operator.swarm.docker.driver import SwarmDriver
+from tether.operator.swarm.docker.logs import ServiceLogs
 from tether.operator.swarm.runtime import SwarmRuntime
 
 
@@ -58,6 +60,16 @@ def engine_runtime(
         proxy = HAProxy(proxy_config(settings))
     ports = range(settings.ports.first, settings.ports.last + 1)
     return EngineRuntime(driver, Prober(settings.publish_address), proxy, ports)
+
+
+def log_source(settings: Settings) -> ContainerLogs | ServiceLogs:
+    """Where `tether logs` reads projects' output under the runtime the settings name: the
+    engine's containers, or the Swarm manager's services. Through a driver of its own, without
+    the lease check: reading output changes nothing."""
+    calls = _calls(settings, guard=None)
+    if settings.runtime == "swarm":
+        return ServiceLogs(SwarmDriver(settings.docker_url, settings.installation_id, **calls))
+    return ContainerLogs(DockerDriver(settings.docker_url, settings.installation_id, **calls))
 
 
 def _calls(settings: Settings, guard: Callable[[], None] | None) -> DockerOptions:

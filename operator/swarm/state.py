@@ -91,6 +91,7 @@ class Task:
     message: str = ""  # Swarm's `Status.Message`
     exit_code: int | None = None
     created_at: datetime | None = None
+    slot: int = 0  # Swarm's replica slot: a replacement takes its predecessor's
 
     @property
     def exited(self) -> bool:

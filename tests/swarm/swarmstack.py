@@ -1,7 +1,8 @@
 """The whole stack on the swarm runtime, for one test: the HTTP API (uvicorn) and an operator on a
 real Postgres, the operator driving the Swarm cluster's manager (tests/swarmcluster.py) and
-routing through the test's own HAProxy; people use the `tether` CLI in-process and the HTTP API
-(the web console's), and an outside actor talks to the manager directly."""
+routing through the test's own HAProxy, the API reading output through the manager; people use
+the `tether` CLI in-process and the HTTP API (the web console's), and an outside actor talks to
+the manager directly."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from tether.api.models import DesiredSnapshot
 from tether.api.settings import Settings
 from tether.api.store import PortRange, Store
 from tether.operator.labels import LABEL_INSTALLATION, LABEL_PROJECT
-from tether.operator.runtimes import open_runtime
+from tether.operator.runtimes import log_source, open_runtime
 from tether.operator.service import Operator
 
 
@@ -125,9 +126,11 @@ async def swarm_stack(
     operator_store = await Store.connect(database_url, ports)
     manager = aiodocker.Docker(url=cluster.manager_url)
     runtime = open_runtime(configured)
+    output = log_source(configured)  # `tether logs`, as `tether api` reads it
     try:
         with structlog.testing.capture_logs() as logs:
-            async with people(create_app(api_store), token, capsys, config_dir) as using:
+            app = create_app(api_store, log_source=output)
+            async with people(app, token, capsys, config_dir) as using:
                 operator = Operator(configured, operator_store, runtime)
                 async with operating(operator):
                     yield SwarmStack(
@@ -141,6 +144,7 @@ async def swarm_stack(
                         operator,
                     )
     finally:
+        await output.close()
         await runtime.close()
         await operator_store.close()
         try:

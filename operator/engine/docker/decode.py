@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from tether.operator.dockertime import parse_time
 from tether.operator.engine.state import Container, Summary, VolumeSeen
 from tether.operator.labels import (
     LABEL_OWNER,
@@ -14,17 +15,6 @@ from tether.operator.labels import (
     LABEL_VERSION,
     LABEL_VOLUME,
 )
-
-_NEVER = "0001-01-01T00:00:00Z"
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value or value == _NEVER:
-        return None
-    # Docker writes nanoseconds; Python reads at most microseconds.
-    head, _, frac = value.rstrip("Z").partition(".")
-    micros = (frac + "000000")[:6]
-    return datetime.fromisoformat(f"{head}.{micros}").replace(tzinfo=UTC)
 
 
 def int_label(labels: dict[str, str], key: str) -> int:

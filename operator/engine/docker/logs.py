@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +16,8 @@ import aiodocker
 import aiohttp
 
 from tether.api.errors import LogsUnavailable
-from tether.api.models import LogAttach, LogLine, LogStream
-from tether.operator.engine.docker.decode import parse_time
+from tether.api.models import LogAttach, LogLine
+from tether.operator.dockerlogs import log_lines, log_params, stamped
 from tether.operator.engine.docker.driver import DockerDriver
 from tether.operator.engine.docker.faults import DockerFault, DockerUnavailable
 from tether.operator.engine.state import Container
@@ -154,72 +153,19 @@ class ContainerLogs:
     ) -> AsyncGenerator[LogLine, None]:
         """One container's output, stdout and stderr in the order Docker has it, until its end
         (with `follow`: until the container stops)."""
-        params = {"stdout": "1", "stderr": "1", "timestamps": "1", "follow": "1" if follow else "0"}
-        if tail is not None:
-            params["tail"] = str(tail)
-        if since is not None:
-            params["since"] = _docker_time(since)
-        # aiodocker's `container.log()` drops which stream a line came from, and leaves the
-        # connection open when a follow is abandoned: the request is made here, its frames read
-        # here, and its connection closed here whatever happens.
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._driver.call_timeout_s, sock_read=None
-        )
+        params = log_params(follow=follow, tail=tail, since=since)
+        lines = log_lines(self._driver, f"containers/{container_id}/logs", params)
         try:
-            async with self._driver.client._query(
-                f"containers/{container_id}/logs", params=params, timeout=timeout
-            ) as response:
-                try:
-                    pending: dict[LogStream, bytes] = {}
-                    async for stream, payload in _frames(response.content):
-                        *complete, pending[stream] = (pending.get(stream, b"") + payload).split(
-                            b"\n"
-                        )
-                        for raw in complete:
-                            yield _log_line(container_id, version, stream, raw)
-                    for stream, rest in pending.items():
-                        if rest:
-                            yield _log_line(container_id, version, stream, rest)
-                finally:
-                    response.close()
+            async with contextlib.aclosing(lines):
+                async for stream, raw in lines:
+                    when, text = stamped(raw)
+                    yield LogLine(
+                        container=container_id,
+                        version=version,
+                        stream=stream,
+                        time=when or datetime.now(UTC),
+                        text=text,
+                    )
         except aiodocker.DockerError as exc:
             if exc.status != 404:  # removed meanwhile: nothing (more) to show
                 raise
-
-
-def _docker_time(when: datetime) -> str:
-    """A time as the Docker API takes it: Unix seconds with nine decimals."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    whole = int(when.replace(microsecond=0).timestamp())
-    return f"{whole}.{when.microsecond:06d}000"
-
-
-def _log_line(container_id: str, version: int, stream: LogStream, raw: bytes) -> LogLine:
-    """A line as Docker sends it with timestamps: `2024-05-01T12:00:00.123456789Z text`."""
-    text = raw.decode(errors="replace").rstrip("\r")
-    stamp, _, rest = text.partition(" ")
-    try:
-        when = parse_time(stamp)
-    except ValueError:
-        when, rest = None, text
-    return LogLine(
-        container=container_id,
-        version=version,
-        stream=stream,
-        time=when or datetime.now(UTC),
-        text=rest,
-    )
-
-
-async def _frames(content: aiohttp.StreamReader) -> AsyncIterator[tuple[LogStream, bytes]]:
-    """Docker's multiplexed output of a container without a TTY (tether never gives one): frames
-    of an 8-byte header (the stream: 1 stdout, 2 stderr; the length) and the bytes written."""
-    while True:
-        try:
-            header = await content.readexactly(8)
-            kind, length = struct.unpack(">BxxxL", header)
-            payload = await content.readexactly(length)
-        except (asyncio.IncompleteReadError, aiohttp.ClientError):
-            return  # the end of the output, or a broken stream: the caller looks again
-        yield ("stderr" if kind == 2 else "stdout"), payload

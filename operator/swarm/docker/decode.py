@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from tether.operator.dockertime import parse_time
 from tether.operator.labels import LABEL_RESTART, LABEL_SPEC_HASH, LABEL_VERSION
 from tether.operator.swarm.docker.spec import LABEL_TEMPLATE, LABEL_VOLUME_NODE, fingerprint
 from tether.operator.swarm.state import Labels, Node, Service, Task, UpdateState
@@ -19,15 +20,6 @@ _UPDATE_STATES = {
     "rollback_completed",
 }
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value or value.startswith("0001-01-01"):
-        return None
-    # Docker writes nanoseconds; Python reads at most microseconds.
-    head, _, frac = value.rstrip("Z").partition(".")
-    micros = (frac + "000000")[:6]
-    return datetime.fromisoformat(f"{head}.{micros}").replace(tzinfo=UTC)
 
 
 def _int(labels: Mapping[str, str], key: str) -> int:
@@ -125,4 +117,5 @@ def task_from(raw: Mapping[str, Any], nodes: Mapping[str, Node]) -> Task:
         if status.get("State") in ("failed", "complete")
         else None,
         created_at=parse_time(raw.get("CreatedAt")),
+        slot=int(raw.get("Slot") or 0),
     )
