@@ -37,35 +37,43 @@ async def log_lines(
 ) -> AsyncGenerator[tuple[LogStream, bytes], None]:
     """The lines of one logs request, each with the stream it came from, in the order Docker
     sends them, until the output ends (with `follow`: until Docker ends it). Raises
-    `aiodocker.DockerError` as Docker answered (a 404: no such container or service)."""
+    `aiodocker.DockerError` as Docker answered (a 404: no such container or service), and the
+    driver's `unavailable` fault when the request could not be made."""
+    # A read that does not follow ends when Docker has sent what it has; one that goes silent
+    # for a whole deadline is over (a service's, gathered from several nodes, can hang).
+    silence = None if params.get("follow") == "1" else calls.call_timeout_s
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=calls.call_timeout_s, sock_read=silence
+    )
     # aiodocker's `container.log()` drops which stream a line came from, and leaves the
     # connection open when a follow is abandoned: the request is made here, its frames read
     # here, and its connection closed here whatever happens.
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=calls.call_timeout_s, sock_read=None)
-    async with calls.client._query(path, params=params, timeout=timeout) as response:
-        try:
-            pending: dict[LogStream, bytes] = {}
-            async for stream, payload in _frames(response.content):
-                *complete, pending[stream] = (pending.get(stream, b"") + payload).split(b"\n")
-                for raw in complete:
-                    yield stream, raw
-            for stream, rest in pending.items():
-                if rest:
-                    yield stream, rest
-        finally:
-            response.close()
+    try:
+        async with calls.client._query(path, params=params, timeout=timeout) as response:
+            try:
+                pending: dict[LogStream, bytes] = {}
+                async for stream, payload in _frames(response.content):
+                    *complete, pending[stream] = (pending.get(stream, b"") + payload).split(b"\n")
+                    for raw in complete:
+                        yield stream, raw
+                for stream, rest in pending.items():
+                    if rest:
+                        yield stream, rest
+            finally:
+                response.close()
+    except aiohttp.ClientError as exc:  # the request failed (a broken stream just ends)
+        raise calls.unavailable("logs", str(exc) or type(exc).__name__, None) from exc
 
 
 def stamped(raw: bytes) -> tuple[datetime | None, str]:
     """A line as Docker sends it with timestamps, `2024-05-01T12:00:00.123456789Z text`: its
-    time and the rest (None and the whole line, for a line without a time)."""
+    time and the rest (None and the whole line, for a line that does not start with one)."""
     text = raw.decode(errors="replace").rstrip("\r")
     stamp, _, rest = text.partition(" ")
     try:
-        when = parse_time(stamp)
+        return parse_time(stamp), rest
     except ValueError:
         return None, text
-    return (when, rest) if when is not None else (None, text)
 
 
 async def _frames(content: aiohttp.StreamReader) -> AsyncIterator[tuple[LogStream, bytes]]:

@@ -27,7 +27,8 @@ LOG_REATTACH_DELAY_S = 0.5  # before reading a still-running container whose str
 
 
 class ContainerLogs:
-    """Reads output through the driver's calls (under its cap, with its retries and metrics)."""
+    """Reads output with the driver's client and deadline (the lists and inspects go through its
+    calls; the log stream, which may stay open for as long as a person follows it, does not)."""
 
     def __init__(self, driver: DockerDriver) -> None:
         self._driver = driver

@@ -23,6 +23,7 @@ import aiodocker
 from tether.api.errors import LogsUnavailable
 from tether.api.models import LogAttach, LogLine
 from tether.operator.dockerlogs import log_lines, log_params, stamped
+from tether.operator.swarm.docker.decode import EPOCH
 from tether.operator.swarm.docker.driver import SwarmDriver
 from tether.operator.swarm.docker.faults import SwarmFault
 from tether.operator.swarm.state import Service, Task
@@ -33,7 +34,8 @@ SERVICE_POLL_S = 1.0  # while following a project that has no service (yet, or a
 
 
 class ServiceLogs:
-    """Reads output through the swarm driver's calls (its cap, retries and metrics)."""
+    """Reads output with the swarm driver's client and deadline (the lists go through its
+    calls; the log stream, which may stay open for as long as a person follows it, does not)."""
 
     def __init__(self, driver: SwarmDriver) -> None:
         self._driver = driver
@@ -52,8 +54,8 @@ class ServiceLogs:
     ) -> AsyncGenerator[LogAttach | LogLine, None]:
         """The output of the project's current task, stdout and stderr, oldest first: at most
         `tail` lines, none before `since`. With `follow`, lines as they come, and those of each
-        task that starts later, each task announced by a `LogAttach` before its lines."""
-        shown = _Shown()
+        task that starts later, each task announced by a `LogAttach` before its first line."""
+        shown = Shown(began=datetime.now(UTC))
         try:
             while True:
                 service = await self._service(project)
@@ -74,8 +76,9 @@ class ServiceLogs:
             ) from exc
 
     async def _service(self, project: str) -> Service | None:
+        """The service tether named for the project (the one its passes act on)."""
         services = await self._driver.services(project)
-        return max(services, key=lambda s: s.index) if services else None
+        return next((s for s in services if self._driver.project_of(s) == project), None)
 
     async def _tasks(self, service: Service) -> dict[str, Task]:
         return {t.id: t for t in await self._driver.tasks({}, [service.name])}
@@ -83,46 +86,40 @@ class ServiceLogs:
     async def _read(
         self,
         service: Service,
-        shown: _Shown,
+        shown: Shown,
         *,
         follow: bool,
         tail: int | None,
         since: datetime | None,
     ) -> AsyncGenerator[LogAttach | LogLine, None]:
-        """One read of the service's stream (a follow's next read takes up where the last
-        line shown left off)."""
+        """One read of the service's stream; a follow's next read takes up where this one left
+        off (the lines it showed are not shown again)."""
         tasks = await self._tasks(service)
-        announced = None
         if not shown.read:
-            shown.read = True
-            current = _current(tasks.values())
+            current = shown.start(tasks.values())
             if current is not None:
-                shown.tasks.add(current.id)
-                announced = current.id
+                shown.announced.add(current.id)
                 yield _attach(service, current)
-            shown.older = set(tasks) - shown.tasks
         else:
-            tail, since = None, max(shown.until.values(), default=None)
+            tail, since = None, shown.resume_since(since)
         params = log_params(follow=follow, tail=tail, since=since, details=True)
         lines = log_lines(self._driver, f"services/{service.id}/logs", params)
         try:
             async with contextlib.aclosing(lines):
                 async for stream, raw in lines:
-                    task_id, when, text = _service_line(raw)
-                    if task_id in shown.older or (task_id not in shown.tasks and not follow):
-                        continue  # an older task's, or (not following) a newer one's
-                    floor = shown.until.get(task_id)
-                    if floor is not None and when <= floor:
-                        continue  # shown before the stream was read again
+                    task_id, when, text = service_line(raw)
+                    if not shown.wants(task_id, when, follow=follow):
+                        continue
                     if task_id not in tasks:  # started after this read began
                         tasks = await self._tasks(service)
                     task = tasks.get(task_id)
-                    if task is None:
-                        continue  # removed meanwhile (or not a task's line)
-                    if task_id != announced:
-                        shown.tasks.add(task_id)
-                        announced = task_id
+                    if task is None:  # gone from Swarm's history, or not a task's line
+                        shown.older.add(task_id)
+                        continue
+                    if task_id not in shown.announced:
+                        shown.announced.add(task_id)
                         yield _attach(service, task)
+                    shown.tasks.add(task_id)
                     shown.until[task_id] = when
                     yield LogLine(
                         container=task_id, version=task.version, stream=stream, time=when, text=text
@@ -133,21 +130,47 @@ class ServiceLogs:
 
 
 @dataclass
-class _Shown:
-    """What a `logs` call has shown so far, across its reads of the service's stream."""
+class Shown:
+    """What one `logs` call shows, across its reads of the service's stream: the current task
+    (the running one, else the newest) and the tasks created after it, each line once."""
 
-    read: bool = False  # the first read is done: the tasks below are known
+    began: datetime  # when the first read began
+    read: bool = False  # the first read has chosen the current task
     tasks: set[str] = field(default_factory=set)  # the current task, and those started since
-    older: set[str] = field(default_factory=set)  # the tasks that ran before the current one
+    older: set[str] = field(default_factory=set)  # tasks created before it: never shown
+    announced: set[str] = field(default_factory=set)  # tasks whose `LogAttach` was sent
     until: dict[str, datetime] = field(default_factory=dict)  # task id → its last line's time
 
+    def start(self, tasks: Iterable[Task]) -> Task | None:
+        """The first read: choose the current task; those created before it are not shown."""
+        listed = list(tasks)
+        running = [t for t in listed if t.state == "running" and t.desired_state == "running"]
+        current = max(running or listed, key=_age, default=None)
+        self.read = True
+        if current is not None:
+            self.tasks.add(current.id)
+            self.older = {t.id for t in listed if _age(t) < _age(current)}
+        return current
 
-def _current(tasks: Iterable[Task]) -> Task | None:
-    """The task `tether logs` starts from: the running one, else the newest."""
-    listed = list(tasks)
-    running = [t for t in listed if t.state == "running" and t.desired_state == "running"]
-    epoch = datetime.min.replace(tzinfo=UTC)
-    return max(running or listed, key=lambda t: (t.created_at or epoch, t.id), default=None)
+    def wants(self, task_id: str, when: datetime, *, follow: bool) -> bool:
+        """A line of this task, at this time: the current task's or (following) a newer one's,
+        and not shown before."""
+        if task_id in self.older or (task_id not in self.tasks and not follow):
+            return False
+        floor = self.until.get(task_id)
+        return floor is None or when > floor
+
+    def resume_since(self, since: datetime | None) -> datetime | None:
+        """Where a follow reads the stream again from: the earliest of the tasks' last lines
+        shown (the later ones' repeats are skipped by `wants`), else the start of the first
+        read (with what the person asked for, if later): never the whole history again."""
+        if self.until:
+            return min(self.until.values())
+        return max(since, self.began) if since is not None else self.began
+
+
+def _age(task: Task) -> tuple[datetime, str]:
+    return task.created_at or EPOCH, task.id
 
 
 def _attach(service: Service, task: Task) -> LogAttach:
@@ -160,10 +183,10 @@ def _attach(service: Service, task: Task) -> LogAttach:
     )
 
 
-def _service_line(raw: bytes) -> tuple[str, datetime, str]:
+def service_line(raw: bytes) -> tuple[str, datetime, str]:
     """A line of a service's stream with details, `TIME ATTRIBUTES TEXT` (the attributes:
     URL-escaped `key=value` pairs, comma-separated, naming its node, service and task): its
-    task, time and text."""
+    task ("" if none is named), time and text."""
     when, rest = stamped(raw)
     attributes, _, text = rest.partition(" ")
     pairs = dict(pair.partition("=")[::2] for pair in attributes.split(","))
