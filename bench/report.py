@@ -1112,18 +1112,27 @@ def _api(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
     )
     cpu = _mean([r.get("api_cpu_pct_of_core", math.nan) for r in runs["tether"]])
     writes = _mean([r["writes_per_s"] for r in runs["tether"]])
+    pgbench = systems["pgbench"]
+    clients = data["clients"]
     d(
         f"tether: {share * 100:.0f} % of pgbench's throughput (median of the repetitions' "
         f"ratios; {ok_t}), p99 {_f(p99, 1)} ms ({ok_p}). The API process used {_f(cpu)} % of "
         f"one core meanwhile: {_f(10 * cpu / writes if writes else math.nan, 2)} ms of CPU per "
-        "write. With 16 clients that each wait for their answer (a closed loop), the mean "
-        "latency is 16 / throughput (Little's law): at 1,000 writes/s it is 16 ms, so a p99 "
-        "of 15 ms cannot be reached in a closed loop by any system as fast as pgbench here. "
-        "Latency is therefore also measured at a fixed offered rate, below.",
+        f"write. With {clients} clients that each wait for their answer (a closed loop), the "
+        f"mean latency is {clients} / throughput (Little's law), so the closed-loop p99 follows "
+        f"the throughput: a mean of {_f(_closed_loop_mean_ms(clients, writes), 1)} ms for "
+        f"tether, {_f(_closed_loop_mean_ms(clients, pgbench['writes_per_s']), 1)} ms for "
+        f"pgbench (whose p99 was {_f(pgbench['p99_ms'], 1)} ms). Latency is therefore also "
+        "measured at a fixed offered rate, below.",
         "",
     )
     _api_fixed_rate(d, data.get("fixed_rate"))
     _profile_section(d, data.get("profile"), "the API process under the same load")
+
+
+def _closed_loop_mean_ms(clients: int, writes_per_s: float) -> float:
+    """The mean latency of `clients` that each wait for their answer, at this throughput."""
+    return clients * 1000 / writes_per_s if writes_per_s else math.nan
 
 
 def _api_fixed_rate(d: Doc, fixed: dict[str, Any] | None) -> None:
