@@ -44,7 +44,7 @@ lint: install typecheck-view
 	$(BIN)/mypy
 	PYTHONPATH=.typecheck $(BIN)/lint-imports
 
-# Benchmarks against raw Docker, docker-compose and direct SQL (about 20 min): docs/benchmarks.md
+# Benchmarks against raw Docker, docker-compose and direct SQL (about 30 min): docs/benchmarks.md
 bench: install provision
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	bash bench/provision

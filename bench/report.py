@@ -1154,10 +1154,17 @@ def _api_fixed_rate(d: Doc, fixed: dict[str, Any] | None) -> None:
         f"At a fixed offered rate of {_f(rate)} writes/s ({fixed['share'] * 100:.0f} % of "
         "pgbench's closed-loop median), Poisson arrivals over 16 connections, each write's "
         "latency counted from when it was due (pgbench `--rate` counts the same way), "
-        "interleaved; medians of the repetitions:",
+        "interleaved; medians of the repetitions. The API's schedule is kept by the benchmark's "
+        "Python process (bench/openloop.py); the asyncpg row runs the same SQL on that same "
+        "schedule, so the difference between it and pgbench is the Python generator's, and "
+        "between tether and it, tether's:",
         "",
     )
-    labels = {"tether": "tether API (HTTP)", "pgbench": "pgbench, same SQL"}
+    labels = {
+        "tether": "tether API (HTTP)",
+        "pgbench": "pgbench, same SQL",
+        "asyncpg": "asyncpg, same SQL, on the API's schedule",
+    }
     rows = []
     for system, rs in runs.items():
         rows.append(
@@ -1447,7 +1454,7 @@ def _reproduce(d: Doc, results: dict[str, Any]) -> None:
         "## Reproducing",
         "",
         "```sh",
-        f"{COMMAND}                      # everything, ≤ 25 minutes; rewrites this file",
+        f"{COMMAND}                      # everything, about 30 minutes; rewrites this file",
         ".venv/bin/python bench/run.py --quick       # small sizes, short windows (~6 minutes)",
         ".venv/bin/python bench/run.py --only api    # one item: single, bulk, idle, growth, api,"
         " cli",

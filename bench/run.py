@@ -1,6 +1,6 @@
 """Benchmarks of tether against raw Docker, docker-compose and direct SQL, in one run.
 
-    python bench/run.py            # everything (about 20 minutes); writes docs/benchmarks.md
+    python bench/run.py            # everything (about 30 minutes); writes docs/benchmarks.md
     python bench/run.py --quick    # smaller and shorter, for development (about 5 minutes)
     python bench/run.py --only single,api
     python bench/run.py --only bulk --bulk-sizes 50 --bulk-repeats 3 --bulk-systems tether,floor

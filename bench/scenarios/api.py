@@ -15,9 +15,11 @@ Latency is per write (wrk's and pgbench's per-request logs; perf_counter for asy
 
 Closed loop (each client sends its next write when the previous one is answered), 16 clients
 always have a write in flight: by Little's law their mean latency is 16 / throughput, whatever
-either system does. So latency is also measured at a fixed offered rate, the same for tether and
-pgbench (half of pgbench's closed-loop rate in the same run), interleaved: pgbench `--rate`, and
-`openloop.offered` for the API, both charging each write from its scheduled start.
+either system does. So latency is also measured at a fixed offered rate, the same for all three
+(half of pgbench's closed-loop rate in the same run), interleaved: pgbench `--rate`, and
+`openloop.offered` for the API and for the asyncpg replay, all charging each write from its
+scheduled start. The asyncpg replay on the open loop's schedule shows what that Python schedule
+adds by itself, beside pgbench's, which C keeps.
 
 With TETHER_BENCH_API_BASELINE=/path/to/another/tether, that build's `tether api` is measured too
 (system `baseline`, the same projects, interleaved with the rest): before/after under one load.
@@ -34,6 +36,7 @@ import shutil
 import statistics
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,7 @@ from harness import (
     process_cpu_seconds,
 )
 from measures import percentile
-from openloop import offered
+from openloop import Write, offered, offered_http
 from profiling import record, summarize
 from tether.api.models import DesiredState
 from tether.api.queries import sql
@@ -144,6 +147,9 @@ async def measure(run: Run, duration_s: float, repeats: int) -> dict[str, Any]:
             {
                 **{system: _offered(each, token, rate) for system, each in apis.items()},
                 "pgbench": lambda d: pgbench(run, database.name, hash_token(token), d, rate=rate),
+                "asyncpg": lambda d: replay_offered(
+                    database.dsn(CLIENT_ROLE), hash_token(token), d, rate=rate
+                ),
             }
         )
         results["fixed_rate"] = {"rate_per_s": rate, "share": OFFERED_SHARE, "runs": fixed}
@@ -264,7 +270,7 @@ class Api:
             path = f"/v1/projects/a-{client}-{k % PER_CLIENT}/{verb}"
             return f"POST {path} HTTP/1.1\r\n{head}Content-Length: 0\r\n\r\n".encode()
 
-        return await offered(
+        return await offered_http(
             "127.0.0.1",
             self.port,
             request,
@@ -360,44 +366,63 @@ def _transaction_latencies(logs: list[str]) -> list[float]:
     return latencies
 
 
-async def replay(dsn: str, token_hash: str, duration_s: float) -> dict[str, Any]:
-    """tether's queries for one write, on 16 connections, without HTTP."""
+def _replayed(conn: asyncpg.Connection, c: int, token_hash: str) -> Write:
+    """Client `c`'s k-th write as tether's queries for it, without HTTP: the token lookup, then
+    the desired-state statement, stopping and starting its projects in turn."""
+
+    async def write(k: int) -> bool:
+        name = f"c-{c}-{k % PER_CLIENT}"
+        running = (k // PER_CLIENT) % 2 == 1
+        state, was = (
+            (DesiredState.RUNNING, "stopped") if running else (DesiredState.STOPPED, "running")
+        )
+        principal = await conn.fetchrow(sql("token_by_hash"), token_hash)
+        await conn.fetchrow(
+            sql("set_desired_state"),
+            name,
+            principal["owner"],
+            state,
+            None,
+            "Start" if running else "Stop",
+            f"desired {state} (was {was})",
+            principal["owner"],
+            principal["id"],
+        )
+        return True
+
+    return write
+
+
+@contextlib.asynccontextmanager
+async def _connections(dsn: str) -> AsyncIterator[list[asyncpg.Connection]]:
     conns = await asyncio.gather(*(asyncpg.connect(dsn) for _ in range(CLIENTS)))
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + duration_s
-
-    async def client(c: int, conn: asyncpg.Connection) -> None:
-        k = 0
-        while time.perf_counter() < stop_at:
-            name = f"c-{c}-{k % PER_CLIENT}"
-            running = (k // PER_CLIENT) % 2 == 1
-            state, was = (
-                (DesiredState.RUNNING, "stopped") if running else (DesiredState.STOPPED, "running")
-            )
-            began = time.perf_counter()
-            principal = await conn.fetchrow(sql("token_by_hash"), token_hash)
-            await conn.fetchrow(
-                sql("set_desired_state"),
-                name,
-                principal["owner"],
-                state,
-                None,
-                "Start" if running else "Stop",
-                f"desired {state} (was {was})",
-                principal["owner"],
-                principal["id"],
-            )
-            latencies.append((time.perf_counter() - began) * 1000)
-            k += 1
-
-    began = time.perf_counter()
     try:
-        await asyncio.gather(*(client(c, conn) for c, conn in enumerate(conns)))
+        yield list(conns)
     finally:
         for conn in conns:
             with contextlib.suppress(Exception):
                 await conn.close()
-    seconds = time.perf_counter() - began
+
+
+async def replay(dsn: str, token_hash: str, duration_s: float) -> dict[str, Any]:
+    """tether's queries for one write, on 16 connections, without HTTP, in a closed loop."""
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + duration_s
+
+    async def client(write: Write) -> None:
+        k = 0
+        while time.perf_counter() < stop_at:
+            began = time.perf_counter()
+            await write(k)
+            latencies.append((time.perf_counter() - began) * 1000)
+            k += 1
+
+    async with _connections(dsn) as conns:
+        began = time.perf_counter()
+        await asyncio.gather(
+            *(client(_replayed(conn, c, token_hash)) for c, conn in enumerate(conns))
+        )
+        seconds = time.perf_counter() - began
     return {
         "seconds": seconds,
         "writes": len(latencies),
@@ -407,3 +432,16 @@ async def replay(dsn: str, token_hash: str, duration_s: float) -> dict[str, Any]
         "max_ms": max(latencies),
         "errors": 0,
     }
+
+
+async def replay_offered(
+    dsn: str, token_hash: str, duration_s: float, *, rate: float
+) -> dict[str, Any]:
+    """The same writes at `rate` in all, on the schedule the API's open loop keeps
+    (`openloop.offered`): what this process's own scheduling adds to the API's figures."""
+    async with _connections(dsn) as conns:
+        return await offered(
+            [_replayed(conn, c, token_hash) for c, conn in enumerate(conns)],
+            rate_per_s=rate,
+            duration_s=duration_s,
+        )
