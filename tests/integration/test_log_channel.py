@@ -61,18 +61,22 @@ async def test_logs_work_through_an_api_without_docker_access(
         out, err = capsys.readouterr()
         return code, out, err
 
-    async with (
-        server_process("proxy", common, tmp_path / "proxy.log", None, ready=proxy_ready(common)),
-        server_process(
-            "operator",
-            {**common, "TETHER_OPERATOR_PORT": str(operator_port)},
-            tmp_path / "operator.log",
-            f"http://127.0.0.1:{operator_port}",
-        ) as operator,
-        server_process("api", api_env, tmp_path / "api.log", api) as server,
-        httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"}) as http,
-    ):
-        try:
+    # The containers are removed once the operator has stopped: while it runs, it would
+    # start the project again.
+    try:
+        async with (
+            server_process(
+                "proxy", common, tmp_path / "proxy.log", None, ready=proxy_ready(common)
+            ),
+            server_process(
+                "operator",
+                {**common, "TETHER_OPERATOR_PORT": str(operator_port)},
+                tmp_path / "operator.log",
+                f"http://127.0.0.1:{operator_port}",
+            ) as operator,
+            server_process("api", api_env, tmp_path / "api.log", api) as server,
+            httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"}) as http,
+        ):
             assert (await http.post("/v1/projects", json={"name": "shop"})).status_code == 201
             spec = {
                 "image": WORKLOAD,
@@ -134,8 +138,8 @@ async def test_logs_work_through_an_api_without_docker_access(
             assert code == 1
             assert "the operator's log channel answered 401" in err
             assert "TETHER_LOGS_SECRET differs between the API and the operator" in err
-        finally:
-            async with aiodocker.Docker() as docker:
-                await remove_containers(docker, common["TETHER_INSTALLATION_ID"])
+    finally:
+        async with aiodocker.Docker() as docker:
+            await remove_containers(docker, common["TETHER_INSTALLATION_ID"])
     for process in (operator, server):
         assert SECRET not in process.output()
