@@ -76,7 +76,7 @@ async def offered_http(
 ) -> dict[str, Any]:
     """`request(client, k)` is the k-th request of a client, whole (HTTP/1.1, keep-alive); a
     write succeeded when it was answered 200."""
-    connections = [await asyncio.open_connection(host, port) for _ in range(clients)]
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     def writer(c: int) -> Write:
         reader, stream = connections[c]
@@ -87,7 +87,9 @@ async def offered_http(
 
         return write
 
-    try:
+    try:  # a connect that fails closes the ones already open
+        for _ in range(clients):
+            connections.append(await asyncio.open_connection(host, port))
         return await offered(
             [writer(c) for c in range(clients)], rate_per_s=rate_per_s, duration_s=duration_s
         )

@@ -1126,7 +1126,7 @@ def _api(d: Doc, data: dict[str, Any], plots: Path, docs: Path) -> None:
         "measured at a fixed offered rate, below.",
         "",
     )
-    _api_fixed_rate(d, data.get("fixed_rate"))
+    _api_fixed_rate(d, data.get("fixed_rate"), clients)
     _profile_section(d, data.get("profile"), "the API process under the same load")
 
 
@@ -1135,7 +1135,7 @@ def _closed_loop_mean_ms(clients: int, writes_per_s: float) -> float:
     return clients * 1000 / writes_per_s if writes_per_s else math.nan
 
 
-def _api_fixed_rate(d: Doc, fixed: dict[str, Any] | None) -> None:
+def _api_fixed_rate(d: Doc, fixed: dict[str, Any] | None, clients: int) -> None:
     """Latency at a fixed offered rate (an open loop: bench/openloop.py and pgbench --rate)."""
     if not fixed:
         return
@@ -1152,7 +1152,7 @@ def _api_fixed_rate(d: Doc, fixed: dict[str, Any] | None) -> None:
     )
     d(
         f"At a fixed offered rate of {_f(rate)} writes/s ({fixed['share'] * 100:.0f} % of "
-        "pgbench's closed-loop median), Poisson arrivals over 16 connections, each write's "
+        f"pgbench's closed-loop median), Poisson arrivals over {clients} connections, each write's "
         "latency counted from when it was due (pgbench `--rate` counts the same way), "
         "interleaved; medians of the repetitions. The API's schedule is kept by the benchmark's "
         "Python process (bench/openloop.py); the asyncpg row runs the same SQL on that same "
