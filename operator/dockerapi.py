@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any, ClassVar, TypedDict, TypeVar
 
 import aiodocker
@@ -100,7 +101,7 @@ class DockerCalls:
         guard: Callable[[], None] | None = None,
         call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
-        self.client = aiodocker.Docker(url=url)
+        self.client = self._open_client(url)
         # How long one Docker API call may take before it counts as a transient fault
         # (TETHER_DOCKER_TIMEOUT_S); a container's stop adds its grace period.
         self.call_timeout_s = call_timeout_s
@@ -116,8 +117,39 @@ class DockerCalls:
         # (docs/benchmarks.md, item 2).
         self._changes = asyncio.Semaphore(changes)
 
+    def _open_client(self, url: str) -> aiodocker.Docker:
+        """aiodocker on a session of ours, which checks the lease again when a request is about
+        to leave. `docker_call`'s check comes before a connection is taken, and taking one may
+        wait (the pool, a connect): an operator paused there (SIGSTOP, a stalled VM) would send
+        its request on waking, after a standby took over. aiohttp signals the headers once the
+        connection is ready and writes them in the same step, so between this second check and
+        the wire only synchronous code remains. Docker takes no fencing token: no client can
+        close that last window (docs/faults.md, high availability)."""
+        connector: aiohttp.BaseConnector
+        if url.startswith("unix://"):
+            connector = aiohttp.UnixConnector(url.removeprefix("unix://"))
+            url = "unix://localhost"  # aiodocker's stand-in host for a socket's URLs
+        else:
+            connector = aiohttp.TCPConnector()
+        fence = aiohttp.TraceConfig()
+        fence.on_request_headers_sent.append(self._check_lease_before_sending)
+        session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(), trace_configs=[fence]
+        )
+        return aiodocker.Docker(url=url, connector=connector, session=session)
+
+    async def _check_lease_before_sending(
+        self,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        # An exception here closes the connection and nothing of the request is written.
+        self.guard()
+
     async def close(self) -> None:
-        await self.client.close()
+        await self.client.close()  # its events subscription; the session is ours to close
+        await self.client.session.close()
 
     def label_filter(self, project: str | None = None) -> dict[str, list[str]]:
         """Docker's filter for this installation's objects (of one project, if named)."""
