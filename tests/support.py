@@ -7,7 +7,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
 import aiodocker
@@ -61,10 +61,20 @@ async def elapsed(since: float, seconds: float) -> bool:
 
 def free_port() -> int:
     """A loopback port that nothing listens on (until someone binds it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    [port] = free_ports(1)
     return port
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different loopback ports that nothing listens on (until someone binds them).
+    All are held at once while the kernel picks them: two ports picked one after the other may
+    be the same one (CI of 61d3d30: a test's API and operator got one port, and the API's
+    readiness check found the operator's)."""
+    with ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ import aiodocker
 import httpx
 import pytest
 from servers import installation_env, proxy_ready, server_process, short_dir
-from support import free_port, remove_containers, wait_for
+from support import free_port, free_ports, remove_containers, wait_for
 
 from tether.api.store import PortRange, Store
 from tether.cli.main import run
@@ -37,7 +37,7 @@ async def test_logs_work_through_an_api_without_docker_access(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    api_port, operator_port = free_port(), free_port()
+    api_port, operator_port = free_ports(2)
     api = f"http://127.0.0.1:{api_port}"
     channel = str(run_dir / "logs.sock")
     common = {

@@ -17,7 +17,7 @@ import aiodocker
 import httpx
 import pytest
 from servers import installation_env, proxy_ready, server_process, short_dir
-from support import free_port, remove_containers, wait_for
+from support import free_ports, remove_containers, wait_for
 
 from tether.api.store import PortRange, Store
 from tether.cli.main import run
@@ -58,7 +58,7 @@ async def test_every_server_line_is_json_and_none_shows_a_secret(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    api_port, operator_port = free_port(), free_port()
+    api_port, operator_port = free_ports(2)
     api = f"http://127.0.0.1:{api_port}"
     env = {
         **installation_env(database_url, port_range, run_dir),

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 from servers import server_process
-from support import free_port, wait_for
+from support import free_ports, wait_for
 
 from tether.api.app import create_app
 from tether.api.models import Principal, TokenRefusal
@@ -250,7 +250,7 @@ async def test_a_revoked_token_is_refused_at_once_by_every_running_api_process(
     """Two `tether api` processes, each caching tokens for an hour: only the revocation's
     notification can make them refuse the token, and both do within the stated bound (5 s)."""
     new = await store.issue_token("alice")
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     base = {
         "TETHER_DATABASE_URL": database_url,
