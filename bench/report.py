@@ -844,9 +844,9 @@ def _profile_section(d: Doc, profile: dict[str, Any] | None, what: str) -> None:
             if "seconds" in profile
             else ""
         )
-        + "; samples of a thread waiting in epoll are left out). Share of samples by the area of "
-        "the innermost frame, tether's functions that were on the stack (inclusive), and the "
-        "hottest innermost functions:",
+        + "; only samples that hold the GIL, so that waits are left out). Share of samples by "
+        "the area of the innermost frame, tether's functions that were on the stack "
+        "(inclusive), and the hottest innermost functions:",
         "",
     )
     rows = []
