@@ -118,38 +118,41 @@ class DockerCalls:
         self._changes = asyncio.Semaphore(changes)
 
     def _open_client(self, url: str) -> aiodocker.Docker:
-        """aiodocker on a session of ours, which checks the lease again when a request is about
-        to leave. `docker_call`'s check comes before a connection is taken, and taking one may
-        wait (the pool, a connect): an operator paused there (SIGSTOP, a stalled VM) would send
-        its request on waking, after a standby took over. aiohttp signals the headers once the
-        connection is ready and writes them in the same step, so between this second check and
-        the wire only synchronous code remains. Docker takes no fencing token: no client can
+        """aiodocker (which makes the connector the URL needs: a socket, TCP, TLS from
+        DOCKER_TLS_VERIFY), its session tracing each request for a second lease check just
+        before the request's first bytes are written.
+
+        `docker_call`'s check comes before a connection is taken, and taking one may wait (the
+        pool, a connect): an operator paused there (SIGSTOP, a stalled VM) would send its request
+        on waking, after a standby took over. aiohttp signals "headers sent" once it holds the
+        connection, before it buffers them, and "chunk sent" before a body's first write, which
+        also writes the headers (from a task of its own on Python 3.11, a loop turn later). After
+        the last check only synchronous code remains. Docker takes no fencing token: no client can
         close that last window (docs/faults.md, high availability)."""
-        connector: aiohttp.BaseConnector
-        if url.startswith("unix://"):
-            connector = aiohttp.UnixConnector(url.removeprefix("unix://"))
-            url = "unix://localhost"  # aiodocker's stand-in host for a socket's URLs
-        else:
-            connector = aiohttp.TCPConnector()
+        client = aiodocker.Docker(url=url)
         fence = aiohttp.TraceConfig()
         fence.on_request_headers_sent.append(self._check_lease_before_sending)
-        session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(), trace_configs=[fence]
-        )
-        return aiodocker.Docker(url=url, connector=connector, session=session)
+        fence.on_request_chunk_sent.append(self._check_lease_before_sending)
+        fence.freeze()
+        # The session's tracing is a list aiohttp reads at each request; aiodocker makes the
+        # session without a way to pass one in.
+        client.session.trace_configs.append(fence)
+        return client
 
     async def _check_lease_before_sending(
-        self,
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceRequestHeadersSentParams,
+        self, session: aiohttp.ClientSession, context: SimpleNamespace, params: object
     ) -> None:
-        # An exception here closes the connection and nothing of the request is written.
+        # Once per request: a body's later chunks follow bytes already sent. A LostLease before
+        # the headers closes the connection unwritten; before the body's first write, aiohttp
+        # reports it as a failed connection, which the retry turns into LostLease.
+        if getattr(context, "checked_chunk", False):
+            return
+        if isinstance(params, aiohttp.TraceRequestChunkSentParams):
+            context.checked_chunk = True
         self.guard()
 
     async def close(self) -> None:
-        await self.client.close()  # its events subscription; the session is ours to close
-        await self.client.session.close()
+        await self.client.close()
 
     def label_filter(self, project: str | None = None) -> dict[str, list[str]]:
         """Docker's filter for this installation's objects (of one project, if named)."""

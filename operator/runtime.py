@@ -32,7 +32,8 @@ class RuntimeFault(Exception):
 
 class LostLease(Exception):
     """This operator does not hold the lease (any more): another one may be active, so nothing
-    more may be asked of the runtime. Raised before a call, never after one was made."""
+    more may be asked of the runtime. Raised before a request is written, never after one was:
+    a call it ends has changed nothing (a read before it, such as an inspect, may have gone)."""
 
 
 class Refused(RuntimeFault):

@@ -272,6 +272,7 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._closing = False
         self._connections: set[asyncio.Task[None]] = set()
+        self.accepted = 0  # connections accepted, whether or not a request came on them
         self._streams: set[_Stream] = set()
         self._projects: dict[str, str] = {}  # container id -> project, learnt from the traffic
         self._inspected: dict[str, bytes] = {}  # container id -> its latest inspect body
@@ -354,6 +355,7 @@ class FaultProxy:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.accepted += 1
         try:
             await self._serve_connection(reader, writer)
         except asyncio.CancelledError:
