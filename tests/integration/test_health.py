@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import uvloop
 from support import free_port
 
 from tether.api.models import HealthCheck, HttpCheck, TcpCheck
@@ -82,6 +83,25 @@ async def test_an_http_check_gets_its_path_percent_encoded_where_needed(canned: 
     assert canned.requests == [b"GET /health/%C3%A9?full=1&x=%20 HTTP/1.1\r\n"]
 
 
+@pytest.mark.parametrize(
+    ("check", "answer", "healthy"),
+    [
+        (HTTP, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+        (HTTP, b"HTTP/1.1 503\r\n\r\n", False),
+        (HTTP, b"", False),
+        (TCP, b"", True),
+    ],
+)
+async def test_the_probe_answers_the_same_on_uvloop_which_the_operator_runs_on(
+    canned: Canned, check: HealthCheck, answer: bytes, healthy: bool
+) -> None:
+    """The tests run on asyncio's own loop; `tether operator` on uvloop, whose transports are
+    classes of their own."""
+    port = await canned.serve(answer)
+    probe = Prober("127.0.0.1").healthy(check, 8080, port)
+    assert await asyncio.to_thread(uvloop.run, probe) is healthy
+
+
 @pytest.mark.parametrize("check", [HTTP, TCP, None], ids=["http", "tcp", "default"])
 async def test_nothing_listening_is_not_healthy(check: HealthCheck | None) -> None:
     assert not await Prober("127.0.0.1").healthy(check, 8080, free_port())
@@ -117,3 +137,51 @@ async def test_a_routed_endpoint_that_misses_the_limit_in_a_row_does_not_answer(
     port = await canned.serve(*[FAILED] * ROUTED_MISSES, OK)
     assert not await Prober("127.0.0.1").still_answers(HTTP, 8080, f"127.0.0.1:{port}")
     assert len(canned.requests) == ROUTED_MISSES
+
+
+async def test_a_status_line_that_arrives_in_pieces_is_read_whole() -> None:
+    """TCP may deliver the reply in any number of segments: the probe waits for the line's end."""
+    pieces = [b"HTTP/1.1 2", b"00 OK\r", b"\nContent-Length: 0\r\n\r\n"]
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0)  # let each piece go out as a segment of its own
+        await reader.read()  # until the probe closes its end: it must not wait for ours
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        assert await Prober("127.0.0.1").healthy(HTTP, 8080, port)
+        async with asyncio.timeout(5):
+            await closed.wait()
+
+
+async def test_a_reply_without_a_line_end_is_not_healthy_before_its_timeout() -> None:
+    """A peer that streams bytes without ever ending a line is not HTTP: the probe gives up on
+    it once it has read more than any status line, not at its timeout."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK" + b"x" * 10_000)
+        await writer.drain()
+        await reader.read()  # and keeps the connection open
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        patient = HttpCheck(type="http", path="/healthz", timeout_s=60)
+        async with asyncio.timeout(10):
+            assert not await Prober("127.0.0.1").healthy(patient, 8080, port)
+
+
+async def test_a_connection_closed_before_the_status_line_ends_is_not_healthy(
+    canned: Canned,
+) -> None:
+    port = await canned.serve(b"HTTP/1.1 200 OK")  # then the server closes
+    assert not await Prober("127.0.0.1").healthy(HTTP, 8080, port)
