@@ -166,9 +166,9 @@ def _snapshot(row: asyncpg.Record) -> DesiredSnapshot:
     target, running, status = data.pop("target"), data.pop("running"), data.pop("status")
     return DesiredSnapshot(
         project=_project(data),
-        target=_deployment(target) if target else None,
-        running=_deployment(running) if running else None,
-        status=_status(status) if status else None,
+        target=Deployment.model_validate_json(target) if target else None,
+        running=Deployment.model_validate_json(running) if running else None,
+        status=Status.model_validate_json(status) if status else None,
     )
 
 

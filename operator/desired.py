@@ -30,6 +30,26 @@ def spec_hash(deployment: Deployment) -> str:
     """Identifies everything a workload is created from, so a changed spec is never adopted.
     The stable endpoint is not part of it: the proxy owns it, and a workload only publishes its
     port where the proxy reaches it."""
+    # Each resync rebuilds every project's desired state, and hashing was a tenth of an idle
+    # operator's Python time (docs/benchmarks.md, idle): the hash is kept for the deployment it
+    # was made from, and used again for one equal to it (a compare of fields, not an encoding).
+    key = (deployment.project, deployment.version)
+    known = _SPEC_HASHES.get(key)
+    if known is not None and known[0] == deployment:
+        return known[1]
+    digest = _hash_spec(deployment)
+    if known is None and len(_SPEC_HASHES) >= SPEC_HASHES_KEPT:
+        del _SPEC_HASHES[next(iter(_SPEC_HASHES))]  # the oldest: any one would do
+    _SPEC_HASHES[key] = (deployment, digest)
+    return digest
+
+
+# A target and a fallback for each of 10,000 projects, the most the benchmark grows to.
+SPEC_HASHES_KEPT = 20_000
+_SPEC_HASHES: dict[tuple[str, int], tuple[Deployment, str]] = {}
+
+
+def _hash_spec(deployment: Deployment) -> str:
     # Marking a key secret changes nothing a workload is created from.
     exclude = {"created_by", "created_at", "secret_env"}
     if not deployment.volumes:
